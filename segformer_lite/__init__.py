@@ -1,0 +1,11 @@
+"""segformer_lite: the SegFormer encoder (Mix Transformer, MiT-B0 ... B5), built to be read."""
+from .attention import EfficientSelfAttention, FullSelfAttention
+from .block import Block, DropPath
+from .config import VARIANTS, MiTConfig, mit_config
+from .encoder import MixTransformer, Stage, min_input_size, stage_grid_sizes
+from .mix_ffn import MixFFN
+from .patch_embed import OverlapPatchEmbed, conv_output_size
+from .tokens import image_to_tokens, tokens_to_image
+
+__version__ = "0.1.0"
+from .checkpoint import from_transformers, load_pretrained, to_official_state_dict

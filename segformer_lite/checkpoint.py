@@ -1,0 +1,285 @@
+"""Weights in, weights out: Hugging Face transformers models and checkpoints, and the
+official NVlabs ``mit_bX.pth`` files, converted to :class:`MixTransformer`.
+
+Three key layouts are understood, all renamed to this package's own names:
+
+* transformers >= 5.9: ``stages.0.blocks.0.attention.q_proj.weight`` ...
+* transformers <= 5.8: ``encoder.block.0.0.attention.self.query.weight`` ...
+  (either may carry a ``segformer.`` prefix, as in ``SegformerForSemanticSegmentation``)
+* official NVlabs: ``block1.0.attn.q.weight``, fused ``attn.kv`` (rows ``[:C]`` K, ``[C:]`` V)
+
+transformers separates K and V (``k_proj``, ``v_proj``); they are stacked into the fused
+``kv`` Linear here. transformers applies LayerNorm eps 1e-5 everywhere, the official code
+1e-6 in block and stage norms, so the config built for each format keeps its own eps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from .config import VARIANTS, MiTConfig
+from .encoder import MixTransformer
+
+__all__ = ["from_transformers", "load_pretrained", "to_official_state_dict", "canonical_state_dict"]
+
+# transformers <= 5.8 names -> transformers >= 5.9 names (as transformers' own conversion map)
+_HF_LEGACY = [
+    (r"encoder\.patch_embeddings\.(\d+)\.", r"stages.\1.patch_embeddings."),
+    (r"encoder\.block\.(\d+)\.", r"stages.\1.blocks."),
+    (r"encoder\.layer_norm\.(\d+)\.", r"stages.\1.layer_norm."),
+    (r"attention\.self\.query\.", "attention.q_proj."),
+    (r"attention\.self\.key\.", "attention.k_proj."),
+    (r"attention\.self\.value\.", "attention.v_proj."),
+    (r"attention\.self\.sr\.", "attention.sequence_reduction.sequence_reduction."),
+    (r"attention\.self\.layer_norm\.", "attention.sequence_reduction.layer_norm."),
+    (r"attention\.output\.dense\.", "attention.o_proj."),
+    (r"mlp\.dense1\.", "mlp.fc1."),
+    (r"mlp\.dense2\.", "mlp.fc2."),
+    (r"layer_norm_1\.", "layernorm_before."),
+    (r"layer_norm_2\.", "layernorm_after."),
+]
+# transformers >= 5.9 names -> ours (k_proj / v_proj become temporary .k / .v, fused below)
+_HF = [
+    (r"^stages\.(\d+)\.patch_embeddings\.layer_norm\.", r"stages.\1.patch_embed.norm."),
+    (r"^stages\.(\d+)\.patch_embeddings\.proj\.", r"stages.\1.patch_embed.proj."),
+    (r"^stages\.(\d+)\.layer_norm\.", r"stages.\1.norm."),
+    (r"\.layernorm_before\.", ".norm1."),
+    (r"\.layernorm_after\.", ".norm2."),
+    (r"\.attention\.q_proj\.", ".attn.q."),
+    (r"\.attention\.k_proj\.", ".attn.k."),
+    (r"\.attention\.v_proj\.", ".attn.v."),
+    (r"\.attention\.o_proj\.", ".attn.proj."),
+    (r"\.attention\.sequence_reduction\.sequence_reduction\.", ".attn.sr."),
+    (r"\.attention\.sequence_reduction\.layer_norm\.", ".attn.norm."),
+    (r"\.mlp\.dwconv\.dwconv\.", ".ffn.dwconv."),
+    (r"\.mlp\.fc(\d)\.", r".ffn.fc\1."),
+]
+_OFFICIAL = [
+    (r"^patch_embed(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.patch_embed."),
+    (r"^block(\d)\.(\d+)\.", lambda m: f"stages.{int(m[1]) - 1}.blocks.{m[2]}."),
+    (r"^norm(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.norm."),
+    (r"\.mlp\.dwconv\.dwconv\.", ".ffn.dwconv."),
+    (r"\.mlp\.fc(\d)\.", r".ffn.fc\1."),
+]
+
+
+def _rename(sd: dict, rules) -> dict:
+    out = {}
+    for key, value in sd.items():
+        for pattern, repl in rules:
+            key = re.sub(pattern, repl, key)
+        out[key] = value
+    return out
+
+
+def detect_format(sd: dict) -> str:
+    """``"transformers"``, ``"official"`` or ``"segformer_lite"`` from the key names."""
+    keys = list(sd)
+    if any(re.match(r"^(segformer\.)?(encoder\.block\.|stages\.\d+\.patch_embeddings\.)", k) for k in keys):
+        return "transformers"
+    if any(k.startswith("patch_embed1.") for k in keys):
+        return "official"
+    if any(k.startswith("stages.0.patch_embed.") for k in keys):
+        return "segformer_lite"
+    sample = ", ".join(keys[:5]) or "no keys at all"
+    raise ValueError("not a SegFormer/MiT checkpoint: expected transformers keys "
+                     "('stages.0.patch_embeddings.proj.weight' or 'encoder.block.0.0...'), official "
+                     f"keys ('patch_embed1.proj.weight', 'block1.0.attn.q.weight') or segformer_lite keys; got {sample}")
+
+
+def canonical_state_dict(sd: dict) -> tuple[str, dict, dict]:
+    """Rename any supported layout to this package's names.
+
+    Returns ``(format, encoder_state, other)`` where ``other`` holds the keys that are not part
+    of the encoder (a transformers decode head, say), still under their original names.
+    """
+    if not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd):
+        raise TypeError(f"expected a state dict (dict of str -> Tensor), got {type(sd).__name__}")
+    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise TypeError(f"state dict values must be tensors; not tensors: {bad[:10]}")
+    fmt = detect_format(sd)
+    if fmt == "transformers":
+        enc = {k.removeprefix("segformer."): v for k, v in sd.items()
+               if not k.startswith("decode_head.") and not k.startswith("classifier.")}
+        other = {k: v for k, v in sd.items() if k.startswith(("decode_head.", "classifier."))}
+        enc = _fuse_kv(_rename(_rename(enc, _HF_LEGACY), _HF))
+    elif fmt == "official":
+        # mit_bX.pth ImageNet checkpoints also carry the classification head: not encoder
+        other = {k: v for k, v in sd.items() if k.startswith("head.")}
+        enc = _rename({k: v for k, v in sd.items() if k not in other}, _OFFICIAL)
+    else:
+        other = {k: v for k, v in sd.items() if not k.startswith("stages.")}
+        enc = {k: v for k, v in sd.items() if k.startswith("stages.")}
+    return fmt, enc, other
+
+
+def _fuse_kv(sd: dict) -> dict:
+    """Stack transformers' separate K and V Linears into the fused ``kv`` (K rows first)."""
+    out = {}
+    for key, value in sd.items():
+        m = re.match(r"^(.*\.attn)\.([kv])\.(weight|bias)$", key)
+        if not m:
+            out[key] = value
+            continue
+        prefix, which, kind = m.groups()
+        other = f"{prefix}.{'v' if which == 'k' else 'k'}.{kind}"
+        if other not in sd:
+            out[key] = value  # left unfused: reported as unexpected by the loader
+        elif which == "k":
+            out[f"{prefix}.kv.{kind}"] = torch.cat([value, sd[other]], dim=0)
+    return out
+
+
+def infer_config(sd: dict, **overrides) -> MiTConfig:
+    """An :class:`MiTConfig` from the shapes in a canonical (renamed) encoder state dict.
+
+    Widths, depths, kernel sizes, sr_ratios, mlp_ratio and qkv_bias are read off the shapes.
+    Head counts and strides leave no trace in the weights: they come from the MiT variant with
+    the same widths and depths (``overrides`` can set them for a custom model).
+    """
+    try:
+        n = 1 + max(int(m[1]) for k in sd if (m := re.match(r"^stages\.(\d+)\.", k)))
+        dims, depths, kernels, srs = [], [], [], []
+        for i in range(n):
+            w = sd[f"stages.{i}.patch_embed.proj.weight"]
+            dims.append(w.shape[0])
+            kernels.append(w.shape[-1])
+            depths.append(1 + max(int(m[1]) for k in sd
+                                  if (m := re.match(rf"^stages\.{i}\.blocks\.(\d+)\.", k))))
+            sr = sd.get(f"stages.{i}.blocks.0.attn.sr.weight")
+            srs.append(1 if sr is None else sr.shape[-1])
+        in_channels = sd["stages.0.patch_embed.proj.weight"].shape[1]
+        mlp_ratio = sd["stages.0.blocks.0.ffn.fc1.weight"].shape[0] // dims[0]
+        qkv_bias = "stages.0.blocks.0.attn.q.bias" in sd
+    except (KeyError, ValueError, IndexError) as e:
+        raise ValueError(f"cannot read the MiT architecture off this checkpoint "
+                         f"(missing or odd key: {e}); is it a complete encoder?") from None
+    fields = dict(embed_dims=tuple(dims), depths=tuple(depths), patch_sizes=tuple(kernels),
+                  sr_ratios=tuple(srs), in_channels=in_channels, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias)
+    match = next((v for v in VARIANTS.values()
+                  if v.embed_dims == fields["embed_dims"] and v.depths == fields["depths"]), None)
+    if match is None and "num_heads" not in overrides:
+        raise ValueError(f"widths {fields['embed_dims']} and depths {fields['depths']} match no MiT "
+                         f"variant ({', '.join(VARIANTS)}); pass the config explicitly "
+                         "(head counts cannot be read from weights)")
+    base = match or MiTConfig(embed_dims=fields["embed_dims"], num_heads=overrides["num_heads"],
+                              depths=fields["depths"], sr_ratios=fields["sr_ratios"])
+    return dataclasses.replace(base, **{**fields, **overrides})
+
+
+def _load_into(model: torch.nn.Module, sd: dict, source: str) -> None:
+    """``load_state_dict`` that lists every missing, unexpected and mis-shaped key."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    misshaped = sorted(f"{k}: expected {tuple(own[k].shape)}, got {tuple(sd[k].shape)}"
+                       for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+    if missing or unexpected or misshaped:
+        parts = [f"{label} ({len(keys)}): {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}"
+                 for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                     ("mis-shaped keys", misshaped)) if keys]
+        raise ValueError(f"checkpoint {source} does not fit the model: " + "; ".join(parts))
+    model.load_state_dict(sd)
+
+
+def _config_from_hf(hf_config, sd: dict) -> MiTConfig:
+    ratios = set(hf_config.mlp_ratios)
+    if len(ratios) != 1:
+        raise ValueError(f"segformer_lite uses one mlp_ratio for all stages (as every released "
+                         f"MiT does); this transformers config has mlp_ratios={hf_config.mlp_ratios}")
+    return dataclasses.replace(
+        infer_config(sd, num_heads=tuple(hf_config.num_attention_heads)),
+        strides=tuple(hf_config.strides), drop_path_rate=float(hf_config.drop_path_rate),
+        norm_eps=1e-5, embed_norm_eps=1e-5)
+
+
+def from_transformers(model_or_state_dict) -> MixTransformer:
+    """A :class:`MixTransformer` with the weights of a transformers ``SegformerModel`` (or of
+    a model that contains one, or of its state dict), giving transformers' numbers exactly.
+
+    The model is returned in eval mode.
+    """
+    if isinstance(model_or_state_dict, torch.nn.Module):
+        hf = model_or_state_dict
+        if not hasattr(hf, "config") or not hasattr(hf.config, "hidden_sizes"):
+            raise TypeError(f"expected a transformers Segformer model or a state dict, got "
+                            f"{type(hf).__name__}")
+        fmt, sd, _ = canonical_state_dict(hf.state_dict())
+        cfg = _config_from_hf(hf.config, sd)
+    elif isinstance(model_or_state_dict, dict):
+        fmt, sd, _ = canonical_state_dict(model_or_state_dict)
+        if fmt != "transformers":
+            raise ValueError(f"expected a transformers-layout state dict, got the {fmt} layout "
+                             "(use load_pretrained for official checkpoints)")
+        cfg = dataclasses.replace(infer_config(sd), norm_eps=1e-5, embed_norm_eps=1e-5)
+    else:
+        raise TypeError(f"expected a transformers SegformerModel or a state dict, got "
+                        f"{type(model_or_state_dict).__name__}")
+    model = MixTransformer(cfg)
+    _load_into(model, sd, "from transformers")
+    return model.eval()
+
+
+def _read_state_dict(path: Path) -> dict:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any failure to parse means: this file is not a checkpoint
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+    for wrapper in ("state_dict", "model"):  # training scripts often wrap the weights
+        if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
+            sd = sd[wrapper]
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path} holds a {type(sd).__name__}, not a state dict")
+    return sd
+
+
+def load_pretrained(path) -> MixTransformer:
+    """Load a local checkpoint; the variant is read off the weights' shapes.
+
+    ``path`` is a transformers directory (``model.safetensors`` or ``pytorch_model.bin``,
+    with its ``config.json`` when present) or a single ``.safetensors`` / ``.bin`` / ``.pth``
+    file in the transformers or official layout. Nothing is downloaded. Returns eval mode.
+    """
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"expected a path (str or pathlib.Path), got {type(path).__name__}")
+    path = Path(path)
+    hf_config = None
+    if path.is_dir():
+        files = [path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()]
+        if not files:
+            raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in directory {path}")
+        if (path / "config.json").is_file():
+            hf_config = json.loads((path / "config.json").read_text())
+        path = files[0]
+    elif not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    fmt, sd, _ = canonical_state_dict(_read_state_dict(path))
+    overrides = {}
+    if fmt == "transformers":
+        overrides = dict(norm_eps=1e-5, embed_norm_eps=1e-5)
+        if hf_config is not None:
+            overrides.update(num_heads=tuple(hf_config["num_attention_heads"]),
+                             strides=tuple(hf_config["strides"]))
+    model = MixTransformer(infer_config(sd, **overrides))
+    _load_into(model, sd, str(path))
+    return model.eval()
+
+
+def to_official_state_dict(model: MixTransformer) -> dict:
+    """This model's weights under the official NVlabs ``mit_bX.pth`` names."""
+    out = {}
+    for key, value in model.state_dict().items():
+        key = re.sub(r"^stages\.(\d+)\.patch_embed\.", lambda m: f"patch_embed{int(m[1]) + 1}.", key)
+        key = re.sub(r"^stages\.(\d+)\.blocks\.(\d+)\.", lambda m: f"block{int(m[1]) + 1}.{m[2]}.", key)
+        key = re.sub(r"^stages\.(\d+)\.norm\.", lambda m: f"norm{int(m[1]) + 1}.", key)
+        key = key.replace(".ffn.dwconv.", ".mlp.dwconv.dwconv.").replace(".ffn.fc", ".mlp.fc")
+        out[key] = value
+    return out
