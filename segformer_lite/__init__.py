@@ -7,6 +7,7 @@ from .encoder import MixTransformer, Stage, min_input_size, stage_grid_sizes
 from .mix_ffn import MixFFN
 from .patch_embed import OverlapPatchEmbed, conv_output_size
 from .tokens import image_to_tokens, tokens_to_image
+from .trace import ShapeTrace, trace_shapes
 
 __version__ = "0.1.0"
 from .checkpoint import from_transformers, load_pretrained, to_official_state_dict
