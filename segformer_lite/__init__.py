@@ -2,6 +2,7 @@
 from .attention import EfficientSelfAttention, FullSelfAttention
 from .block import Block, DropPath
 from .config import VARIANTS, MiTConfig, mit_config
+from .cost import AttentionCost, EncoderCost, StageCost, attention_cost, encoder_cost, mix_ffn_flops
 from .images import PHOTOS, load_photo, photo_tensor
 from .encoder import MixTransformer, Stage, min_input_size, stage_grid_sizes
 from .mix_ffn import MixFFN
