@@ -1,0 +1,313 @@
+"""Where does one query pixel look? Attention maps of efficient self-attention on a photo.
+
+Pure functions compute and draw; :func:`attention_widget` only wires sliders to them.
+
+* :func:`attention_for_query` works with any :class:`~segformer_lite.EfficientSelfAttention`
+  (given a feature map) or any :class:`~segformer_lite.MixTransformer` (given an image and a
+  block index) and returns an :class:`AttentionMap`: one query's weights over the key/value grid.
+* :func:`draw_attention` overlays such a map on the photo, keys/values drawn as the
+  ``sr_ratio x sr_ratio`` windows of tokens they were pooled from.
+* :func:`colour_position_features` and :func:`colour_position_attention` build a layer whose
+  attention *means* something without training: head 0 compares colours, head 1 compares
+  positions. A randomly initialised layer attends almost uniformly, which shows nothing.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..attention import EfficientSelfAttention
+from ..encoder import MixTransformer, stage_grid_sizes
+from ..patch_embed import conv_output_size
+from ..tokens import image_to_tokens
+
+__all__ = ["AttentionMap", "attention_for_query", "query_attention", "reduced_grid",
+           "colour_position_features", "colour_position_attention", "draw_attention",
+           "scale_query", "attention_widget"]
+
+COLOUR_CHANNELS, POSITION_CHANNELS = 6, 4  # cos/sin of r, g, b; cos/sin of y, x
+HEAD_DIM = 2 * COLOUR_CHANNELS  # each feature and its negation: head 0 colour, head 1 position
+HEAD_NAMES = ("colour", "position")
+
+
+@dataclass(frozen=True)
+class AttentionMap:
+    """The attention weights of one query token over the (reduced) key/value grid.
+
+    ``weights`` has shape ``kv_grid`` and sums to 1. Key/value cell ``(i, j)`` was pooled from
+    tokens ``[i*sr, (i+1)*sr) x [j*sr, (j+1)*sr)`` of the ``grid`` the query lives on.
+    """
+
+    weights: np.ndarray
+    grid: tuple[int, int]
+    kv_grid: tuple[int, int]
+    sr_ratio: int
+    query: tuple[int, int]
+    head: int
+
+
+def reduced_grid(grid: tuple[int, int], sr_ratio: int) -> tuple[int, int]:
+    """The key/value grid left by the sequence-reduction conv (kernel = stride = sr_ratio,
+    no padding): ``floor(H / sr) x floor(W / sr)``. Tokens past the last full window never
+    become keys. A readable ValueError when the grid is smaller than one window."""
+    if not isinstance(sr_ratio, int) or sr_ratio < 1:
+        raise ValueError(f"sr_ratio must be a positive int, got {sr_ratio!r}")
+    h, w = grid
+    if sr_ratio > min(h, w):
+        raise ValueError(f"sr_ratio={sr_ratio} is larger than the {h}x{w} token grid: the "
+                         f"reduction conv needs at least one {sr_ratio}x{sr_ratio} window "
+                         f"(use sr_ratio <= {min(h, w)} or a larger image)")
+    return conv_output_size(h, sr_ratio, sr_ratio, 0), conv_output_size(w, sr_ratio, sr_ratio, 0)
+
+
+def _check_query(query_rc, grid: tuple[int, int]) -> tuple[int, int]:
+    try:
+        r, c = (int(v) for v in query_rc)
+    except (TypeError, ValueError):
+        raise TypeError(f"query_rc must be a (row, col) pair of ints, got {query_rc!r}") from None
+    h, w = grid
+    if not (0 <= r < h and 0 <= c < w):
+        raise ValueError(f"query (row={r}, col={c}) is outside the {h}x{w} token grid "
+                         f"(rows 0..{h - 1}, cols 0..{w - 1})")
+    return r, c
+
+
+def query_attention(attn: torch.Tensor, grid: tuple[int, int], kv_grid: tuple[int, int],
+                    query_rc, head: int = 0, sr_ratio: int = 1) -> AttentionMap:
+    """Pick one query's row out of an attention tensor ``(B, heads, N, M)`` (batch item 0)."""
+    if not isinstance(attn, torch.Tensor) or attn.ndim != 4:
+        raise ValueError("expected attention weights of shape (B, heads, N, M), got "
+                         f"{getattr(attn, 'shape', type(attn).__name__)}")
+    (h, w), (kh, kw) = grid, kv_grid
+    if attn.shape[-2:] != (h * w, kh * kw):
+        raise ValueError(f"attention of shape {tuple(attn.shape)} does not fit a {h}x{w} query grid "
+                         f"and a {kh}x{kw} key grid (expected N={h * w}, M={kh * kw})")
+    heads = attn.shape[1]
+    if not isinstance(head, int) or not 0 <= head < heads:
+        raise ValueError(f"head must be an int in 0..{heads - 1} (this layer has {heads} heads), got {head!r}")
+    r, c = _check_query(query_rc, grid)
+    row = attn[0, head, r * w + c].detach().float().reshape(kh, kw)  # tokens are row-major
+    return AttentionMap(row.cpu().numpy(), (h, w), (kh, kw), sr_ratio, (r, c), head)
+
+
+def scale_query(query_rc, from_grid: tuple[int, int], to_grid: tuple[int, int]) -> tuple[int, int]:
+    """The token of ``to_grid`` that covers token ``query_rc`` of ``from_grid`` (same image)."""
+    r, c = _check_query(query_rc, from_grid)
+    return r * to_grid[0] // from_grid[0], c * to_grid[1] // from_grid[1]
+
+
+@torch.no_grad()
+def _model_attention(model: MixTransformer, image: torch.Tensor, block: int):
+    """Attention of global block ``block`` of ``model`` on ``image`` with its grids and sr."""
+    depths = model.config.depths
+    if not isinstance(block, int) or not 0 <= block < sum(depths):
+        raise ValueError(f"block must be an int in 0..{sum(depths) - 1} (this encoder has "
+                         f"{sum(depths)} blocks, depths {depths}), got {block!r}")
+    stage = int(np.searchsorted(np.cumsum(depths), block, side="right"))
+    _, attns = model(image, return_attention=True)
+    grid = stage_grid_sizes(model.config, *image.shape[-2:])[stage]
+    sr = model.config.sr_ratios[stage]
+    return attns[block], grid, reduced_grid(grid, sr), sr
+
+
+@torch.no_grad()
+def attention_for_query(layer_or_model, image: torch.Tensor, query_rc, head: int = 0,
+                        block: int = 0) -> AttentionMap:
+    """One query token's attention over the key/value grid.
+
+    * ``layer_or_model`` an :class:`EfficientSelfAttention`: ``image`` is its input as a feature
+      map ``(1, C, H, W)``; ``query_rc`` a token of that ``H x W`` grid.
+    * a :class:`MixTransformer`: ``image`` is ``(1, 3, H, W)``; ``block`` counts blocks over all
+      stages (0 .. sum(depths) - 1); ``query_rc`` is a token of that block's stage grid.
+    """
+    if isinstance(layer_or_model, MixTransformer):
+        attn, grid, kv_grid, sr = _model_attention(layer_or_model, image, block)
+    elif isinstance(layer_or_model, EfficientSelfAttention):
+        if not isinstance(image, torch.Tensor) or image.ndim != 4:
+            raise ValueError("expected the layer's input as a feature map (1, C, H, W), got "
+                             f"{getattr(image, 'shape', type(image).__name__)}")
+        tokens, grid = image_to_tokens(image)
+        sr = layer_or_model.sr_ratio
+        kv_grid = reduced_grid(grid, sr)
+        _, attn = layer_or_model(tokens, grid, return_attention=True)
+    else:
+        raise TypeError("expected an EfficientSelfAttention layer or a MixTransformer, got "
+                        f"{type(layer_or_model).__name__}")
+    return query_attention(attn, grid, kv_grid, query_rc, head, sr)
+
+
+def _to_unit_image(image) -> torch.Tensor:
+    """uint8 ``(H, W, 3)`` array or float ``(1, 3, H, W)`` tensor in [0, 1] -> ``(1, 3, H, W)``."""
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"expected an (H, W, 3) photo array, got shape {image.shape}")
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255.0
+    if isinstance(image, torch.Tensor) and image.ndim == 4 and image.shape[1] == 3:
+        return image.float()
+    raise TypeError("expected a photo as an (H, W, 3) uint8 array or a (1, 3, H, W) tensor in [0, 1], "
+                    f"got {getattr(image, 'shape', type(image).__name__)}")
+
+
+def colour_position_features(image, grid: tuple[int, int]) -> torch.Tensor:
+    """Hand-made token features ``(1, 24, H, W)`` for a photo averaged down to ``grid``.
+
+    Channels 0-11 (head 0): ``cos`` and ``sin`` of each colour channel (0..1 read as an angle
+    of 0..180 degrees) and their negations; channels 12-23 (head 1): ``cos`` and ``sin`` of
+    the row and column position (top/left .. bottom/right read as 0..90 degrees), their
+    negations, and four zeros. Dot products of such features are sums of ``cos(angle
+    difference)``: largest for equal colour (head 0) or equal position (head 1). The
+    negated copies make every token's channel mean zero and its norm the same, so a
+    LayerNorm only rescales them (it cannot reorder similarities).
+    """
+    img = F.adaptive_avg_pool2d(_to_unit_image(image), grid)  # (1, 3, H, W), values in [0, 1]
+    h, w = grid
+    rows = torch.linspace(0, 1, h)[:, None].expand(h, w)
+    cols = torch.linspace(0, 1, w)[None, :].expand(h, w)
+    colour_angle = img[0] * math.pi  # colours 0..1 -> angles 0..180 degrees
+    position_angle = torch.stack([rows, cols]) * (math.pi / 2)
+    colour = torch.cat([colour_angle.cos(), colour_angle.sin()])  # (6, H, W)
+    position = torch.cat([position_angle.cos(), position_angle.sin()])  # (4, H, W)
+    zeros = torch.zeros(HEAD_DIM - 2 * POSITION_CHANNELS, h, w)
+    return torch.cat([colour, -colour, position, -position, zeros])[None]  # (1, 24, H, W)
+
+
+@torch.no_grad()
+def colour_position_attention(sr_ratio: int = 1, sharpness: float = 40.0) -> EfficientSelfAttention:
+    """An :class:`EfficientSelfAttention` (dim 24, 2 heads) with weights set by hand for
+    :func:`colour_position_features`: queries = ``sharpness`` x input, keys = values = input
+    (the fused ``kv`` stacks two identities), and a sequence reduction that averages each
+    ``sr x sr`` window (its LayerNorm then only rescales, see the features). The scores are
+    therefore ``sharpness * similarity / sqrt(12)``: no training, nothing random."""
+    dim = 2 * HEAD_DIM
+    layer = EfficientSelfAttention(dim, num_heads=2, sr_ratio=sr_ratio)
+    eye = torch.eye(dim)
+    layer.q.weight.copy_(sharpness * eye)
+    layer.kv.weight.copy_(torch.cat([eye, eye]))  # rows [:dim] -> K, [dim:] -> V
+    layer.proj.weight.copy_(eye)
+    for lin in (layer.q, layer.kv, layer.proj):
+        lin.bias.zero_()
+    if sr_ratio > 1:  # channel c of the output = mean of channel c over the window
+        layer.sr.weight.zero_()
+        layer.sr.weight[range(dim), range(dim)] = 1.0 / sr_ratio ** 2
+        layer.sr.bias.zero_()
+    return layer.eval()
+
+
+def draw_attention(ax, photo: np.ndarray, amap: AttentionMap, title: str | None = None,
+                   alpha: float = 0.6, cmap: str = "inferno"):
+    """Overlay ``amap`` on ``photo`` (``(H, W, 3)`` uint8) in ``ax``; mark the query token.
+
+    The map is drawn over the part of the photo its keys were pooled from (rows and columns
+    beyond the last full ``sr x sr`` window are not covered) and scaled to its own maximum.
+    """
+    ph, pw = photo.shape[:2]
+    (h, w), (kh, kw), sr = amap.grid, amap.kv_grid, amap.sr_ratio
+    sy, sx = ph / h, pw / w  # photo pixels per token
+    ax.imshow(photo)
+    im = ax.imshow(amap.weights, cmap=cmap, alpha=alpha, interpolation="nearest",
+                   extent=(0, kw * sr * sx, kh * sr * sy, 0), vmin=0, vmax=float(amap.weights.max()))
+    r, c = amap.query
+    ax.add_patch(_rectangle((c * sx, r * sy), sx, sy))
+    ax.plot((c + 0.5) * sx, (r + 0.5) * sy, marker="+", color="cyan", markersize=14, mew=2)
+    ax.set_xlim(0, pw)
+    ax.set_ylim(ph, 0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title is None:
+        title = f"query ({r}, {c}), head {amap.head}, keys {kh}x{kw}"
+    ax.set_title(title, fontsize=9)
+    return im
+
+
+def _rectangle(xy, width, height):
+    from matplotlib.patches import Rectangle
+    return Rectangle(xy, width, height, fill=False, edgecolor="cyan", linewidth=1.5)
+
+
+def _render_png(photo: np.ndarray, amap: AttentionMap, title: str) -> bytes:
+    from matplotlib.figure import Figure  # no pyplot: no global state, works on any backend
+    fig = Figure(figsize=(4.2, 4.2 * photo.shape[0] / photo.shape[1] + 0.3), dpi=80)
+    ax = fig.add_subplot()
+    draw_attention(ax, photo, amap, title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def attention_widget(photo: np.ndarray, model: MixTransformer | None = None, image=None,
+                     grid: tuple[int, int] = (56, 56), sr_ratios=(1, 2, 4, 8),
+                     sharpness: float = 40.0):
+    """Sliders over attention maps; returns the widget (a ``VBox``).
+
+    Without ``model``: the hand-made :func:`colour_position_attention` layer on ``photo``
+    averaged to ``grid``; sliders query row / col, sr_ratio and head (0 colour, 1 position).
+    With ``model`` (a :class:`MixTransformer`) and ``image`` (its ``(1, 3, H, W)`` input):
+    sliders query row / col on the stage-1 grid, block and head; the query is moved to the
+    block's own stage grid with :func:`scale_query`.
+
+    The widget exposes ``.sliders`` (name -> slider), ``.picture`` (an ``ipywidgets.Image``
+    holding the PNG), ``.message`` and ``.last_map`` (the :class:`AttentionMap` drawn last),
+    so it can be driven without a browser.
+    """
+    import ipywidgets as widgets
+
+    if model is None:
+        features = colour_position_features(photo, grid)
+        layers = {sr: colour_position_attention(sr, sharpness) for sr in sr_ratios}
+        base_grid = tuple(grid)
+        extra = {"sr_ratio": widgets.SelectionSlider(options=list(sr_ratios), value=sr_ratios[0],
+                                                     description="sr_ratio"),
+                 "head": widgets.IntSlider(0, 0, 1, description="head")}
+    else:
+        if image is None:
+            raise ValueError("with a model, pass image=(1, 3, H, W), the tensor the model reads")
+        grids = stage_grid_sizes(model.config, *image.shape[-2:])
+        base_grid = grids[0]
+        with torch.no_grad():
+            _, attns = model(image, return_attention=True)  # once; sliders only pick from it
+        extra = {"block": widgets.IntSlider(0, 0, len(attns) - 1, description="block"),
+                 "head": widgets.IntSlider(0, 0, model.config.num_heads[0] - 1, description="head")}
+    sliders = {"row": widgets.IntSlider(base_grid[0] // 2, 0, base_grid[0] - 1, description="query row"),
+               "col": widgets.IntSlider(base_grid[1] // 2, 0, base_grid[1] - 1, description="query col"),
+               **extra}
+    picture = widgets.Image(format="png")
+    message = widgets.HTML()
+    box = widgets.VBox([widgets.HBox([sliders["row"], sliders["col"]]),
+                        widgets.HBox(list(extra.values())), message, picture])
+    box.sliders, box.picture, box.message, box.last_map = sliders, picture, message, None
+
+    def update(_=None):
+        query = (sliders["row"].value, sliders["col"].value)
+        try:
+            if model is None:
+                sr, head = sliders["sr_ratio"].value, sliders["head"].value
+                amap = attention_for_query(layers[sr], features, query, head)
+                title = f"{HEAD_NAMES[head]} head, sr_ratio {sr}"
+            else:
+                b = sliders["block"].value
+                stage = int(np.searchsorted(np.cumsum(model.config.depths), b, side="right"))
+                sliders["head"].max = model.config.num_heads[stage] - 1  # clamps value if needed
+                sr = model.config.sr_ratios[stage]
+                amap = query_attention(attns[b], grids[stage], reduced_grid(grids[stage], sr),
+                                       scale_query(query, base_grid, grids[stage]),
+                                       sliders["head"].value, sr)
+                title = f"stage {stage + 1}, block {b}, head {amap.head}"
+        except ValueError as e:  # e.g. sr_ratio larger than the grid: say so, keep the last picture
+            message.value = f"<b>cannot draw:</b> {e}"
+            return
+        kh, kw = amap.kv_grid
+        message.value = (f"query token {amap.query} of a {amap.grid[0]}x{amap.grid[1]} grid attends "
+                         f"to {kh}x{kw} = {kh * kw} keys; largest weight {amap.weights.max():.3f}")
+        picture.value = _render_png(photo, amap, title)
+        box.last_map = amap
+
+    for s in sliders.values():
+        s.observe(update, names="value")
+    update()
+    return box
