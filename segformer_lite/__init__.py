@@ -12,3 +12,5 @@ from .trace import ShapeTrace, trace_shapes
 
 __version__ = "0.1.0"
 from .checkpoint import from_transformers, load_pretrained, to_official_state_dict
+from .decoder import AllMLPDecoder, SegFormer, load_segformer, save_segformer
+from .data import CLASSES, SyntheticShapes, render_shapes

@@ -209,10 +209,10 @@ def from_transformers(model_or_state_dict) -> MixTransformer:
         if not hasattr(hf, "config") or not hasattr(hf.config, "hidden_sizes"):
             raise TypeError(f"expected a transformers Segformer model or a state dict, got "
                             f"{type(hf).__name__}")
-        fmt, sd, _ = canonical_state_dict(hf.state_dict())
+        fmt, sd, other = canonical_state_dict(hf.state_dict())
         cfg = _config_from_hf(hf.config, sd)
     elif isinstance(model_or_state_dict, dict):
-        fmt, sd, _ = canonical_state_dict(model_or_state_dict)
+        fmt, sd, other = canonical_state_dict(model_or_state_dict)
         if fmt != "transformers":
             raise ValueError(f"expected a transformers-layout state dict, got the {fmt} layout "
                              "(use load_pretrained for official checkpoints)")
@@ -220,6 +220,9 @@ def from_transformers(model_or_state_dict) -> MixTransformer:
     else:
         raise TypeError(f"expected a transformers SegformerModel or a state dict, got "
                         f"{type(model_or_state_dict).__name__}")
+    if any(k.startswith("decode_head.") for k in other):  # SegformerForSemanticSegmentation
+        from .decoder import segformer_from_transformers  # (decoder.py imports this module)
+        return segformer_from_transformers(cfg, sd, other)
     model = MixTransformer(cfg)
     _load_into(model, sd, "from transformers")
     return model.eval()

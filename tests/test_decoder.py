@@ -1,0 +1,129 @@
+"""The all-MLP decode head and SegFormer against transformers' SegformerForSemanticSegmentation."""
+import pytest
+import torch
+from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+import segformer_lite as sl
+from segformer_lite.decoder import SHIPPED_CHECKPOINT, load_segformer, save_segformer
+
+
+def _hf_segformer(variant: str, decoder_dim: int, num_labels: int, seed: int = 0):
+    cfg = sl.mit_config(variant)
+    torch.manual_seed(seed)
+    hf = SegformerForSemanticSegmentation(SegformerConfig(
+        hidden_sizes=list(cfg.embed_dims), depths=list(cfg.depths), num_attention_heads=list(cfg.num_heads),
+        sr_ratios=list(cfg.sr_ratios), decoder_hidden_size=decoder_dim, num_labels=num_labels)).eval()
+    with torch.no_grad():  # BatchNorm at init is the identity: give it statistics worth checking
+        bn = hf.decode_head.batch_norm
+        bn.running_mean.normal_(0, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.normal_(1, 0.2)
+        bn.bias.normal_(0, 0.2)
+    return hf
+
+
+@pytest.mark.parametrize("variant, decoder_dim, size", [("b0", 256, (64, 96)), ("b2", 768, (64, 64))])
+def test_logits_equal_transformers(variant, decoder_dim, size):
+    hf = _hf_segformer(variant, decoder_dim, num_labels=7)
+    model = sl.from_transformers(hf)
+    assert isinstance(model, sl.SegFormer)
+    assert (model.num_classes, model.decoder_dim) == (7, decoder_dim)
+    assert not model.training
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = hf(pixel_values=x).logits
+        got = model(x)
+    assert got.shape == expected.shape == (2, 7, size[0] // 4, size[1] // 4)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_from_transformers_state_dict_gives_segformer_too():
+    hf = _hf_segformer("b0", 256, num_labels=3)
+    model = sl.from_transformers(hf.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), hf(pixel_values=x).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_concatenation_order_is_deepest_first():
+    """The fuse conv's first D input channels read stage 4, its last D stage 1 (released order)."""
+    torch.manual_seed(0)
+    d = 3
+    head = sl.AllMLPDecoder((4, 5, 6, 7), num_classes=2, decoder_dim=d).eval()
+    with torch.no_grad():
+        for lin in head.linear_c:
+            lin.bias.zero_()  # a zero feature map then projects to zero
+        head.fuse.weight.zero_()
+        head.fuse.weight[:, :d] = torch.eye(d)[:, :, None, None]  # keep only the first D channels
+    fused = {}
+    for stage in range(4):
+        feats = [torch.zeros(1, c, 8 // 2 ** i, 8 // 2 ** i) for i, c in enumerate((4, 5, 6, 7))]
+        feats[stage] = torch.randn_like(feats[stage])  # signal in one stage only
+        seen = []
+        head.fuse.register_forward_hook(lambda m, i, o: seen.append(o))
+        with torch.no_grad():
+            head(feats)
+        head.fuse._forward_hooks.clear()
+        fused[stage] = seen[0].abs().max().item()
+    assert fused[3] > 0 and fused[0] == fused[1] == fused[2] == 0
+
+
+def test_output_is_quarter_resolution_and_attention_passes_through():
+    model = sl.SegFormer(sl.mit_config("b0"), num_classes=4, decoder_dim=32).eval()
+    logits, attns = model(torch.rand(2, 3, 64, 128), return_attention=True)
+    assert logits.shape == (2, 4, 16, 32)
+    assert len(attns) == sum(model.config.depths)
+    assert model.predict(torch.rand(1, 3, 64, 96)).shape == (1, 64, 96)
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="MiTConfig"):
+        sl.SegFormer("b0", 4)
+    with pytest.raises(TypeError, match="num_classes"):
+        sl.SegFormer(sl.mit_config("b0"), 0)
+    with pytest.raises(TypeError, match="decoder_dim"):
+        sl.SegFormer(sl.mit_config("b0"), 4, decoder_dim=2.5)
+    model = sl.SegFormer(sl.mit_config("b0"), 4, decoder_dim=16)
+    with pytest.raises(ValueError, match="input channels"):
+        model(torch.rand(1, 1, 64, 64))
+    with pytest.raises(ValueError, match="too small"):
+        model(torch.rand(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="4-D"):
+        model(torch.rand(3, 64, 64))
+
+
+def test_save_load_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    model = sl.SegFormer(sl.mit_config("b0"), 5, decoder_dim=16).eval()
+    with torch.no_grad():
+        model.decode_head.norm.running_mean.normal_()
+    path = save_segformer(model, tmp_path / "m.safetensors")
+    loaded = load_segformer(path)
+    assert (loaded.num_classes, loaded.decoder_dim, loaded.config) == (5, 16, model.config)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary left behind
+
+
+def test_load_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no SegFormer checkpoint"):
+        load_segformer(tmp_path / "missing.safetensors")
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00not a safetensors file")
+    with pytest.raises(ValueError, match="not a SegFormer checkpoint"):
+        load_segformer(corrupt)
+    truncated = tmp_path / "truncated.safetensors"
+    save_segformer(sl.SegFormer(sl.mit_config("b0"), 4, decoder_dim=16), truncated)
+    truncated.write_bytes(truncated.read_bytes()[:5000])
+    with pytest.raises(ValueError, match="not a SegFormer checkpoint"):
+        load_segformer(truncated)
+    with pytest.raises(TypeError, match="path"):
+        load_segformer(42)
+
+
+def test_shipped_checkpoint_is_small_and_loads():
+    assert SHIPPED_CHECKPOINT.is_file(), "the trained checkpoint ships as package data"
+    assert SHIPPED_CHECKPOINT.stat().st_size <= 15 * 2 ** 20
+    model = load_segformer()
+    assert model.num_classes == len(sl.CLASSES)
