@@ -591,9 +591,9 @@ def check_block(Student: type) -> None:
         student.train(), ref.train()
         x, hw = _randn(8, 24, 16, seed=5), (4, 6)
 
-        def seeded(fn: Callable, *args):
+        def seeded(fn: Callable, *args, **kwargs):
             torch.manual_seed(1234)
-            return fn(*args)
+            return fn(*args, **kwargs)
 
         where = f"for x of shape {tuple(x.shape)}, hw={hw} (training mode, drop_path=0.5)"
         got = _call(seeded, student, x, hw, title=title, where=where)

@@ -1,0 +1,371 @@
+"""The exercise checkers: a correct student passes, an unfinished one is told so without an
+exception, and every catalogued mistake, planted in a student-style class, is named.
+
+The student classes are written the way a learner writes them (plain reshape/permute, in the
+style of the official NVlabs code), independently of the checkers' own planted variants; each
+planted class differs from the correct one by exactly one bug, selected with ``bug``.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import segformer_lite as sl
+from segformer_lite import checks
+from segformer_lite.block import DropPath
+
+
+# --- student-style implementations ----------------------------------------------------------------
+
+class StudentPatchEmbed(nn.Module):
+    bug = None
+
+    def __init__(self, in_channels, embed_dim, patch_size=7, stride=4):
+        super().__init__()
+        padding = 0 if self.bug == "no_padding" else patch_size // 2
+        self.proj = nn.Conv2d(in_channels, embed_dim, patch_size, stride, padding)
+        self.norm = nn.LayerNorm(embed_dim)
+
+    def forward(self, x):
+        x = self.proj(x)
+        B, C, H, W = x.shape
+        if self.bug == "flatten_no_permute":
+            x = x.reshape(B, H * W, C)
+        elif self.bug == "column_major":
+            x = x.permute(0, 3, 2, 1).reshape(B, W * H, C)
+        else:
+            x = x.flatten(2).transpose(1, 2)
+        if self.bug != "embed_no_norm":
+            x = self.norm(x)
+        return x, ((W, H) if self.bug == "hw_swapped" else (H, W))
+
+
+def student_image_to_tokens(x, bug=None):
+    B, C, H, W = x.shape
+    if bug == "flatten_no_permute":
+        return x.reshape(B, H * W, C), (H, W)
+    if bug == "column_major":
+        return x.permute(0, 3, 2, 1).reshape(B, W * H, C), (H, W)
+    return x.permute(0, 2, 3, 1).reshape(B, H * W, C), ((W, H) if bug == "hw_swapped" else (H, W))
+
+
+def student_tokens_to_image(t, hw, bug=None):
+    B, N, C = t.shape
+    H, W = hw
+    if bug == "sqrt_hw":
+        H = W = int(math.sqrt(N))
+    if bug == "unflatten_no_permute":
+        return t.reshape(B, C, H, W)
+    if bug == "hw_swapped":
+        return t.permute(0, 2, 1).reshape(B, C, W, H)
+    return t.permute(0, 2, 1).reshape(B, C, H, W)
+
+
+class StudentAttention(nn.Module):
+    bug = None
+
+    def __init__(self, dim, num_heads, sr_ratio=1, qkv_bias=True):
+        super().__init__()
+        self.num_heads = num_heads
+        self.sr_ratio = sr_ratio
+        self.scale = (dim // num_heads) ** -0.5
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)
+            self.norm = nn.LayerNorm(dim)
+
+    def heads(self, t):
+        B, L, C = t.shape
+        if self.bug == "heads_over_tokens":
+            return t.reshape(B, self.num_heads, L, C // self.num_heads)
+        return t.reshape(B, L, self.num_heads, C // self.num_heads).permute(0, 2, 1, 3)
+
+    def forward(self, x, hw):
+        B, N, C = x.shape
+        H, W = hw
+        if self.bug == "sqrt_hw":
+            H = W = int(N ** 0.5)
+        q = self.heads(self.q(x))
+        if self.sr_ratio > 1 and self.bug != "no_reduction":
+            if self.bug == "conv_channels_last":
+                x_ = self.sr(x.reshape(B, C, H, W)).reshape(B, -1, C)
+            else:
+                x_ = self.sr(x.permute(0, 2, 1).reshape(B, C, H, W)).reshape(B, C, -1).permute(0, 2, 1)
+            if self.bug != "sr_no_norm":
+                x_ = self.norm(x_)
+        else:
+            x_ = x
+        kv = self.kv(x_)
+        k, v = kv[..., :C], kv[..., C:]
+        if self.bug == "kv_swapped":
+            k, v = v, k
+        k, v = self.heads(k), self.heads(v)
+        scores = q @ k.transpose(-2, -1)
+        if self.bug == "scale_dim":
+            scores = scores * C ** -0.5
+        elif self.bug != "no_scale":
+            scores = scores * self.scale
+        attn = scores.softmax(dim=-2 if self.bug == "softmax_axis" else -1)
+        out = attn @ v
+        if self.bug in ("merge_no_permute", "heads_over_tokens"):
+            out = out.reshape(B, N, C)
+        else:
+            out = out.transpose(1, 2).reshape(B, N, C)
+        return out if self.bug == "no_proj" else self.proj(out)
+
+
+class StudentMixFFN(nn.Module):
+    bug = None
+
+    def __init__(self, dim, hidden_dim):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        groups = 1 if self.bug == "dwconv_no_groups" else hidden_dim
+        self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, 3, 1, 1, groups=groups)
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x, hw):
+        B, N, C = x.shape
+        H, W = hw
+        if self.bug == "sqrt_hw":
+            H = W = int(math.sqrt(N))
+        act = {"relu": F.relu, "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}.get(self.bug, F.gelu)
+        y = self.fc1(x)
+        if self.bug == "gelu_before_dwconv":
+            y = act(y)
+        if self.bug != "no_dwconv":
+            hidden = y.shape[-1]
+            if self.bug == "unflatten_no_permute":
+                y = self.dwconv(y.reshape(B, hidden, H, W)).reshape(B, N, hidden)
+            else:
+                y = self.dwconv(y.transpose(1, 2).reshape(B, hidden, H, W)).flatten(2).transpose(1, 2)
+        if self.bug not in ("gelu_before_dwconv", "gelu_after_fc2", "no_gelu"):
+            y = act(y)
+        y = self.fc2(y)
+        if self.bug == "gelu_after_fc2":
+            y = act(y)
+        return x + y if self.bug == "ffn_residual" else y
+
+
+class StudentBlock(nn.Module):
+    bug = None
+
+    def __init__(self, dim, num_heads, sr_ratio, mlp_ratio=4, qkv_bias=True, drop_path=0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = sl.EfficientSelfAttention(dim, num_heads, sr_ratio, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.ffn = sl.MixFFN(dim, dim * mlp_ratio)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x, hw):
+        dp = (lambda t: t) if self.bug == "no_drop_path" else self.drop_path
+        norm2 = self.norm1 if self.bug == "norm1_twice" else self.norm2
+        if self.bug == "post_norm":
+            x = self.norm1(x + dp(self.attn(x, hw)))
+            return self.norm2(x + dp(self.ffn(x, hw)))
+        y = dp(self.attn(self.norm1(x), hw))
+        x_new = y if self.bug == "no_attn_residual" else x + y
+        z = dp(self.ffn(norm2(x if self.bug == "parallel_branches" else x_new), hw))
+        return z if self.bug == "no_ffn_residual" else x_new + z
+
+
+class StudentStage(nn.Module):
+    bug = None
+
+    def __init__(self, cfg, i, in_channels, drop_paths):
+        super().__init__()
+        dim = cfg.embed_dims[i]
+        self.patch_embed = sl.OverlapPatchEmbed(in_channels, dim, cfg.patch_sizes[i], cfg.strides[i])
+        self.blocks = nn.ModuleList(sl.Block(dim, cfg.num_heads[i], cfg.sr_ratios[i], cfg.mlp_ratio,
+                                             drop_path=p) for p in drop_paths)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+
+    def forward(self, x):
+        x, (H, W) = self.patch_embed(x)
+        for blk in self.blocks:
+            x = blk(x, (H, W))
+        if self.bug != "stage_no_norm":
+            x = self.norm(x)
+        if self.bug == "stage_returns_tokens":
+            return x
+        if self.bug == "sqrt_hw":
+            H = W = int(x.shape[1] ** 0.5)
+        B, N, C = x.shape
+        if self.bug == "unflatten_no_permute":
+            return x.reshape(B, C, H, W)
+        return x.transpose(1, 2).reshape(B, C, H, W)
+
+
+class StudentMiT(nn.Module):
+    bug = None
+
+    def __init__(self, cfg):
+        super().__init__()
+        rates = [0.0] * sum(cfg.depths)
+        in_dims = (cfg.in_channels,) + cfg.embed_dims[:-1]
+        self.stages = nn.ModuleList(sl.Stage(cfg, i, in_dims[i], rates[:cfg.depths[i]])
+                                    for i in range(cfg.num_stages))
+
+    def forward(self, images):
+        feats, x = [], images
+        for stage in self.stages:
+            x = stage(images if self.bug == "encoder_not_chained" else x)
+            feats.append(x)
+        return x if self.bug == "encoder_last_only" else feats
+
+
+def planted(base, bug):
+    return type(f"{base.__name__}_{bug}", (base,), {"bug": bug})
+
+
+def functions(bug):
+    return (lambda x: student_image_to_tokens(x, bug)), (lambda t, hw: student_tokens_to_image(t, hw, bug))
+
+
+CHECKERS = [
+    (checks.check_overlap_patch_embed, StudentPatchEmbed,
+     ["no_padding", "embed_no_norm", "flatten_no_permute", "column_major", "hw_swapped"]),
+    (checks.check_efficient_self_attention, StudentAttention,
+     ["heads_over_tokens", "merge_no_permute", "no_scale", "scale_dim", "softmax_axis",
+      "conv_channels_last", "sr_no_norm", "no_reduction", "kv_swapped", "no_proj", "sqrt_hw"]),
+    (checks.check_mix_ffn, StudentMixFFN,
+     ["dwconv_no_groups", "gelu_before_dwconv", "gelu_after_fc2", "no_gelu", "relu", "gelu_tanh",
+      "no_dwconv", "ffn_residual", "unflatten_no_permute", "sqrt_hw"]),
+    (checks.check_block, StudentBlock,
+     ["post_norm", "no_attn_residual", "no_ffn_residual", "norm1_twice", "parallel_branches",
+      "no_drop_path"]),
+    (checks.check_stage, StudentStage,
+     ["stage_no_norm", "stage_returns_tokens", "unflatten_no_permute", "sqrt_hw"]),
+    (checks.check_mix_transformer, StudentMiT, ["encoder_last_only", "encoder_not_chained"]),
+]
+CLASS_CASES = [(check, base, bug) for check, base, bugs in CHECKERS for bug in bugs]
+TOKEN_CASES = [("image_to_tokens", "flatten_no_permute"), ("image_to_tokens", "column_major"),
+               ("image_to_tokens", "hw_swapped"), ("tokens_to_image", "unflatten_no_permute"),
+               ("tokens_to_image", "sqrt_hw"), ("tokens_to_image", "hw_swapped")]
+
+
+@pytest.mark.parametrize("check, base", [(c, b) for c, b, _ in CHECKERS], ids=lambda v: getattr(v, "__name__", ""))
+def test_correct_student_passes(check, base, capsys):
+    check(base)
+    out, err = capsys.readouterr()
+    assert out.startswith("✓ ") and "matches segformer_lite" in out
+    assert err == ""
+
+
+def test_correct_token_helpers_pass(capsys):
+    checks.check_tokens(*functions(None))
+    out, err = capsys.readouterr()
+    assert out.count("✓ ") == 3 and err == ""
+
+
+@pytest.mark.parametrize("check, base, bug", CLASS_CASES,
+                         ids=[f"{b.__name__}-{bug}" for _, b, bug in CLASS_CASES])
+def test_planted_mistake_is_named(check, base, bug):
+    with pytest.raises(AssertionError) as e:
+        check(planted(base, bug))
+    message = str(e.value)
+    assert f"Likely mistake: {checks.MISTAKES[bug].title}." in message, message
+    assert checks.MISTAKES[bug].fix in message
+
+
+@pytest.mark.parametrize("which, bug", TOKEN_CASES, ids=[f"{w}-{b}" for w, b in TOKEN_CASES])
+def test_planted_token_mistake_is_named(which, bug):
+    to_tokens, to_image = functions(None)
+    bad_to_tokens, bad_to_image = functions(bug)
+    with pytest.raises(AssertionError) as e:
+        if which == "image_to_tokens":
+            checks.check_tokens(bad_to_tokens, to_image)
+        else:
+            checks.check_tokens(to_tokens, bad_to_image)
+    assert f"Likely mistake: {checks.MISTAKES[bug].title}." in str(e.value), str(e.value)
+
+
+def test_every_catalogued_mistake_is_planted_somewhere():
+    tested = {bug for *_, bug in CLASS_CASES} | {bug for _, bug in TOKEN_CASES}
+    assert tested == set(checks.MISTAKES)
+
+
+def test_only_one_mistake_is_named_for_a_single_bug():
+    # a diagnosis that lists every mistake would "name" each one; a single bug names one
+    with pytest.raises(AssertionError) as e:
+        checks.check_efficient_self_attention(planted(StudentAttention, "kv_swapped"))
+    assert str(e.value).count("Likely mistake:") == 1
+
+
+class Unfinished(StudentAttention):
+    def forward(self, x, hw):
+        raise NotImplementedError()
+
+
+def test_unfinished_exercise_is_reported_on_stderr_not_raised(capsys):
+    checks.check_efficient_self_attention(Unfinished)  # must not raise: the notebook runs on
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "EfficientSelfAttention: not implemented yet" in err
+
+
+def test_unfinished_token_helper_is_reported(capsys):
+    def to_tokens(x):
+        raise NotImplementedError
+    checks.check_image_to_tokens(to_tokens)
+    assert "image_to_tokens: not implemented yet" in capsys.readouterr().err
+
+
+class Renamed(StudentMixFFN):
+    def __init__(self, dim, hidden_dim):
+        super().__init__(dim, hidden_dim)
+        self.conv = self.dwconv
+        del self.dwconv
+
+    def forward(self, x, hw):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+def test_renamed_layers_are_explained():
+    with pytest.raises(AssertionError, match="Keep the skeleton's layer names") as e:
+        checks.check_mix_ffn(Renamed)
+    assert "dwconv.weight" in str(e.value)
+
+
+class Crashing(StudentMixFFN):
+    def forward(self, x, hw):
+        return self.fc2(x)  # hidden-size mismatch: a RuntimeError inside the learner's code
+
+
+def test_student_exception_becomes_a_readable_assertion():
+    with pytest.raises(AssertionError, match=r"MixFFN: raised RuntimeError for x of shape \(2, 64, 8\)"):
+        checks.check_mix_ffn(Crashing)
+
+
+def test_bad_constructor_is_explained():
+    class TwoArgs(StudentAttention):
+        def __init__(self, dim):
+            super().__init__(dim, 1)
+    with pytest.raises(AssertionError, match="Keep the skeleton's constructor"):
+        checks.check_efficient_self_attention(TwoArgs)
+
+
+def test_planted_variants_with_no_knob_turned_equal_the_package():
+    # the checker's variants are an independent re-implementation; untouched, they are the reference
+    torch.manual_seed(0)
+    attn = sl.EfficientSelfAttention(16, 2, 2)
+    ffn, block = sl.MixFFN(8, 32), sl.Block(16, 2, 2).eval()
+    embed = sl.OverlapPatchEmbed(3, 8, 7, 4)
+    for m in (attn, ffn, block, embed):
+        checks._randomize(m)
+    with torch.no_grad():
+        x16, x8, img = torch.randn(2, 60, 16), torch.randn(2, 60, 8), torch.randn(2, 3, 30, 45)
+        torch.testing.assert_close(checks._attention(attn, x16, (6, 10)), attn(x16, (6, 10)))
+        torch.testing.assert_close(checks._mix_ffn(ffn, x8, (6, 10)), ffn(x8, (6, 10)))
+        torch.testing.assert_close(checks._block(block, x16, (6, 10)), block(x16, (6, 10)))
+        tokens, hw = checks._patch_embed(embed, img)
+        ref_tokens, ref_hw = embed(img)
+        torch.testing.assert_close(tokens, ref_tokens)
+        assert hw == ref_hw == (8, 12)
