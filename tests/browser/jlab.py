@@ -1,0 +1,290 @@
+"""Driving a notebook in JupyterLab the way a learner does: menus, then the keyboard on sliders.
+
+Everything here reads the rendered page (prompts, output areas, slider handles), never the kernel,
+so a passing test means a person would have seen the same thing.
+"""
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+
+RUN_TIMEOUT_S = 180  # per notebook, Run All Cells to idle
+KERNEL_START_TIMEOUT_S = 120
+SLIDER_TIMEOUT_S = 60  # one slider move to a redrawn, settled output
+POLL_S = 0.5
+
+CELLS = ".jp-NotebookPanel .jp-Notebook .jp-Cell"
+SLIDERS = ".jp-NotebookPanel .jp-Notebook .jp-Cell .jp-OutputArea [role='slider']"
+
+# Kernel status and every code cell's prompt: "[3]:", "[*]:" (queued or running), "[ ]:" (not run).
+_STATE_JS = """() => {
+  const ind = document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator');
+  const prompts = [...document.querySelectorAll('.jp-NotebookPanel .jp-Notebook .jp-CodeCell')]
+    .map(c => (c.querySelector('.jp-InputArea-prompt') || {}).textContent || '');
+  return {status: ind ? ind.getAttribute('data-status') : null, prompts};
+}"""
+
+# Per cell: what its outputs show, minus every slider (handle, label, readout), so that a slider's
+# own readout can never count as "the output changed".
+_OUTPUTS_JS = """() => [...document.querySelectorAll('.jp-NotebookPanel .jp-Notebook .jp-Cell')].map(cell => {
+  const area = cell.querySelector('.jp-OutputArea');
+  if (!area) return null;
+  const clone = area.cloneNode(true);
+  clone.querySelectorAll('.widget-slider, .widget-readout, [role="slider"]').forEach(e => e.remove());
+  return {
+    text: clone.textContent,
+    images: [...clone.querySelectorAll('img')].map(i => i.getAttribute('src') || ''),
+    svgs: [...clone.querySelectorAll('svg')].map(s => s.outerHTML),
+    canvases: [...area.querySelectorAll('canvas')].map(c => { try { return c.toDataURL(); } catch (e) { return ''; } }),
+  };
+})"""
+
+# Error outputs (tracebacks render as application/vnd.jupyter.stderr) and widgets that failed.
+_ERRORS_JS = """(skip) => {
+  const errors = [];
+  document.querySelectorAll('.jp-NotebookPanel .jp-Notebook .jp-Cell').forEach((cell, i) => {
+    if (skip.includes(i)) return;
+    cell.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]').forEach(o => {
+      const t = o.innerText;
+      if (/Traceback|^\\s*\\w*(Error|Exception)\\b/m.test(t)) errors.push({cell: i, text: t.slice(-3000)});
+    });
+    cell.querySelectorAll('.jp-OutputArea-output').forEach(o => {
+      if (/Error displaying widget|Error rendering output/.test(o.innerText)) errors.push({cell: i, text: o.innerText.slice(0, 500)});
+    });
+  });
+  return errors;
+}"""
+
+_SLIDER_INFO_JS = """(h) => {
+  const cell = h.closest('.jp-Cell');
+  const cells = [...document.querySelectorAll('.jp-NotebookPanel .jp-Notebook .jp-Cell')];
+  const box = h.closest('.widget-slider');
+  const label = box && box.querySelector('.widget-label');
+  return {cell: cells.indexOf(cell), label: label ? label.textContent.trim() : '',
+          disabled: h.getAttribute('disabled') !== null || (box && box.classList.contains('mod-disabled'))};
+}"""
+
+
+@dataclass
+class SliderMove:
+    label: str
+    cell: int
+    key: str
+    value_before: str
+    value_after: str
+    changed_cells: list = field(default_factory=list)
+    changed_kinds: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def notebook_cells(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["cells"]
+
+
+def raises_exception_cells(path):
+    """Indices of cells tagged raises-exception: their tracebacks are the lesson, not a failure."""
+    return [i for i, c in enumerate(notebook_cells(path))
+            if "raises-exception" in c.get("metadata", {}).get("tags", [])]
+
+
+def _wait(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} (waited {timeout} s)")
+        time.sleep(POLL_S)
+
+
+def state(page):
+    return page.evaluate(_STATE_JS)
+
+
+def open_notebook(page, lab_url, relpath):
+    """Open in a fresh workspace (?reset: nothing else reopens) and wait for an idle kernel."""
+    page.goto(f"{lab_url}/lab/tree/{relpath}?reset")
+    page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").first.wait_for(timeout=KERNEL_START_TIMEOUT_S * 1000)
+    _wait(lambda: state(page)["status"] == "idle", KERNEL_START_TIMEOUT_S,
+          f"kernel for {relpath} never became idle")
+
+
+def menu(page, top, item):
+    """Click a main-menu entry, e.g. menu(page, 'Run', 'Run All Cells')."""
+    page.locator(".lm-MenuBar-item", has=page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(f"^{re.escape(top)}$"))).click()
+    page.locator(".lm-Menu-item:visible", has=page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(item)}$"))).click()
+
+
+def run_all(page, timeout=RUN_TIMEOUT_S):
+    """Clear every output, Run All Cells, wait until nothing is queued and the kernel is idle.
+
+    Returns (seconds, prompts). Clearing first makes "[ ]:" mean "never ran", so a run that stopped
+    at an error is visible in the prompts, and every output on the page is a fresh one.
+    """
+    menu(page, "Edit", "Clear Outputs of All Cells")
+    _wait(lambda: all(p.strip() in ("[ ]:", "") for p in state(page)["prompts"]), 30, "outputs did not clear")
+    start = time.monotonic()
+    menu(page, "Run", "Run All Cells")
+
+    def finished():
+        s = state(page)
+        ran = s["prompts"] and s["prompts"][0].strip() not in ("[ ]:", "")
+        return ran and s["status"] == "idle" and not any("*" in p for p in s["prompts"])
+
+    _wait(finished, timeout, "Run All Cells did not finish")
+    wait_settled(page)
+    return time.monotonic() - start, state(page)["prompts"]
+
+
+def output_digests(page):
+    """Per cell, a digest of each kind of output ({'text': .., 'images': ..}), None for no outputs."""
+    def digest(value):
+        return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:16]
+    return [None if cell is None else {k: digest(v) for k, v in cell.items()} for cell in page.evaluate(_OUTPUTS_JS)]
+
+
+def wait_settled(page, timeout=SLIDER_TIMEOUT_S):
+    """Until the kernel is idle and the outputs stayed the same for two polls in a row."""
+    last = None
+
+    def settled():
+        nonlocal last
+        if state(page)["status"] != "idle":
+            last = None
+            return False
+        now = output_digests(page)
+        same, last = now == last, now
+        return same
+
+    _wait(settled, timeout, "outputs did not settle")
+    return last
+
+
+def errors(page, skip=()):
+    return page.evaluate(_ERRORS_JS, list(skip))
+
+
+def slider_handles(page):
+    return page.locator(SLIDERS)
+
+
+def diff(before, after):
+    cells, kinds = [], set()
+    for i, (b, a) in enumerate(zip(before, after)):
+        if b != a:
+            cells.append(i)
+            kinds |= {k for k in (a or {}) if (b or {}).get(k) != a.get(k)}
+    return cells, sorted(kinds)
+
+
+def move_slider(page, index, key, skip_errors=(), timeout=SLIDER_TIMEOUT_S):
+    """Focus slider `index`'s handle, press `key`, wait for the outputs to change and settle.
+
+    A move that leaves the value where it was (already at that end) returns value_before ==
+    value_after; a move whose outputs do not change within `timeout` returns no changed_cells.
+    """
+    handle = slider_handles(page).nth(index)
+    handle.scroll_into_view_if_needed()
+    info = handle.evaluate(_SLIDER_INFO_JS)
+    before = wait_settled(page)
+    value_before = handle.get_attribute("aria-valuenow")
+    start = time.monotonic()
+    handle.focus()
+    handle.press(key)
+    move = SliderMove(info["label"], info["cell"], key, value_before, value_before)
+    try:
+        _wait(lambda: handle.get_attribute("aria-valuenow") != value_before, 3, "value unchanged")
+    except TimeoutError:
+        return move
+    move.value_after = handle.get_attribute("aria-valuenow")
+    try:
+        _wait(lambda: output_digests(page) != before, timeout, "no output changed")
+        after = wait_settled(page)
+    except TimeoutError:
+        after = before
+    move.seconds = time.monotonic() - start
+    move.changed_cells, move.changed_kinds = diff(before, after)
+    move.errors = errors(page, skip_errors)
+    return move
+
+
+def expects_widgets(path):
+    """True when the notebook builds ipywidgets: its source imports them or its outputs hold views."""
+    for cell in notebook_cells(path):
+        if cell["cell_type"] != "code":
+            continue
+        if re.search(r"ipywidgets|\binteract(ive)?\(", "".join(cell["source"])):
+            return True
+        if any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in cell.get("outputs", [])):
+            return True
+    return False
+
+
+@dataclass
+class NotebookReport:
+    relpath: str
+    run_seconds: float
+    prompts: list
+    errors: list
+    widgets: int
+    moves: list
+    screenshots: list
+
+
+def exercise(page, lab_url, relpath, source_path, shot_dir, slider_timeout=SLIDER_TIMEOUT_S):
+    """Open, Run All Cells, read errors, then move every slider to both ends; screenshots on the way.
+
+    Only gathers facts; the tests decide what must hold.
+    """
+    stem = relpath.replace("/", "__").removesuffix(".ipynb")
+    skip = raises_exception_cells(source_path)
+    open_notebook(page, lab_url, relpath)
+    seconds, prompts = run_all(page)
+    report = NotebookReport(relpath, seconds, prompts, errors(page, skip),
+                            page.locator(".jp-NotebookPanel .jp-OutputArea-output .jupyter-widgets").count(),
+                            [], [])
+    shot = shot_dir / f"{stem}.png"
+    if slider_handles(page).count():
+        slider_handles(page).first.scroll_into_view_if_needed()
+    page.screenshot(path=shot)
+    report.screenshots.append(shot)
+    if report.errors:
+        return report
+    for i in range(slider_handles(page).count()):
+        for key in ("End", "Home"):
+            move = move_slider(page, i, key, skip, slider_timeout)
+            report.moves.append((i, move))
+            if move.value_after != move.value_before:
+                shot = shot_dir / f"{stem}-slider{i}-{key}.png"
+                page.locator(CELLS).nth(move.cell).screenshot(path=shot)
+                report.screenshots.append(shot)
+            if move.errors:
+                return report
+    return report
+
+
+def check(report, expect_widgets):
+    """The assertions shared by the course notebooks and the harness's own fixture notebooks."""
+    where = report.relpath
+    assert not report.errors, f"{where}: error output after Run All Cells:\n" + "\n\n".join(
+        f"cell {e['cell']}:\n{e['text']}" for e in report.errors)
+    not_run = [i for i, p in enumerate(report.prompts) if not re.fullmatch(r"\[\d+\]:", p.strip())]
+    assert not not_run, f"{where}: code cells {not_run} did not run (prompts {report.prompts})"
+    if expect_widgets:
+        assert report.widgets, f"{where}: builds ipywidgets but none rendered (widget extension missing?)"
+    by_slider = {}
+    for i, move in report.moves:
+        by_slider.setdefault(i, []).append(move)
+        assert not move.errors, f"{where}: slider {move.label!r} {move.key} -> {move.value_after}: error output:\n" + \
+            "\n\n".join(e["text"] for e in move.errors)
+        if move.value_after != move.value_before:
+            assert move.changed_cells, (f"{where}: slider {move.label!r} moved {move.value_before} -> "
+                                        f"{move.value_after} ({move.key}) but no output other than its readout changed")
+    for i, moves in by_slider.items():
+        assert any(m.value_after != m.value_before for m in moves), \
+            f"{where}: slider {i} ({moves[0].label!r}) did not move on End or Home"

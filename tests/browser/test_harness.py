@@ -1,0 +1,98 @@
+"""The harness tested on notebooks built here, so the course tests' checks are known to be able to fail.
+
+One notebook has two sliders (one redraws a matplotlib figure, one prints text) and a cell that is
+meant to raise; the others have an unexpected error, and a slider that drives nothing but its own
+readout. Each must be reported the way a person watching would report it.
+"""
+
+import sys
+
+import nbformat
+import pytest
+
+import jlab
+
+pytestmark = pytest.mark.browser
+
+SLIDERS = """\
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+
+def draw(n):
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot(range(n + 1), [i * i for i in range(n + 1)], "o-")
+    ax.set_title(f"n = {n}")
+    plt.show()
+
+widgets.interact(draw, n=widgets.IntSlider(value=3, min=1, max=10, description="n"));
+"""
+TEXT_SLIDER = """\
+widgets.interact(lambda word: print(word.upper() * 2),
+                 word=widgets.SelectionSlider(options=["alpha", "beta", "gamma"], value="beta", description="word"));
+"""
+DEAD_SLIDER = """\
+import ipywidgets as widgets
+widgets.IntSlider(value=5, min=0, max=10, description="dead")
+"""
+
+
+def notebook(*cells):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    for cell in cells:
+        nb.cells.append(cell if isinstance(cell, nbformat.NotebookNode) else nbformat.v4.new_code_cell(cell))
+    return nb
+
+
+@pytest.fixture
+def write(lab):
+    folder = lab.root / "selftest"
+    folder.mkdir(exist_ok=True)
+
+    def write(name, nb):
+        nbformat.write(nb, folder / name)
+        return f"selftest/{name}", folder / name
+    return write
+
+
+def test_sliders_drive_image_and_text(lab, lab_page, write, screenshot_dir):
+    relpath, path = write("sliders.ipynb", notebook(
+        "import sys; print(sys.prefix)",
+        nbformat.v4.new_markdown_cell("A slider redrawing a figure, one printing text."),
+        SLIDERS,
+        nbformat.v4.new_code_cell("raise ValueError('shown on purpose')", metadata={"tags": ["raises-exception"]}),
+        TEXT_SLIDER,
+    ))
+    report = jlab.exercise(lab_page, lab.url, relpath, path, screenshot_dir)
+    jlab.check(report, expect_widgets=True)
+    # The kernel is this venv's python, so the course imports the installed segformer_lite.
+    assert sys.prefix in lab_page.locator(jlab.CELLS).nth(0).locator(".jp-OutputArea").inner_text()
+    moved = [(m.label, m.key, m.value_before, m.value_after, m.changed_kinds) for _, m in report.moves]
+    assert moved == [
+        ("n", "End", "3.0", "10.0", ["images"]),  # the title is drawn inside the figure
+        ("n", "Home", "10.0", "1.0", ["images"]),
+        ("word", "End", "1.0", "2.0", ["text"]),  # SelectionSlider values are option indices
+        ("word", "Home", "2.0", "0.0", ["text"]),
+    ], moved
+    assert all(m.changed_cells == [2] for _, m in report.moves[:2])
+    assert all(m.changed_cells == [4] for _, m in report.moves[2:])
+    assert "ALPHAALPHA" in lab_page.locator(jlab.CELLS).nth(4).inner_text()
+
+
+def test_unexpected_error_is_reported_and_stops_the_run(lab, lab_page, write, screenshot_dir):
+    relpath, path = write("broken.ipynb", notebook("x = 1", "1 / 0", "y = 2"))
+    report = jlab.exercise(lab_page, lab.url, relpath, path, screenshot_dir)
+    assert [e["cell"] for e in report.errors] == [1]
+    assert "ZeroDivisionError" in report.errors[0]["text"]
+    assert [p.strip() for p in report.prompts] == ["[1]:", "[2]:", "[ ]:"]
+    with pytest.raises(AssertionError, match="error output after Run All Cells"):
+        jlab.check(report, expect_widgets=False)
+
+
+def test_slider_that_changes_only_its_readout_fails(lab, lab_page, write, screenshot_dir):
+    relpath, path = write("dead.ipynb", notebook(DEAD_SLIDER))
+    report = jlab.exercise(lab_page, lab.url, relpath, path, screenshot_dir, slider_timeout=5)
+    assert [(m.value_before, m.value_after, m.changed_cells) for _, m in report.moves] == [
+        ("5.0", "10.0", []), ("10.0", "0.0", [])]
+    with pytest.raises(AssertionError, match="no output other than its readout changed"):
+        jlab.check(report, expect_widgets=True)
