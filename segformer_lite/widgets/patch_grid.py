@@ -85,7 +85,8 @@ class PatchGrid:
         if self.overlap:
             parts.append(f"neighbours share {self.overlap} px; a pixel is in up to {self.max_views} patches")
         elif self.gap:
-            parts.append(f"gaps of {self.gap} px between patches: {1 - self.coverage:.0%} of pixels are never seen")
+            parts.append(f"gaps of {self.gap} px between patches: "
+                         f"{1 - self.coverage:.0%} of pixels are never seen")
         else:
             parts.append("patches tile the image without overlap")
         edge = [f"{n} {name}" for n, name in
@@ -167,9 +168,9 @@ def draw_patch_grid(ax, image, kernel: int, stride: int, padding: int = 0, *,
 
     The zero padding is hatched; every patch is outlined (or, past ``max_boxes`` patches in view,
     marked by its centre); a 2x2 block of neighbours starting at grid cell ``block`` (default: the
-    middle of the grid) is filled in four colours, so shared pixels show where the fills mix and
-    gaps show as unfilled strips. ``window = (top, left, height, width)`` zooms in, in pixels.
-    Returns the ``PatchGrid`` it drew.
+    block in the middle of the view) is filled in four colours, so shared pixels show where the
+    fills mix and gaps show as unfilled strips. ``window = (top, left, height, width)`` zooms in,
+    in pixels. Returns the ``PatchGrid`` it drew.
     """
     from matplotlib.patches import Rectangle
 
@@ -177,7 +178,7 @@ def draw_patch_grid(ax, image, kernel: int, stride: int, padding: int = 0, *,
     info = patch_grid(image.shape[:2], kernel, stride, padding)
     h, w = info.image_hw
     k, p = info.kernel, info.padding
-    # pixel (i, j) covers [j - .5, j + .5] x [i - .5, i + .5], so a patch starting at pixel t spans t - .5 .. t + k - .5
+    # pixel i covers [i - .5, i + .5], so a patch starting at pixel t spans t - .5 ... t + k - .5
     ax.add_patch(Rectangle((-p - 0.5, -p - 0.5), w + 2 * p, h + 2 * p, facecolor="0.85",
                            edgecolor="0.5", hatch="//", linewidth=0.5, zorder=0))
     ax.imshow(image, cmap="gray" if image.ndim == 2 else None, extent=(-0.5, w - 0.5, h - 0.5, -0.5),
@@ -206,7 +207,13 @@ def draw_patch_grid(ax, image, kernel: int, stride: int, padding: int = 0, *,
         centre = (k - 1) / 2
         ax.scatter(shown[:, 1] + centre, shown[:, 0] + centre, s=3, c="white", linewidths=0, zorder=2)
     oh, ow = info.out_hw
-    bi, bj = block if block is not None else ((oh - 1) // 2, (ow - 1) // 2)
+    if block is None:  # the 2x2 block whose middle is nearest the middle of the view
+        centre = (top + (height - 1) / 2, left + (width - 1) / 2)
+        # patch i is centred on pixel i*s - p + (k-1)/2; a block's middle lies s/2 further
+        first = (round((c + p - (k - 1) / 2 - info.stride / 2) / info.stride) for c in centre)
+        bi, bj = (int(np.clip(f, 0, max(n - 2, 0))) for f, n in zip(first, info.out_hw))
+    else:
+        bi, bj = block
     for n, (di, dj) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
         i, j = bi + di, bj + dj
         if 0 <= i < oh and 0 <= j < ow:
@@ -233,17 +240,19 @@ class PatchGridWidget:
         self.photo = _as_image(image)
         patch_grid(self.photo.shape[:2], kernel, stride, padding)  # fail early on bad numbers
         style = dict(continuous_update=False, style={"description_width": "60px"})
-        self.kernel = widgets.IntSlider(value=kernel, min=1, max=max(max_kernel, kernel), description="kernel", **style)
-        self.stride = widgets.IntSlider(value=stride, min=1, max=max(max_stride, stride), description="stride", **style)
-        self.padding = widgets.IntSlider(value=padding, min=0, max=max(max_padding, padding),
-                                         description="padding", **style)
+        self.kernel, self.stride, self.padding = (
+            widgets.IntSlider(value=value, min=low, max=max(high, value), description=name, **style)
+            for name, value, low, high in (("kernel", kernel, 1, max_kernel),
+                                           ("stride", stride, 1, max_stride),
+                                           ("padding", padding, 0, max_padding)))
         self.text = widgets.HTML()
         self.image = widgets.Image(format="png")
-        # a bare Figure (not pyplot): nothing is registered globally or shown twice by the inline backend
+        # a bare Figure, not pyplot's: nothing global, and the inline backend never shows it twice
         self._figure = Figure(figsize=figsize, dpi=dpi)
         for slider in (self.kernel, self.stride, self.padding):
             slider.observe(self.update, names="value")
-        self.box = widgets.VBox([widgets.HBox([self.kernel, self.stride, self.padding]), self.text, self.image])
+        sliders = widgets.HBox([self.kernel, self.stride, self.padding])
+        self.box = widgets.VBox([sliders, self.text, self.image])
         self.update()
 
     def update(self, change=None) -> PatchGrid:
