@@ -136,7 +136,13 @@ def run_all(page, timeout=RUN_TIMEOUT_S):
         ran = s["prompts"] and s["prompts"][0].strip() not in ("[ ]:", "")
         return ran and s["status"] == "idle" and not any("*" in p for p in s["prompts"])
 
-    _wait(finished, timeout, "Run All Cells did not finish")
+    try:
+        _wait(finished, timeout, "Run All Cells did not finish")
+    except TimeoutError as e:
+        s = state(page)
+        running = [i for i, p in enumerate(s["prompts"]) if "*" in p]
+        raise TimeoutError(f"{e}: kernel {s['status']}, code cells still queued or running: {running}, "
+                           f"prompts {s['prompts']}") from None
     wait_settled(page)
     return time.monotonic() - start, state(page)["prompts"]
 
@@ -244,7 +250,11 @@ def exercise(page, lab_url, relpath, source_path, shot_dir, slider_timeout=SLIDE
     stem = relpath.replace("/", "__").removesuffix(".ipynb")
     skip = raises_exception_cells(source_path)
     open_notebook(page, lab_url, relpath)
-    seconds, prompts = run_all(page)
+    try:
+        seconds, prompts = run_all(page)
+    except TimeoutError:
+        page.screenshot(path=shot_dir / f"{stem}-timeout.png")
+        raise
     report = NotebookReport(relpath, seconds, prompts, errors(page, skip),
                             page.locator(".jp-NotebookPanel .jp-OutputArea-output .jupyter-widgets").count(),
                             [], [])
