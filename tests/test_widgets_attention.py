@@ -138,13 +138,21 @@ def two_colour_photo():
 def test_colour_head_attends_to_the_same_colour_and_position_head_to_the_query(sr_ratio):
     feats = am.colour_position_features(two_colour_photo(), (8, 8))
     layer = am.colour_position_attention(sr_ratio)
-    for query in [(0, 0), (3, 2), (7, 3)]:  # all in the red half (cols 0..3)
+    kh, kw = am.reduced_grid((8, 8), sr_ratio)
+    for cell in [(0, 0), (kh - 1, 0), (kh // 2, kw // 2 - 1)]:  # key cells in the red half
+        # the query on the token the reduction hands on for this cell (its window's centre)
+        query = (cell[0] * sr_ratio + sr_ratio // 2, cell[1] * sr_ratio + sr_ratio // 2)
         colour = am.attention_for_query(layer, feats, query, head=0)
-        kw = colour.kv_grid[1]
         assert colour.weights[:, : kw // 2].sum() > 0.99  # red keys only
         position = am.attention_for_query(layer, feats, query, head=1)
         peak = np.unravel_index(position.weights.argmax(), position.kv_grid)
-        assert tuple(int(p) for p in peak) == (query[0] // sr_ratio, query[1] // sr_ratio)
+        assert tuple(int(p) for p in peak) == cell
+
+
+def test_sharpness_can_differ_per_head():
+    layer = am.colour_position_attention(1, sharpness=(3.0, 7.0))
+    assert layer.q.weight.diagonal()[:12].eq(3.0).all() and layer.q.weight.diagonal()[12:].eq(7.0).all()
+    assert am.colour_position_attention(1, sharpness=5.0).q.weight.diagonal().eq(5.0).all()
 
 
 def test_draw_attention_covers_only_the_pooled_part_of_the_photo():

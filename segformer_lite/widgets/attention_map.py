@@ -158,7 +158,7 @@ def colour_position_features(image, grid: tuple[int, int]) -> torch.Tensor:
 
     Channels 0-11 (head 0): ``cos`` and ``sin`` of each colour channel (0..1 read as an angle
     of 0..180 degrees) and their negations; channels 12-23 (head 1): ``cos`` and ``sin`` of
-    the row and column position (top/left .. bottom/right read as 0..90 degrees), their
+    the row and column position (top/left .. bottom/right read as 0..180 degrees), their
     negations, and four zeros. Dot products of such features are sums of ``cos(angle
     difference)``: largest for equal colour (head 0) or equal position (head 1). The
     negated copies make every token's channel mean zero and its norm the same, so a
@@ -169,7 +169,7 @@ def colour_position_features(image, grid: tuple[int, int]) -> torch.Tensor:
     rows = torch.linspace(0, 1, h)[:, None].expand(h, w)
     cols = torch.linspace(0, 1, w)[None, :].expand(h, w)
     colour_angle = img[0] * math.pi  # colours 0..1 -> angles 0..180 degrees
-    position_angle = torch.stack([rows, cols]) * (math.pi / 2)
+    position_angle = torch.stack([rows, cols]) * math.pi
     colour = torch.cat([colour_angle.cos(), colour_angle.sin()])  # (6, H, W)
     position = torch.cat([position_angle.cos(), position_angle.sin()])  # (4, H, W)
     zeros = torch.zeros(HEAD_DIM - 2 * POSITION_CHANNELS, h, w)
@@ -177,23 +177,25 @@ def colour_position_features(image, grid: tuple[int, int]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def colour_position_attention(sr_ratio: int = 1, sharpness: float = 40.0) -> EfficientSelfAttention:
+def colour_position_attention(sr_ratio: int = 1, sharpness=(30.0, 40.0)) -> EfficientSelfAttention:
     """An :class:`EfficientSelfAttention` (dim 24, 2 heads) with weights set by hand for
-    :func:`colour_position_features`: queries = ``sharpness`` x input, keys = values = input
-    (the fused ``kv`` stacks two identities), and a sequence reduction that averages each
-    ``sr x sr`` window (its LayerNorm then only rescales, see the features). The scores are
-    therefore ``sharpness * similarity / sqrt(12)``: no training, nothing random."""
+    :func:`colour_position_features`: queries = input x ``sharpness`` (one factor per head, or
+    one for both), keys = values = input (the fused ``kv`` stacks two identities), and a
+    sequence reduction that hands on the centre token of each ``sr x sr`` window (so every
+    key is an exact token and its LayerNorm only rescales, see the features). The scores are
+    ``sharpness * similarity``, up to a constant: no training, nothing random."""
     dim = 2 * HEAD_DIM
     layer = EfficientSelfAttention(dim, num_heads=2, sr_ratio=sr_ratio)
     eye = torch.eye(dim)
-    layer.q.weight.copy_(sharpness * eye)
+    per_head = torch.as_tensor(sharpness, dtype=torch.float32).expand(2)
+    layer.q.weight.copy_(torch.diag(per_head.repeat_interleave(HEAD_DIM)))
     layer.kv.weight.copy_(torch.cat([eye, eye]))  # rows [:dim] -> K, [dim:] -> V
     layer.proj.weight.copy_(eye)
     for lin in (layer.q, layer.kv, layer.proj):
         lin.bias.zero_()
-    if sr_ratio > 1:  # channel c of the output = mean of channel c over the window
+    if sr_ratio > 1:  # channel c of the output = channel c of the window's centre token
         layer.sr.weight.zero_()
-        layer.sr.weight[range(dim), range(dim)] = 1.0 / sr_ratio ** 2
+        layer.sr.weight[range(dim), range(dim), sr_ratio // 2, sr_ratio // 2] = 1.0
         layer.sr.bias.zero_()
     return layer.eval()
 
@@ -242,7 +244,7 @@ def _render_png(photo: np.ndarray, amap: AttentionMap, title: str) -> bytes:
 
 def attention_widget(photo: np.ndarray, model: MixTransformer | None = None, image=None,
                      grid: tuple[int, int] = (56, 56), sr_ratios=(1, 2, 4, 8),
-                     sharpness: float = 40.0):
+                     sharpness=(30.0, 40.0)):
     """Sliders over attention maps; returns the widget (a ``VBox``).
 
     Without ``model``: the hand-made :func:`colour_position_attention` layer on ``photo``
