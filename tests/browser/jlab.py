@@ -4,7 +4,6 @@ Everything here reads the rendered page (prompts, output areas, slider handles),
 so a passing test means a person would have seen the same thing.
 """
 
-import hashlib
 import json
 import re
 import time
@@ -28,18 +27,31 @@ _STATE_JS = """() => {
 
 # Per cell: what its outputs show, minus every slider (handle, label, readout), so that a slider's
 # own readout can never count as "the output changed".
-_OUTPUTS_JS = """() => [...document.querySelectorAll('.jp-NotebookPanel .jp-Notebook .jp-Cell')].map(cell => {
-  const area = cell.querySelector('.jp-OutputArea');
-  if (!area) return null;
-  const clone = area.cloneNode(true);
-  clone.querySelectorAll('.widget-slider, .widget-readout, [role="slider"]').forEach(e => e.remove());
-  return {
-    text: clone.textContent,
-    images: [...clone.querySelectorAll('img')].map(i => i.getAttribute('src') || ''),
-    svgs: [...clone.querySelectorAll('svg')].map(s => s.outerHTML),
-    canvases: [...area.querySelectorAll('canvas')].map(c => { try { return c.toDataURL(); } catch (e) { return ''; } }),
+# Digested in the page (cyrb53, a 53-bit string hash) so polls do not ship every image to Python.
+_OUTPUTS_JS = """() => {
+  const hash = (str) => {
+    let h1 = 0xdeadbeef, h2 = 0x41c6ce57;
+    for (let i = 0; i < str.length; i++) {
+      const ch = str.charCodeAt(i);
+      h1 = Math.imul(h1 ^ ch, 2654435761); h2 = Math.imul(h2 ^ ch, 1597334677);
+    }
+    h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+    h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+    return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(16) + ':' + str.length;
   };
-})"""
+  return [...document.querySelectorAll('.jp-NotebookPanel .jp-Notebook .jp-Cell')].map(cell => {
+    const area = cell.querySelector('.jp-OutputArea');
+    if (!area) return null;
+    const clone = area.cloneNode(true);
+    clone.querySelectorAll('.widget-slider, .widget-readout, [role="slider"]').forEach(e => e.remove());
+    return {
+      text: hash(clone.textContent),
+      images: hash([...clone.querySelectorAll('img')].map(i => i.getAttribute('src') || '').join('|')),
+      svgs: hash([...clone.querySelectorAll('svg')].map(s => s.outerHTML).join('|')),
+      canvases: hash([...area.querySelectorAll('canvas')].map(c => { try { return c.toDataURL(); } catch (e) { return ''; } }).join('|')),
+    };
+  });
+}"""
 
 # Error outputs (tracebacks render as application/vnd.jupyter.stderr) and widgets that failed.
 _ERRORS_JS = """(skip) => {
@@ -149,9 +161,7 @@ def run_all(page, timeout=RUN_TIMEOUT_S):
 
 def output_digests(page):
     """Per cell, a digest of each kind of output ({'text': .., 'images': ..}), None for no outputs."""
-    def digest(value):
-        return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:16]
-    return [None if cell is None else {k: digest(v) for k, v in cell.items()} for cell in page.evaluate(_OUTPUTS_JS)]
+    return page.evaluate(_OUTPUTS_JS)
 
 
 def wait_settled(page, timeout=SLIDER_TIMEOUT_S):
