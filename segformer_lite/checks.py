@@ -18,6 +18,7 @@ the mistake. The variants are plain ``torch`` code, written independently of the
 """
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 from dataclasses import dataclass
@@ -528,6 +529,13 @@ def check_efficient_self_attention(Student: type) -> None:
                 _compare(title, got, ref(x, hw), where, variants, square_passed, hw[0] == hw[1])
                 square_passed |= hw[0] == hw[1]
                 cases += 1
+                if "return_attention" in inspect.signature(student.forward).parameters:
+                    got = _call(student, x, hw, True, title=title, where=where + " with return_attention=True")
+                    want = ref(x, hw, return_attention=True)
+                    if not (isinstance(got, (tuple, list)) and len(got) == 2 and _close(got[1], want[1])):
+                        raise _fail(title, "the attention probabilities returned with return_attention=True "
+                                           f"differ {where}", extra="Return (out, attn) with attn the "
+                                    "softmax of the scaled scores, (B, heads, N, M), that multiplies v.")
         return (f"matches segformer_lite.EfficientSelfAttention on {cases} inputs "
                 "(square and non-square, sr_ratio 1 and 2)")
 

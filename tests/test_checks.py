@@ -369,3 +369,28 @@ def test_planted_variants_with_no_knob_turned_equal_the_package():
         ref_tokens, ref_hw = embed(img)
         torch.testing.assert_close(tokens, ref_tokens)
         assert hw == ref_hw == (8, 12)
+
+
+class ReturnsAttention(StudentAttention):
+    bug_attn = None
+
+    def forward(self, x, hw, return_attention=False):
+        out = super().forward(x, hw)
+        if not return_attention:
+            return out
+        # the probabilities, recomputed the same way as in forward
+        B, N, C = x.shape
+        q = self.heads(self.q(x))
+        x_ = self.norm(self.sr(x.transpose(1, 2).reshape(B, C, *hw)).flatten(2).transpose(1, 2)) \
+            if self.sr_ratio > 1 else x
+        k = self.heads(self.kv(x_)[..., :C])
+        scores = q @ k.transpose(-2, -1) * self.scale
+        return out, (scores if self.bug_attn == "logits" else scores.softmax(-1))
+
+
+def test_attention_maps_are_checked_when_forward_can_return_them(capsys):
+    checks.check_efficient_self_attention(ReturnsAttention)
+    assert capsys.readouterr().out.startswith("✓ ")
+    logits = type("Logits", (ReturnsAttention,), {"bug_attn": "logits"})
+    with pytest.raises(AssertionError, match="attention probabilities returned with return_attention=True"):
+        checks.check_efficient_self_attention(logits)
