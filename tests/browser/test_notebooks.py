@@ -22,7 +22,9 @@ NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 @pytest.mark.parametrize("notebook", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
 def test_notebook_runs_and_sliders_respond(notebook, lab, lab_page, screenshot_dir):
     relpath = f"notebooks/{notebook.name}"
+    stored = notebook.read_bytes()
     report = jlab.exercise(lab_page, lab.url, relpath, lab.root / relpath, screenshot_dir)
+    assert notebook.read_bytes() == stored, f"running {relpath} in the browser changed the repo's copy"
     for i, m in report.moves:
         print(f"{relpath} slider {i} {m.label!r} {m.key}: {m.value_before} -> {m.value_after}, "
               f"changed {m.changed_kinds} in cells {m.changed_cells} ({m.seconds:.1f} s)")
