@@ -4,12 +4,16 @@ No data can be downloaded, so the course draws its own. Every image is a pure fu
 ``(seed, index)``: the same pair always gives the same pixels, on any machine, and two seeds
 give unrelated images (training and held-out sets never overlap).
 
-Each image holds a few shapes (disc, box, triangle) of random size, aspect ratio, rotation and
-colour, each filled with a texture (flat, stripes, checks, waves); shapes drawn later hide the
-ones below (occlusion), and pixel noise covers everything. Each class prefers one texture but
-wears the others too, so the texture is a hint and the outline decides.
+Each image holds a few shapes (disc, box, triangle) of random size, aspect ratio and rotation,
+in a colour near their class's hue (red, blue, green) on a greyish background, each filled with
+a texture (flat, stripes, checks, waves); shapes drawn later hide the
+ones below (occlusion), and pixel noise covers everything. A shape wears its class's own
+texture 9 times in 10 and another one otherwise: texture is a strong hint, and where it
+misleads, only the outline tells the class.
 """
 from __future__ import annotations
+
+import colorsys
 
 import numpy as np
 import torch
@@ -19,7 +23,8 @@ __all__ = ["CLASSES", "SyntheticShapes", "render_shapes"]
 
 CLASSES = ("background", "disc", "box", "triangle")
 TEXTURES = ("flat", "stripes", "checks", "waves")
-_PREFERRED_TEXTURE = 0.55  # chance a shape wears its class's own texture (disc: flat, box: stripes, ...)
+_HUES = (None, 0.0, 0.6, 0.3)  # each class's hue (red, blue, green), jittered per shape
+_PREFERRED_TEXTURE = 0.9  # chance a shape wears its class's own texture (disc: flat, box: stripes, ...)
 
 
 def _texture(kind: str, u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -32,6 +37,15 @@ def _texture(kind: str, u: np.ndarray, v: np.ndarray, rng: np.random.Generator) 
     if kind == "checks":
         return ((np.floor(u / period) + np.floor(v / period)) % 2).astype(np.float32)
     return 0.5 + 0.5 * np.sin(2 * np.pi * u / period) * np.sin(2 * np.pi * v / period)  # waves
+
+
+def _colour(rng: np.random.Generator, hue: float | None) -> np.ndarray:
+    """An RGB colour: near ``hue`` and saturated for a shape, any hue but greyish for the background."""
+    if hue is None:
+        h, sat = rng.uniform(0, 1), rng.uniform(0.0, 0.35)
+    else:
+        h, sat = (hue + rng.uniform(-0.08, 0.08)) % 1.0, rng.uniform(0.5, 1.0)
+    return np.array(colorsys.hsv_to_rgb(h, sat, rng.uniform(0.35, 1.0)), dtype=np.float32)
 
 
 def _inside(cls: int, u: np.ndarray, v: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -55,7 +69,7 @@ def render_shapes(seed: int, index: int, size: int | tuple[int, int] = 64) -> tu
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
 
     # background: a colour gradient in a random direction, plus faint waves
-    c0, c1 = rng.uniform(0.0, 1.0, size=(2, 3)).astype(np.float32)
+    c0, c1 = _colour(rng, None), _colour(rng, None)
     angle = rng.uniform(0, 2 * np.pi)
     ramp = ((np.cos(angle) * xx + np.sin(angle) * yy) / max(h, w) + 1) / 2  # (H, W) in [0, 1]
     image = c0 + (c1 - c0) * ramp[..., None]  # (H, W, 3)
@@ -76,7 +90,7 @@ def render_shapes(seed: int, index: int, size: int | tuple[int, int] = 64) -> tu
         own = TEXTURES[cls - 1]
         kind = own if rng.uniform() < _PREFERRED_TEXTURE else str(rng.choice([t for t in TEXTURES if t != own]))
         t = _texture(kind, u, v, rng)[..., None]  # (H, W, 1)
-        col_a, col_b = rng.uniform(0.0, 1.0, size=(2, 3)).astype(np.float32)
+        col_a, col_b = _colour(rng, _HUES[cls]), _colour(rng, _HUES[cls])
         fill = col_a + (col_b - col_a) * t  # (H, W, 3)
         image[mask] = fill[mask]  # later shapes occlude earlier ones, in pixels and labels
         label[mask] = cls

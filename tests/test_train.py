@@ -1,0 +1,161 @@
+"""Training and evaluation CLIs: schedule, atomic writes, exact resume, DDP, clear errors."""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import segformer_lite as sl
+from segformer_lite import evaluate, train
+from segformer_lite.decoder import load_segformer, save_segformer
+
+# a tiny run: B0 widths at the smallest image B0 takes, a narrow decoder
+TINY = ["--image-size", "32", "--batch-size", "2", "--decoder-dim", "16", "--eval-images", "2",
+        "--warmup", "1", "--quiet", "--threads", "1"]
+
+
+def test_poly_schedule_by_hand():
+    assert train.poly_lr(0, 100, 1e-3, warmup=10) == pytest.approx(1e-4)
+    assert train.poly_lr(9, 100, 1e-3, warmup=10) == pytest.approx(1e-3)
+    assert train.poly_lr(10, 100, 1e-3, warmup=10) == pytest.approx(1e-3)
+    assert train.poly_lr(55, 100, 1e-3, warmup=10) == pytest.approx(0.5e-3)  # halfway after warm-up
+    assert train.poly_lr(100, 100, 1e-3, warmup=10) == pytest.approx(0.0)
+
+
+def test_save_state_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "state.pt"
+    train.save_state({"step": 1}, path)
+
+    def crash(obj, f):  # write half a file, then die, as a killed process would
+        Path(f).write_bytes(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train.save_state({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1}  # the previous state survives
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # and no temporary is left
+
+
+def test_save_segformer_is_atomic(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    model = sl.SegFormer(sl.mit_config("b0"), 4, decoder_dim=16)
+    path = save_segformer(model, tmp_path / "w.safetensors")
+    before = path.read_bytes()
+
+    def crash(sd, filename, metadata=None):
+        Path(filename).write_bytes(b"\x10\x00 garbage")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_segformer(model, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+def _run(tmp_path, *extra):
+    return train.train(train.parse_args(TINY + ["--output", str(tmp_path / "w.safetensors"), *extra]))
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _run(straight, "--steps", "4", "--eval-every", "2", "--seed", "3")
+    # stop after the checkpoint at step 2 (mIoU >= 0 always holds), then resume to step 4
+    first = _run(resumed, "--steps", "4", "--eval-every", "2", "--seed", "3", "--stop-at-miou", "0")
+    assert first["step"] == 2
+    state = train.load_state(resumed / "w.safetensors.state.pt")
+    assert state["step"] == 2 and state["optimizer"]["state"][0]["step"].item() == 2
+    last = _run(resumed, "--steps", "4", "--eval-every", "2", "--seed", "3", "--resume")
+    assert last["step"] == 4
+    a, b = (load_segformer(d / "w.safetensors").state_dict() for d in (straight, resumed))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert not torch.equal(a["decode_head.classifier.weight"],
+                           sl.SegFormer(sl.mit_config("b0"), 4, 16).state_dict()["decode_head.classifier.weight"])
+
+
+def test_training_lowers_the_loss(tmp_path):
+    """Twenty small steps on one fixed batch layout: the held-out mIoU is evaluated and recorded."""
+    result = _run(tmp_path, "--steps", "20", "--eval-every", "10", "--lr", "2e-3")
+    state = train.load_state(tmp_path / "w.safetensors.state.pt")
+    losses = [h["loss"] for h in state["history"]]
+    assert len(losses) == 2 and losses[1] < losses[0]
+    assert 0.0 <= result["miou"] <= 1.0
+
+
+def test_bad_cli_arguments(tmp_path):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--seed", "5", "--eval-seed", "5"])
+    with pytest.raises(SystemExit):
+        train.parse_args(["--steps", "0"])
+    corrupt = tmp_path / "w.safetensors.state.pt"
+    corrupt.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="not a readable training state"):
+        _run(tmp_path, "--steps", "2", "--resume")
+    with pytest.raises(FileNotFoundError):
+        train.load_state(tmp_path / "nothing.pt")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_torchrun_two_processes_ddp(tmp_path):
+    out = tmp_path / "w.safetensors"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+           "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+           "-m", "segformer_lite.train", *TINY, "--steps", "3", "--eval-every", "3", "--output", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=280, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    state = train.load_state(out.with_name(out.name + ".state.pt"))
+    assert state["step"] == 3
+    assert len(state["rng"]) == 2  # both ranks' RNG states, gathered over gloo
+    assert not torch.equal(state["rng"][0], state["rng"][1])
+    assert load_segformer(out).num_classes == len(sl.CLASSES)
+
+
+def test_evaluate_cli_prints_per_class_iou_and_miou(tmp_path, capsys):
+    path = save_segformer(sl.SegFormer(sl.mit_config("b0"), len(sl.CLASSES), decoder_dim=16), tmp_path / "w.safetensors")
+    miou = evaluate.main(["--checkpoint", str(path), "--images", "3", "--seed", "9"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[1] for line in lines[:-1]] == list(sl.CLASSES)
+    assert lines[-1] == f"mIoU {miou:.4f}"
+
+
+def test_iou_by_hand():
+    pred = torch.tensor([[0, 0, 1, 1], [2, 2, 2, 0]])
+    target = torch.tensor([[0, 1, 1, 1], [2, 2, 0, 0]])
+    # class 0: TP 2, FN 1 (labelled 0, predicted 2), FP 1 (labelled 1, predicted 0): IoU 2/4
+    # class 1: TP 2, FN 1, FP 0: 2/3;  class 2: TP 2, FN 0, FP 1: 2/3
+    cm = evaluate.confusion_matrix(pred, target, 3)
+    assert cm.tolist() == [[2, 0, 1], [1, 2, 0], [0, 0, 2]]
+    iou = evaluate.iou_per_class(cm)
+    torch.testing.assert_close(iou, torch.tensor([2 / 4, 2 / 3, 2 / 3], dtype=torch.float64))
+
+
+def test_evaluate_bad_input(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        evaluate.main(["--checkpoint", str(tmp_path / "missing.safetensors")])
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"garbage" * 10)
+    with pytest.raises(ValueError, match="not a SegFormer checkpoint"):
+        evaluate.main(["--checkpoint", str(corrupt)])
+    wrong_k = sl.SegFormer(sl.mit_config("b0"), 7, decoder_dim=16)
+    with pytest.raises(ValueError, match="7 classes but the data set has 4"):
+        evaluate.evaluate_model(wrong_k, sl.SyntheticShapes(2, 64))
+    model = sl.SegFormer(sl.mit_config("b0"), 4, decoder_dim=16)
+    with pytest.raises(ValueError, match="input channels"):
+        model.predict(torch.rand(1, 64, 64, 3))  # channels last
+    with pytest.raises(TypeError, match="SegFormer"):
+        evaluate.evaluate_model(model.encoder, sl.SyntheticShapes(2, 64))
