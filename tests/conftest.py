@@ -1,0 +1,25 @@
+"""Fixtures shared by the package tests (helpers live in hf_reference.py)."""
+from __future__ import annotations
+
+import pytest
+
+from hf_reference import hf_segformer
+
+
+@pytest.fixture(scope="session")
+def hf_b0():
+    """One shared MiT-B0 reference (transformers), for tests that need any small real model."""
+    return hf_segformer("b0", seed=0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module on one intra-op thread. On a small shared machine two threads per process
+    oversubscribe the cores and big models slow down several-fold; results agree either way
+    within the tolerances used here."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,62 @@
+"""Test helpers: the reference model is Hugging Face transformers' ``SegformerModel``.
+
+Nothing here is copied from ``segformer_lite``: the variant table, the weight perturbation and
+the error measure are written out independently so the tests compare two implementations.
+transformers is imported lazily (it takes seconds) so notebook and browser tests do not pay for it.
+"""
+from __future__ import annotations
+
+import torch
+
+# MiT-B0 ... B5 as released (NVlabs mix_transformer.py: mit_b0 ... mit_b5), written out here
+# rather than read from segformer_lite.VARIANTS so a wrong entry there cannot hide.
+_WIDE = [64, 128, 320, 512]
+HF_VARIANTS = {
+    "b0": dict(hidden_sizes=[32, 64, 160, 256], depths=[2, 2, 2, 2]),
+    "b1": dict(hidden_sizes=_WIDE, depths=[2, 2, 2, 2]),
+    "b2": dict(hidden_sizes=_WIDE, depths=[3, 4, 6, 3]),
+    "b3": dict(hidden_sizes=_WIDE, depths=[3, 4, 18, 3]),
+    "b4": dict(hidden_sizes=_WIDE, depths=[3, 8, 27, 3]),
+    "b5": dict(hidden_sizes=_WIDE, depths=[3, 6, 40, 3]),
+}
+HEADS = [1, 2, 5, 8]
+SR_RATIOS = [8, 4, 2, 1]
+
+
+def hf_config(variant: str, **overrides):
+    from transformers import SegformerConfig
+
+    kwargs = dict(HF_VARIANTS[variant], num_attention_heads=HEADS, sr_ratios=SR_RATIOS)
+    return SegformerConfig(**{**kwargs, **overrides})
+
+
+@torch.no_grad()
+def perturb_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Random-init leaves every LayerNorm at weight 1, bias 0 and every bias at 0, so a swapped
+    norm or a dropped bias would go unnoticed. Give every 1-D parameter its own random values."""
+    g = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        if p.ndim == 1:
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def hf_segformer(variant: str = "b0", seed: int = 0, cls_name: str = "SegformerModel", **overrides):
+    """A randomly initialised transformers Segformer in eval mode with eager attention
+    (transformers 5.x returns no attention maps under its default sdpa)."""
+    import transformers
+
+    torch.manual_seed(seed)
+    model = getattr(transformers, cls_name)(hf_config(variant, **overrides)).eval()
+    model.set_attn_implementation("eager")
+    return perturb_(model, seed + 1)
+
+
+def rel_err(ref: torch.Tensor, got: torch.Tensor) -> float:
+    """max |got - ref| / max |ref|: the parity measure quoted in the issue."""
+    assert ref.shape == got.shape, f"shape {tuple(got.shape)} != reference {tuple(ref.shape)}"
+    return ((got.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
+
+
+def images(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
