@@ -165,8 +165,8 @@ def _fail(title: str, what: str, mistakes: list[str] = (), extra: str = "") -> _
 
 def _run_check(title: str, body: Callable[[], str]) -> None:
     """Run one checker body; translate NotImplementedError into the "not implemented" note."""
-    try:
-        with torch.no_grad():
+    try:  # fork_rng: checking must not move the notebook's random stream
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
             summary = body()
     except _Unfinished:
         print(f"{title}: not implemented yet (forward raises NotImplementedError). "
