@@ -78,6 +78,14 @@ def test_model_maps_equal_transformers_attention_probabilities():
         expected = probs[block][0, head, query[0] * w + query[1]].reshape(kv_grids[block])
         torch.testing.assert_close(torch.from_numpy(amap.weights), expected, rtol=1e-4, atol=1e-6)
         assert amap.weights.max() - amap.weights.min() > 0.03  # a wrong query would not match
+    blocks = am.encoder_attention(ours, image)  # one pass, every block
+    assert [(b.stage, b.grid, b.kv_grid, b.sr_ratio) for b in blocks] == [
+        (0, (16, 24), (2, 3), 8), (1, (8, 12), (2, 3), 4), (1, (8, 12), (2, 3), 4),
+        (2, (4, 6), (2, 3), 2), (3, (2, 3), (2, 3), 1)]
+    for b, p in zip(blocks, probs):
+        torch.testing.assert_close(b.weights, p, rtol=1e-4, atol=1e-6)
+    with pytest.raises(TypeError, match="expected a MixTransformer"):
+        am.encoder_attention(sl.EfficientSelfAttention(8, 1), image)
 
 
 def test_reduced_grid_floors_and_refuses_a_window_larger_than_the_grid():

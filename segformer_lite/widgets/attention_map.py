@@ -5,6 +5,8 @@ Pure functions compute and draw; :func:`attention_widget` only wires sliders to 
 * :func:`attention_for_query` works with any :class:`~segformer_lite.EfficientSelfAttention`
   (given a feature map) or any :class:`~segformer_lite.MixTransformer` (given an image and a
   block index) and returns an :class:`AttentionMap`: one query's weights over the key/value grid.
+* :func:`encoder_attention` runs a :class:`~segformer_lite.MixTransformer` once and returns every
+  block's weights with their grids (:class:`BlockAttention`), to read many maps from one pass.
 * :func:`draw_attention` overlays such a map on the photo, keys/values drawn as the
   ``sr_ratio x sr_ratio`` windows of tokens they were pooled from.
 * :func:`colour_position_features` and :func:`colour_position_attention` build a layer whose
@@ -26,7 +28,8 @@ from ..encoder import MixTransformer, stage_grid_sizes
 from ..patch_embed import conv_output_size
 from ..tokens import image_to_tokens
 
-__all__ = ["AttentionMap", "attention_for_query", "query_attention", "reduced_grid",
+__all__ = ["AttentionMap", "BlockAttention", "attention_for_query", "encoder_attention",
+           "query_attention", "reduced_grid",
            "colour_position_features", "colour_position_attention", "draw_attention",
            "scale_query", "attention_widget"]
 
@@ -101,18 +104,33 @@ def scale_query(query_rc, from_grid: tuple[int, int], to_grid: tuple[int, int]) 
     return r * to_grid[0] // from_grid[0], c * to_grid[1] // from_grid[1]
 
 
+@dataclass(frozen=True)
+class BlockAttention:
+    """All attention weights of one encoder block, with the grids needed to read them."""
+
+    weights: torch.Tensor  # (B, heads, N, M)
+    grid: tuple[int, int]  # the stage's query grid, N = H * W
+    kv_grid: tuple[int, int]  # the reduced key/value grid, M = H' * W'
+    sr_ratio: int
+    stage: int  # 0-based
+
+    def query(self, query_rc, head: int = 0) -> AttentionMap:
+        """One query's :class:`AttentionMap` (batch item 0)."""
+        return query_attention(self.weights, self.grid, self.kv_grid, query_rc, head, self.sr_ratio)
+
+
 @torch.no_grad()
-def _model_attention(model: MixTransformer, image: torch.Tensor, block: int):
-    """Attention of global block ``block`` of ``model`` on ``image`` with its grids and sr."""
-    depths = model.config.depths
-    if not isinstance(block, int) or not 0 <= block < sum(depths):
-        raise ValueError(f"block must be an int in 0..{sum(depths) - 1} (this encoder has "
-                         f"{sum(depths)} blocks, depths {depths}), got {block!r}")
-    stage = int(np.searchsorted(np.cumsum(depths), block, side="right"))
+def encoder_attention(model: MixTransformer, image: torch.Tensor) -> list[BlockAttention]:
+    """Run ``model`` once on ``image`` and return every block's attention, in block order."""
+    if not isinstance(model, MixTransformer):
+        raise TypeError(f"expected a MixTransformer, got {type(model).__name__}")
     _, attns = model(image, return_attention=True)
-    grid = stage_grid_sizes(model.config, *image.shape[-2:])[stage]
-    sr = model.config.sr_ratios[stage]
-    return attns[block], grid, reduced_grid(grid, sr), sr
+    cfg, out = model.config, []
+    for stage, grid in enumerate(stage_grid_sizes(cfg, *image.shape[-2:])):
+        sr = cfg.sr_ratios[stage]
+        for _ in range(cfg.depths[stage]):
+            out.append(BlockAttention(attns[len(out)], grid, reduced_grid(grid, sr), sr, stage))
+    return out
 
 
 @torch.no_grad()
@@ -126,8 +144,12 @@ def attention_for_query(layer_or_model, image: torch.Tensor, query_rc, head: int
       stages (0 .. sum(depths) - 1); ``query_rc`` is a token of that block's stage grid.
     """
     if isinstance(layer_or_model, MixTransformer):
-        attn, grid, kv_grid, sr = _model_attention(layer_or_model, image, block)
-    elif isinstance(layer_or_model, EfficientSelfAttention):
+        depths = layer_or_model.config.depths
+        if not isinstance(block, int) or not 0 <= block < sum(depths):
+            raise ValueError(f"block must be an int in 0..{sum(depths) - 1} (this encoder has "
+                             f"{sum(depths)} blocks, depths {depths}), got {block!r}")
+        return encoder_attention(layer_or_model, image)[block].query(query_rc, head)
+    if isinstance(layer_or_model, EfficientSelfAttention):
         if not isinstance(image, torch.Tensor) or image.ndim != 4:
             raise ValueError("expected the layer's input as a feature map (1, C, H, W), got "
                              f"{getattr(image, 'shape', type(image).__name__)}")
@@ -269,11 +291,9 @@ def attention_widget(photo: np.ndarray, model: MixTransformer | None = None, ima
     else:
         if image is None:
             raise ValueError("with a model, pass image=(1, 3, H, W), the tensor the model reads")
-        grids = stage_grid_sizes(model.config, *image.shape[-2:])
-        base_grid = grids[0]
-        with torch.no_grad():
-            _, attns = model(image, return_attention=True)  # once; sliders only pick from it
-        extra = {"block": widgets.IntSlider(0, 0, len(attns) - 1, description="block"),
+        blocks = encoder_attention(model, image)  # once; the sliders only pick from it
+        base_grid = blocks[0].grid
+        extra = {"block": widgets.IntSlider(0, 0, len(blocks) - 1, description="block"),
                  "head": widgets.IntSlider(0, 0, model.config.num_heads[0] - 1, description="head")}
     sliders = {"row": widgets.IntSlider(base_grid[0] // 2, 0, base_grid[0] - 1, description="query row"),
                "col": widgets.IntSlider(base_grid[1] // 2, 0, base_grid[1] - 1, description="query col"),
@@ -292,14 +312,10 @@ def attention_widget(photo: np.ndarray, model: MixTransformer | None = None, ima
                 amap = attention_for_query(layers[sr], features, query, head)
                 title = f"{HEAD_NAMES[head]} head, sr_ratio {sr}"
             else:
-                b = sliders["block"].value
-                stage = int(np.searchsorted(np.cumsum(model.config.depths), b, side="right"))
-                sliders["head"].max = model.config.num_heads[stage] - 1  # clamps value if needed
-                sr = model.config.sr_ratios[stage]
-                amap = query_attention(attns[b], grids[stage], reduced_grid(grids[stage], sr),
-                                       scale_query(query, base_grid, grids[stage]),
-                                       sliders["head"].value, sr)
-                title = f"stage {stage + 1}, block {b}, head {amap.head}"
+                b = blocks[sliders["block"].value]
+                sliders["head"].max = b.weights.shape[1] - 1  # clamps the value if needed
+                amap = b.query(scale_query(query, base_grid, b.grid), sliders["head"].value)
+                title = f"stage {b.stage + 1}, block {sliders['block'].value}, head {amap.head}"
         except ValueError as e:  # e.g. sr_ratio larger than the grid: say so, keep the last picture
             message.value = f"<b>cannot draw:</b> {e}"
             return
