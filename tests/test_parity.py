@@ -98,3 +98,13 @@ def test_drop_path_rates_match_transformers(pair):
     assert ref == pytest.approx([0.1 * i / (n - 1) for i in range(n)])
     got = [block.drop_path.p for stage in ours.stages for block in stage.blocks]
     assert got == pytest.approx(ref, abs=1e-7)
+
+
+def test_layer_norms_match_transformers_in_number_and_eps(pair):
+    """A wrong block eps (1e-6 instead of transformers' 1e-5) moves the outputs by only ~5e-6
+    relative, inside the tolerance above, so the eps are compared directly."""
+    _, hf, ours, _ = pair
+    ref = [m.eps for m in hf.modules() if isinstance(m, torch.nn.LayerNorm)]
+    got = [m.eps for m in ours.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(got) == len(ref)  # also catches a missing sequence-reduction norm
+    assert sorted(got) == sorted(ref) == [1e-5] * len(ref)
