@@ -1,7 +1,7 @@
 """segformer_lite vs transformers' SegformerModel: same weights, same process, interleaved repeats.
 
     .venv/bin/python benchmarks/bench_encoder.py                 # MiT-B0 and B2, 512x512, batch 1
-    .venv/bin/python benchmarks/bench_encoder.py --variants b0 --repeats 31
+    .venv/bin/python benchmarks/bench_encoder.py --variants b0 --repeats 31 --threads 1
 
 For each variant a randomly initialised transformers model (every bias and LayerNorm parameter
 perturbed, so a misplaced one would show) is copied with ``sl.from_transformers``; the outputs of
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import os
 import platform
 import statistics
 import time
@@ -105,12 +106,13 @@ def bench_variant(variant: str, size: int, repeats: int, warmup: int, seed: int)
     return dict(variant=variant, flops=flops, errors=errors, times=times)
 
 
-def report(results: list[dict], size: int, repeats: int) -> str:
+def report(results: list[dict], size: int, repeats: int, load: tuple[float, float]) -> str:
     gemm_flops = 2 * GEMM_N ** 3
     lines = [
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {size}x{size}, batch 1, "
-        f"fp32, median of {repeats} interleaved repeats",
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"{platform.machine()} with {os.cpu_count()} CPUs (1-min load average {load[0]:.1f} before, "
+        f"{load[1]:.1f} after), torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{size}x{size}, batch 1, fp32, median of {repeats} interleaved repeats",
         "",
         "| variant | GFLOPs | transformers sdpa ms | transformers eager ms | segformer_lite ms "
         "| ratio vs faster (IQR) | segformer_lite GFLOP/s | % of GEMM | transformers best GFLOP/s (% of GEMM) "
@@ -147,9 +149,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]  # other processes' load is the main source of noise here
     results = [bench_variant(v, args.size, args.repeats, args.warmup, args.seed) for v in args.variants]
-    print(report(results, args.size, args.repeats))
+    print(report(results, args.size, args.repeats, (load_before, os.getloadavg()[0])))
 
 
 if __name__ == "__main__":
