@@ -394,3 +394,11 @@ def test_attention_maps_are_checked_when_forward_can_return_them(capsys):
     logits = type("Logits", (ReturnsAttention,), {"bug_attn": "logits"})
     with pytest.raises(AssertionError, match="attention probabilities returned with return_attention=True"):
         checks.check_efficient_self_attention(logits)
+
+
+def test_a_check_leaves_the_notebooks_random_stream_alone():
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    checks.check_block(StudentBlock)
+    torch.testing.assert_close(torch.rand(3), expected)
