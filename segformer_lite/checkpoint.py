@@ -235,13 +235,39 @@ def _read_state_dict(path: Path) -> dict:
             return load_file(str(path))
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any failure to parse means: this file is not a checkpoint
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+        reason = (str(e).strip().splitlines() or [""])[0][:200]  # torch's own text runs to paragraphs
+        raise ValueError(f"{path} is not a readable checkpoint: expected a torch.save'd or safetensors "
+                         f"state dict ({type(e).__name__}: {reason})") from None
     for wrapper in ("state_dict", "model"):  # training scripts often wrap the weights
         if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
             sd = sd[wrapper]
     if not isinstance(sd, dict):
-        raise ValueError(f"{path} holds a {type(sd).__name__}, not a state dict")
+        raise ValueError(f"{path} holds a {type(sd).__name__}, not a state dict (dict of str -> Tensor)")
+    odd = [f"{k!r}: {type(v).__name__}" for k, v in sd.items()
+           if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if odd:
+        raise ValueError(f"{path} is not a state dict: expected str keys and Tensor values, got "
+                         f"{', '.join(odd[:5])}{' ...' if len(odd) > 5 else ''}")
     return sd
+
+
+def _read_hf_config(path: Path) -> dict:
+    """The architecture fields of a transformers ``config.json`` that weights cannot show."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a readable transformers config ({type(e).__name__}: {e})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} should hold a JSON object (a transformers config), got {type(raw).__name__}")
+    fields = {}
+    for key, field in (("num_attention_heads", "num_heads"), ("strides", "strides")):
+        value = raw.get(key)
+        if value is None:
+            continue  # not a Segformer config: fall back to the variant read off the shapes
+        if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+            raise ValueError(f"{path}: expected {key} to be a list of ints, got {value!r}")
+        fields[field] = tuple(value)
+    return fields
 
 
 def load_pretrained(path) -> MixTransformer:
@@ -254,23 +280,20 @@ def load_pretrained(path) -> MixTransformer:
     if not isinstance(path, (str, Path)):
         raise TypeError(f"expected a path (str or pathlib.Path), got {type(path).__name__}")
     path = Path(path)
-    hf_config = None
+    hf_fields = {}
     if path.is_dir():
         files = [path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()]
         if not files:
             raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in directory {path}")
         if (path / "config.json").is_file():
-            hf_config = json.loads((path / "config.json").read_text())
+            hf_fields = _read_hf_config(path / "config.json")
         path = files[0]
     elif not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     fmt, sd, _ = canonical_state_dict(_read_state_dict(path))
     overrides = {}
     if fmt == "transformers":
-        overrides = dict(norm_eps=1e-5, embed_norm_eps=1e-5)
-        if hf_config is not None:
-            overrides.update(num_heads=tuple(hf_config["num_attention_heads"]),
-                             strides=tuple(hf_config["strides"]))
+        overrides = dict(norm_eps=1e-5, embed_norm_eps=1e-5, **hf_fields)
     model = MixTransformer(infer_config(sd, **overrides))
     _load_into(model, sd, str(path))
     return model.eval()

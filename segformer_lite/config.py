@@ -35,8 +35,10 @@ class MiTConfig:
             if isinstance(value, list):  # accept lists, store tuples (hashable, immutable)
                 object.__setattr__(self, name, tuple(value))
                 value = getattr(self, name)
-            if not isinstance(value, tuple) or not all(isinstance(v, int) and v > 0 for v in value):
+            if not isinstance(value, tuple) or not all(_is_int(v) for v in value):
                 raise TypeError(f"{name} must be a tuple of positive ints, got {value!r}")
+            if not all(v > 0 for v in value):
+                raise ValueError(f"{name} must be a tuple of positive ints, got {value!r}")
         n = len(self.embed_dims)
         lengths = {name: len(getattr(self, name)) for name in
                    ("num_heads", "depths", "sr_ratios", "patch_sizes", "strides")}
@@ -47,8 +49,16 @@ class MiTConfig:
             if dim % heads:
                 raise ValueError(f"stage {i}: num_heads={heads} must divide the stage width "
                                  f"embed_dims[{i}]={dim} (heads split the channels)")
-        if not isinstance(self.in_channels, int) or self.in_channels <= 0:
-            raise TypeError(f"in_channels must be a positive int, got {self.in_channels!r}")
+        for name in ("in_channels", "mlp_ratio"):
+            value = getattr(self, name)
+            if not _is_int(value):
+                raise TypeError(f"{name} must be a positive int, got {value!r}")
+            if value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("norm_eps", "embed_norm_eps"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
 
@@ -64,6 +74,10 @@ class MiTConfig:
             s *= stride
             out.append(s)
         return tuple(out)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python
 
 
 _WIDE = (64, 128, 320, 512)

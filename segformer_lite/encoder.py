@@ -97,7 +97,11 @@ class MixTransformer(nn.Module):
         if not images.is_floating_point():
             raise TypeError(f"expected a floating-point image tensor, got dtype {images.dtype} "
                             "(convert with images.float() / 255)")
-        dtype = self.stages[0].patch_embed.proj.weight.dtype
+        weight = self.stages[0].patch_embed.proj.weight
+        if images.device != weight.device:
+            raise ValueError(f"expected images on the model's device {weight.device}, got {images.device} "
+                             f"(use images.to('{weight.device}'))")
+        dtype = weight.dtype
         if images.dtype != dtype:
             raise TypeError(f"expected images of the model's dtype {dtype}, got {images.dtype} "
                             f"(use images.to({dtype}) or model.to({images.dtype}))")
