@@ -1,0 +1,145 @@
+"""Homework mode: the student notebooks are nbgrader's output for the course notebooks, and a
+full nbgrader round trip (generate, submit, autograde, export, feedback) scores right.
+
+Everything here drives nbgrader's own command line in a temporary course directory; nothing
+strips or grades notebooks by hand.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from segformer_lite import homework
+from segformer_lite.checks import MISTAKES
+
+# The round trip grades every submission in full, so it uses one notebook with two exercises
+# (Mix-FFN and Block); the others are graded the same way, and nbval runs all of them, solution
+# and student versions.
+ROUND_TRIP = ["04_mix_ffn_and_block.ipynb"]
+# one planted mistake: (exercise grade_id, text in its solution, replacement, catalogued mistake)
+PLANT = ("mix_ffn", 'x = F.gelu(rearrange(x, "b c h w -> b (h w) c"))',
+         'x = rearrange(x, "b c h w -> b (h w) c")', "no_gelu")
+# an infinite loop in the other exercise: (grade_id, text in its solution, replacement)
+LOOP = ("block", "x = x + self.drop_path(self.attn(self.norm1(x), hw))",
+        "while True:  # never returns\n            pass")
+LOOP_TIMEOUT = 20  # seconds per cell in the round trip's course (every course cell runs in less)
+
+
+def cells(path: Path) -> list[dict]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
+
+
+def nbgrader_cells(path: Path) -> list[dict]:
+    return [c for c in cells(path) if "nbgrader" in c.get("metadata", {})]
+
+
+def test_course_notebooks_have_exercises():
+    found = {p.name for p in homework.solution_notebooks()}
+    assert set(ROUND_TRIP) <= found, found
+    for path in homework.solution_notebooks():
+        graded = [c for c in nbgrader_cells(path) if c["metadata"]["nbgrader"]["grade"]]
+        solutions = [c for c in nbgrader_cells(path) if c["metadata"]["nbgrader"]["solution"]]
+        assert graded and solutions, path.name
+        for c in graded:  # every graded cell calls a checker from segformer_lite.checks
+            assert "segformer_lite.checks import check_" in "".join(c["source"]), path.name
+
+
+def test_exercises_are_in_sync_with_the_solution_notebooks():
+    stale = homework.stale_exercises()
+    assert stale == [], f"run `python -m segformer_lite.homework generate`; stale: {stale}"
+
+
+def test_exercises_hold_stubs_and_no_solutions_or_outputs():
+    for path in sorted(homework.EXERCISES.glob("*.ipynb")):
+        text = path.read_text(encoding="utf-8")
+        assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text, path.name
+        assert "raise NotImplementedError()" in text, path.name
+        assert all(not c.get("outputs") for c in cells(path) if c["cell_type"] == "code"), path.name
+
+
+def submit(course: Path, student: str, notebooks: dict[str, nbformat.NotebookNode]) -> None:
+    folder = course / "submitted" / student / homework.ASSIGNMENT
+    folder.mkdir(parents=True)
+    for name, nb in notebooks.items():
+        nbformat.write(nb, folder / name)
+
+
+def edit_solution(nb: nbformat.NotebookNode, grade_id: str, old: str, new: str) -> None:
+    [cell] = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
+    assert old in cell.source, f"{grade_id}: {old!r} not in its solution any more"
+    cell.source = cell.source.replace(old, new)
+
+
+@pytest.mark.slow
+def test_nbgrader_round_trip(tmp_path):
+    sources = [homework.NOTEBOOKS / name for name in ROUND_TRIP]
+    course = homework.make_course(tmp_path / "course", sources, timeout=LOOP_TIMEOUT)
+    homework.nbgrader(course, "generate_assignment", homework.ASSIGNMENT)
+    release = course / "release" / homework.ASSIGNMENT
+    source = course / "source" / homework.ASSIGNMENT
+
+    def read(folder: Path) -> dict[str, nbformat.NotebookNode]:
+        return {name: nbformat.read(folder / name, 4) for name in ROUND_TRIP}
+
+    submit(course, "solutions", read(source))
+    submit(course, "untouched", read(release))
+    planted = read(source)
+    grade_id, old, new, mistake = PLANT
+    edit_solution(planted[ROUND_TRIP[0]], grade_id, old, new)
+    submit(course, "planted", planted)
+    looping = read(source)
+    edit_solution(looping[ROUND_TRIP[0]], *LOOP)
+    submit(course, "looping", looping)
+
+    homework.nbgrader(course, "autograde", homework.ASSIGNMENT, timeout=900)
+    homework.nbgrader(course, "export")
+    with open(course / "grades.csv", newline="") as f:
+        scores = {row["student_id"]: (float(row["score"]), float(row["max_score"])) for row in csv.DictReader(f)}
+    total = sum(c["metadata"]["nbgrader"].get("points", 0) for s in sources for c in nbgrader_cells(s)
+                if c["metadata"]["nbgrader"]["grade"])
+    assert total >= 2
+    assert scores["solutions"] == (total, total)
+    assert scores["untouched"] == (0, total)
+    assert scores["planted"] == (total - 1, total)  # one exercise wrong, the others full marks
+    assert scores["looping"] == (total - 1, total)  # the loop was interrupted, grading went on
+
+    # untouched student versions run top to bottom: the only notes are "not implemented yet"
+    for name in ROUND_TRIP:
+        nb = nbformat.read(course / "autograded" / "untouched" / homework.ASSIGNMENT / name, 4)
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        graded = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+        assert graded
+        for c in graded:
+            # autograde restores the graded cells from the source, hidden tests included; they
+            # stop at the unfinished forward, after the checker has said so on stderr
+            streams = "".join(o.get("text", "") for o in c.outputs if o.output_type == "stream")
+            assert "not implemented yet" in streams
+        errors = [o for o in outputs if o.output_type == "error"]
+        assert all(o.ename == "NotImplementedError" for o in errors), [o.ename for o in errors]
+        assert len(errors) == len(graded)  # only the hidden tests of graded cells, nothing else
+
+    # the loop was cut off by the per-cell timeout
+    nb = nbformat.read(course / "autograded" / "looping" / homework.ASSIGNMENT / ROUND_TRIP[0], 4)
+    enames = {o.ename for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"}
+    assert enames & {"KeyboardInterrupt", "CellTimeoutError"}, enames
+
+    # the planted submission's feedback names the mistake
+    homework.nbgrader(course, "generate_feedback", homework.ASSIGNMENT)
+    html = (course / "feedback" / "planted" / homework.ASSIGNMENT / ROUND_TRIP[0].replace(".ipynb", ".html"))
+    assert f"Likely mistake: {MISTAKES[mistake].title}." in html.read_text(encoding="utf-8")
+    shutil.rmtree(course)
+
+
+def test_sync_check_notices_a_stale_or_missing_exercise(tmp_path):
+    for path in homework.EXERCISES.glob("*.ipynb"):
+        shutil.copy(path, tmp_path / path.name)
+    stale = tmp_path / "04_mix_ffn_and_block.ipynb"
+    stale.write_text(stale.read_text(encoding="utf-8").replace("raise NotImplementedError()", "pass", 1),
+                     encoding="utf-8")
+    (tmp_path / "02_tokens.ipynb").unlink()
+    assert homework.stale_exercises(out_dir=tmp_path) == ["02_tokens.ipynb", "04_mix_ffn_and_block.ipynb"]
