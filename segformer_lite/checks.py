@@ -194,7 +194,7 @@ def _close(a: Any, b: Any) -> bool:
 
 
 # half-made versions of a catalogued mistake (e.g. only one of two reshapes wrong) -> its id
-_ALIASES = {"heads_over_tokens_split_only": "heads_over_tokens",
+_ALIASES = {"heads_over_tokens_split_only": "heads_over_tokens", "heads_over_token_blocks": "heads_over_tokens",
             "conv_channels_last_out": "conv_channels_last"}
 
 
@@ -332,8 +332,10 @@ def _attention(m: EfficientSelfAttention, x: torch.Tensor, hw: tuple[int, int], 
     d = c // heads
 
     def split_heads(t: torch.Tensor) -> torch.Tensor:  # (B, L, C) -> (B, heads, L, d)
-        if split == "tokens":
+        if split == "tokens":  # a plain reshape: head i gets a block of tokens, read as (L, d)
             return t.reshape(b, heads, t.shape[1], d)
+        if split == "token_blocks":  # 'b (h t) c -> b h t c': head i gets L/heads whole tokens
+            return t.reshape(b, heads, t.shape[1] // heads, c)
         return t.reshape(b, t.shape[1], heads, d).permute(0, 2, 1, 3)
 
     q = split_heads(F.linear(x, m.q.weight, m.q.bias))
@@ -525,6 +527,8 @@ def check_efficient_self_attention(Student: type) -> None:
                          "sqrt_hw": dict(layout="sqrt"), "hw_swapped": dict(layout="swap")}
                 variants = {m_id: (lambda kw=kw: _attention(ref, x, hw, **kw)) for m_id, kw in knobs.items()}
                 variants["heads_over_tokens_split_only"] = lambda: _attention(ref, x, hw, split="tokens")
+                variants["heads_over_token_blocks"] = lambda: _attention(ref, x, hw, split="token_blocks",
+                                                                         merge="reshape")
                 variants["conv_channels_last_out"] = lambda: _attention(ref, x, hw, layout="reshape_out")
                 _compare(title, got, ref(x, hw), where, variants, square_passed, hw[0] == hw[1])
                 square_passed |= hw[0] == hw[1]

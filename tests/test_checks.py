@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 import segformer_lite as sl
@@ -290,6 +291,27 @@ def test_planted_token_mistake_is_named(which, bug):
 def test_every_catalogued_mistake_is_planted_somewhere():
     tested = {bug for *_, bug in CLASS_CASES} | {bug for _, bug in TOKEN_CASES}
     assert tested == set(checks.MISTAKES)
+
+
+class TokenBlockHeads(StudentAttention):
+    """The split notebook 03 shows: rearrange 'b (h t) e -> b h t e', every head all channels."""
+
+    def heads(self, t):
+        return rearrange(t, "b (h t) e -> b h t e", h=self.num_heads)
+
+    def forward(self, x, hw):
+        q = self.heads(self.q(x))
+        x_ = self.norm(self.sr(rearrange(x, "b (h w) c -> b c h w", h=hw[0])).flatten(2).transpose(1, 2)) \
+            if self.sr_ratio > 1 else x
+        k, v = self.kv(x_).chunk(2, dim=-1)
+        attn = (q @ self.heads(k).transpose(-2, -1) * self.scale).softmax(-1)
+        return self.proj(rearrange(attn @ self.heads(v), "b h t e -> b (h t) e"))
+
+
+def test_heads_split_into_token_blocks_is_named():
+    with pytest.raises(AssertionError) as e:
+        checks.check_efficient_self_attention(TokenBlockHeads)
+    assert f"Likely mistake: {checks.MISTAKES['heads_over_tokens'].title}." in str(e.value), str(e.value)
 
 
 def test_only_one_mistake_is_named_for_a_single_bug():
