@@ -1,10 +1,12 @@
 """Test helpers: the reference model is Hugging Face transformers' ``SegformerModel``.
 
-Nothing here is copied from ``segformer_lite``: the variant table, the weight perturbation and
+Nothing here is copied from ``segformer_lite``: the variant table, the weight draw and
 the error measure are written out independently so the tests compare two implementations.
 transformers is imported lazily (it takes seconds) so notebook and browser tests do not pay for it.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -31,25 +33,40 @@ def hf_config(variant: str, **overrides):
 
 
 @torch.no_grad()
-def perturb_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Random-init leaves every LayerNorm at weight 1, bias 0 and every bias at 0, so a swapped
-    norm or a dropped bias would go unnoticed. Give every 1-D parameter its own random values."""
+def unit_scale_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Draw every parameter afresh so that every part of the network shows in the output.
+
+    transformers' own init (Linear std .02, LayerNorms at weight 1 / bias 0, zero biases) keeps
+    each residual branch tiny next to the residual stream: a swapped norm, a dropped bias or the
+    tanh GELU in place of the exact one would move the outputs by less than the 1e-5 tolerance.
+    Here weights are N(0, 1 / fan_in) (activations stay O(1)), norm weights 1 + N(0, .3^2),
+    biases N(0, .3^2).
+    """
     g = torch.Generator().manual_seed(seed)
-    for p in model.parameters():
+    for name, p in model.named_parameters():
         if p.ndim == 1:
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
+            base = 1.0 if "norm" in name and name.endswith(".weight") else 0.0
+            p.copy_(base + 0.3 * torch.randn(p.shape, generator=g))
+        else:
+            p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p[0].numel()))
+    for m in model.modules():  # BatchNorm of a decode head: running mean 0, var 1
+        if hasattr(m, "reset_running_stats"):
+            m.reset_running_stats()
     return model
 
 
 def hf_segformer(variant: str = "b0", seed: int = 0, cls_name: str = "SegformerModel", **overrides):
     """A randomly initialised transformers Segformer in eval mode with eager attention
-    (transformers 5.x returns no attention maps under its default sdpa)."""
+    (transformers 5.x returns no attention maps under its default sdpa). It is built on the meta
+    device and filled by :func:`unit_scale_`, which skips transformers' slower init."""
     import transformers
 
-    torch.manual_seed(seed)
-    model = getattr(transformers, cls_name)(hf_config(variant, **overrides)).eval()
+    with torch.device("meta"):
+        model = getattr(transformers, cls_name)(hf_config(variant, **overrides))
+    model = unit_scale_(model.to_empty(device="cpu"), seed).eval()
+    assert all(torch.isfinite(t).all() for t in (*model.parameters(), *model.buffers()))
     model.set_attn_implementation("eager")
-    return perturb_(model, seed + 1)
+    return model
 
 
 def rel_err(ref: torch.Tensor, got: torch.Tensor) -> float:

@@ -1,6 +1,6 @@
 """Parity with Hugging Face transformers' SegformerModel for all six released variants.
 
-Each reference model is built once per module (random weights, every 1-D parameter perturbed),
+Each reference model is built once per module (random unit-scale weights, see hf_reference),
 copied with ``sl.from_transformers`` and run on a square and a non-square batch whose sides are
 not multiples of 32, so the ceil-like strides and the sequence-reduction floors both show.
 """
@@ -75,7 +75,8 @@ def test_attention_maps_match_transformers_eager(pair, size):
     assert len(attns) == len(ref.attentions) == sum(HF_VARIANTS[variant]["depths"])
     for i, (r, a) in enumerate(zip(ref.attentions, attns)):
         assert a.shape == r.shape, f"block {i}"
-        assert (a - r).abs().max().item() < 1e-6, f"block {i}"
+        # probabilities in [0, 1]; float32 softmax rounding, ~1.1e-6 measured at worst
+        assert (a - r).abs().max().item() < 3e-6, f"block {i}"
         torch.testing.assert_close(a.sum(-1), torch.ones_like(a[..., 0]))  # rows are softmaxes
 
 
