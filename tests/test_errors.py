@@ -185,6 +185,7 @@ def test_text_file(tmp_path):
     load_refused(tmp_path / "mit_b0.pth", ValueError, "mit_b0.pth", "not a readable checkpoint")
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch notes the plain pickle
 def test_pickle_of_a_list(tmp_path):
     torch.save([1, 2, 3], tmp_path / "a.pth")
     load_refused(tmp_path / "a.pth", ValueError, "list", "not a state dict")
