@@ -138,15 +138,28 @@ def run_all(page, timeout=RUN_TIMEOUT_S):
     Returns (seconds, prompts). Clearing first makes "[ ]:" mean "never ran", so a run that stopped
     at an error is visible in the prompts, and every output on the page is a fresh one.
     """
+    # Click into the notebook first: its commands are disabled unless it is the current widget.
+    page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell .jp-InputPrompt").first.click()
     menu(page, "Edit", "Clear Outputs of All Cells")
     _wait(lambda: all(p.strip() in ("[ ]:", "") for p in state(page)["prompts"]), 30, "outputs did not clear")
+
+    def started():
+        prompts = state(page)["prompts"]
+        return bool(prompts) and prompts[0].strip() not in ("[ ]:", "")
+
     start = time.monotonic()
-    menu(page, "Run", "Run All Cells")
+    for attempt in range(3):  # a menu click that lands before the menu is live is lost; say so if all are
+        menu(page, "Run", "Run All Cells")
+        try:
+            _wait(started, 20, "Run All Cells did not start")
+            break
+        except TimeoutError:
+            if attempt == 2:
+                raise
 
     def finished():
         s = state(page)
-        ran = s["prompts"] and s["prompts"][0].strip() not in ("[ ]:", "")
-        return ran and s["status"] == "idle" and not any("*" in p for p in s["prompts"])
+        return started() and s["status"] == "idle" and not any("*" in p for p in s["prompts"])
 
     try:
         _wait(finished, timeout, "Run All Cells did not finish")
@@ -269,22 +282,47 @@ def exercise(page, lab_url, relpath, source_path, shot_dir, slider_timeout=SLIDE
                             page.locator(".jp-NotebookPanel .jp-OutputArea-output .jupyter-widgets").count(),
                             [], [])
     shot = shot_dir / f"{stem}.png"
-    if slider_handles(page).count():
-        slider_handles(page).first.scroll_into_view_if_needed()
+    # The first slider, else the first picture, is what a learner came to see.
+    pictures = page.locator(".jp-NotebookPanel .jp-OutputArea-output img").filter(visible=True)
+    for first in (slider_handles(page), pictures):
+        if first.count():
+            first.first.scroll_into_view_if_needed()
+            break
     page.screenshot(path=shot)
     report.screenshots.append(shot)
     if report.errors:
         return report
-    for i in range(slider_handles(page).count()):
+    # End/Home first; arrows when End/Home leave the value be, which nouiSlider does after a slider's
+    # range grew at run time (a learner's click or arrow key still works there).
+    fallback = {"End": "ArrowRight", "Home": "ArrowLeft"}
+
+    def press(i, key):
+        move = move_slider(page, i, key, skip, slider_timeout)
+        if move.value_after == move.value_before:
+            move = move_slider(page, i, fallback[key], skip, slider_timeout)
+        report.moves.append((i, move))
+        if move.value_after != move.value_before:
+            shot = shot_dir / f"{stem}-slider{i}-{move.key}.png"
+            page.locator(CELLS).nth(move.cell).screenshot(path=shot)
+            report.screenshots.append(shot)
+        return move
+
+    count = slider_handles(page).count()
+    for i in range(count):
         for key in ("End", "Home"):
-            move = move_slider(page, i, key, skip, slider_timeout)
-            report.moves.append((i, move))
-            if move.value_after != move.value_before:
-                shot = shot_dir / f"{stem}-slider{i}-{key}.png"
-                page.locator(CELLS).nth(move.cell).screenshot(path=shot)
-                report.screenshots.append(shot)
-            if move.errors:
+            if press(i, key).errors:
                 return report
+    # A slider whose range depends on another (heads per stage) may have had nothing to move to:
+    # put each other slider at its far end and try again.
+    for i in range(count):
+        for other in (k for k in range(count) if k != i):
+            if any(m.value_after != m.value_before for j, m in report.moves if j == i):
+                break
+            if press(other, "End").errors:
+                return report
+            for key in ("End", "Home"):
+                if press(i, key).errors:
+                    return report
     return report
 
 
@@ -306,5 +344,6 @@ def check(report, expect_widgets):
             assert move.changed_cells, (f"{where}: slider {move.label!r} moved {move.value_before} -> "
                                         f"{move.value_after} ({move.key}) but no output other than its readout changed")
     for i, moves in by_slider.items():
-        assert any(m.value_after != m.value_before for m in moves), \
-            f"{where}: slider {i} ({moves[0].label!r}) did not move on End or Home"
+        assert any(m.value_after != m.value_before for m in moves), (
+            f"{where}: slider {i} ({moves[0].label!r}) did not move on End, Home or an arrow key, "
+            "with the other sliders where they were or at their far ends")
