@@ -6,7 +6,8 @@ Three key layouts are understood, all renamed to this package's own names:
 * transformers >= 5.9: ``stages.0.blocks.0.attention.q_proj.weight`` ...
 * transformers <= 5.8: ``encoder.block.0.0.attention.self.query.weight`` ...
   (either may carry a ``segformer.`` prefix, as in ``SegformerForSemanticSegmentation``)
-* official NVlabs: ``block1.0.attn.q.weight``, fused ``attn.kv`` (rows ``[:C]`` K, ``[C:]`` V)
+* official NVlabs: ``block1.0.attn.q.weight``, fused ``attn.kv`` (rows ``[:C]`` K, ``[C:]`` V);
+  the trained mmseg checkpoints hold the same under ``backbone.`` beside ``decode_head.``
 
 transformers separates K and V (``k_proj``, ``v_proj``); they are stacked into the fused
 ``kv`` Linear here. transformers applies LayerNorm eps 1e-5 everywhere, the official code
@@ -81,7 +82,7 @@ def detect_format(sd: dict) -> str:
     keys = list(sd)
     if any(re.match(r"^(segformer\.)?(encoder\.block\.|stages\.\d+\.patch_embeddings\.)", k) for k in keys):
         return "transformers"
-    if any(k.startswith("patch_embed1.") for k in keys):
+    if any(k.startswith(("patch_embed1.", "backbone.patch_embed1.")) for k in keys):
         return "official"
     if any(k.startswith("stages.0.patch_embed.") for k in keys):
         return "segformer_lite"
@@ -109,12 +110,13 @@ def canonical_state_dict(sd: dict) -> tuple[str, dict, dict]:
         other = {k: v for k, v in sd.items() if k.startswith(("decode_head.", "classifier."))}
         enc = _fuse_kv(_rename(_rename(enc, _HF_LEGACY), _HF))
     elif fmt == "official":
-        # mit_bX.pth ImageNet checkpoints also carry the classification head: not encoder
-        other = {k: v for k, v in sd.items() if k.startswith("head.")}
-        enc = _rename({k: v for k, v in sd.items() if k not in other}, _OFFICIAL)
-    else:
-        other = {k: v for k, v in sd.items() if not k.startswith("stages.")}
-        enc = {k: v for k, v in sd.items() if k.startswith("stages.")}
+        # mit_bX.pth ImageNet checkpoints also carry the classification head, and the trained
+        # mmseg checkpoints keep the encoder under "backbone." beside a decode head: not encoder
+        other = {k: v for k, v in sd.items() if k.startswith(("head.", "decode_head.", "auxiliary_head."))}
+        enc = _rename({k.removeprefix("backbone."): v for k, v in sd.items() if k not in other}, _OFFICIAL)
+    else:  # anything else than a head is left in the encoder, to be reported as unexpected
+        other = {k: v for k, v in sd.items() if k.startswith(("head.", "decode_head."))}
+        enc = {k: v for k, v in sd.items() if k not in other}
     return fmt, enc, other
 
 

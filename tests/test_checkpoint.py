@@ -199,6 +199,22 @@ def test_official_layout_differs_from_transformers_only_in_eps(b0, tmp_path, wit
     assert_parity(ref, swapped)
 
 
+def test_trained_mmseg_checkpoint_layout(b0, tmp_path):
+    """NVlabs' trained SegFormer checkpoints (mmseg) wrap the same names as
+    {"meta": ..., "state_dict": {"backbone.<official name>": ..., "decode_head....": ...}}; the
+    encoder loads from them exactly as from mit_b0.pth."""
+    hf, x, _ = b0
+    official = official_state_dict(hf.state_dict(), with_head=False)
+    torch.save(official, tmp_path / "mit_b0.pth")
+    sd = {f"backbone.{k}": v for k, v in official.items()}
+    sd["decode_head.linear_c4.proj.weight"] = torch.randn(256, 256)
+    sd["decode_head.linear_pred.weight"] = torch.randn(150, 256, 1, 1)
+    torch.save({"meta": {"env_info": "mmseg", "iter": 160000}, "state_dict": sd}, tmp_path / "ade.pth")
+    for a, b in zip(our_outputs(sl.load_pretrained(tmp_path / "ade.pth"), x),
+                    our_outputs(sl.load_pretrained(tmp_path / "mit_b0.pth"), x)):
+        assert torch.equal(a, b)
+
+
 def test_to_official_state_dict_matches_the_official_names(b0, tmp_path):
     hf, x, _ = b0
     ours = sl.from_transformers(hf)

@@ -233,6 +233,12 @@ def test_missing_unexpected_and_misshaped_keys_are_listed(official_sd, tmp_path)
                  "mis-shaped keys (1): stages.2.blocks.0.ffn.fc1.weight: expected (640, 160), got (7, 160)")
 
 
+def test_own_layout_with_stray_keys(enc, tmp_path):
+    sd = dict(enc.state_dict(), **{"optimizer.step": torch.tensor(3)})
+    torch.save(sd, tmp_path / "mine.pth")
+    load_refused(tmp_path / "mine.pth", ValueError, "unexpected keys (1): optimizer.step")
+
+
 def test_transformers_state_dict_with_bad_keys(hf_b0):
     sd = dict(hf_b0.state_dict())
     del sd["stages.0.blocks.0.attention.v_proj.weight"]  # K without its V cannot be fused
