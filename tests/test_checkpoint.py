@@ -166,6 +166,17 @@ def test_segformer_prefix_from_semantic_segmentation_model(tmp_path, layout, one
     assert_parity(hf_outputs(seg.segformer, x), our_outputs(sl.load_pretrained(tmp_path / "encoder.safetensors"), x))
 
 
+def test_semantic_segmentation_save_pretrained_directory(tmp_path, one_thread):
+    """A whole SegformerForSemanticSegmentation saved by transformers: load_pretrained reads its
+    encoder (under segformer., in the layout transformers writes) and sets the decode head aside."""
+    seg = hf_segformer("b0", seed=31, cls_name="SegformerForSemanticSegmentation", num_labels=4)
+    seg.save_pretrained(tmp_path)
+    model = sl.load_pretrained(tmp_path)
+    assert isinstance(model, sl.MixTransformer)
+    x = images(2, 3, 37, 61, seed=8)
+    assert_parity(hf_outputs(seg.segformer, x), our_outputs(model, x))
+
+
 def test_head_counts_come_from_config_json(tmp_path, one_thread):
     """Head counts leave no trace in the weights: a directory's config.json supplies them."""
     hf = hf_segformer("b0", seed=40, num_attention_heads=[1, 2, 4, 8])
