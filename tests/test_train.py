@@ -80,13 +80,21 @@ def test_resume_equals_uninterrupted_run(tmp_path):
                            sl.SegFormer(sl.mit_config("b0"), 4, 16).state_dict()["decode_head.classifier.weight"])
 
 
-def test_training_lowers_the_loss(tmp_path):
-    """Twenty small steps on one fixed batch layout: the held-out mIoU is evaluated and recorded."""
-    result = _run(tmp_path, "--steps", "20", "--eval-every", "10", "--lr", "2e-3")
+def test_training_lowers_the_held_out_loss(tmp_path):
+    _run(tmp_path, "--steps", "30", "--eval-every", "15", "--lr", "2e-3", "--seed", "0")
     state = train.load_state(tmp_path / "w.safetensors.state.pt")
-    losses = [h["loss"] for h in state["history"]]
-    assert len(losses) == 2 and losses[1] < losses[0]
-    assert 0.0 <= result["miou"] <= 1.0
+    assert [h["step"] for h in state["history"]] == [15, 30]
+    torch.manual_seed(0)  # the initial weights, as train() draws them
+    before = sl.SegFormer(sl.mit_config("b0"), len(sl.CLASSES), decoder_dim=16).eval()
+    after = load_segformer(tmp_path / "w.safetensors")
+    images, labels = sl.SyntheticShapes(16, 32, seed=77).batch(range(16))
+
+    def loss(model):
+        with torch.no_grad():
+            logits = torch.nn.functional.interpolate(model(images), size=(32, 32), mode="bilinear")
+        return torch.nn.functional.cross_entropy(logits, labels).item()
+
+    assert loss(after) < 0.85 * loss(before)  # measured: 1.43 -> 1.05
 
 
 def test_bad_cli_arguments(tmp_path):
