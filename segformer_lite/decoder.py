@@ -27,7 +27,7 @@ from .config import MiTConfig
 from .encoder import MixTransformer
 
 __all__ = ["AllMLPDecoder", "SegFormer", "segformer_from_transformers", "save_segformer",
-           "load_segformer", "SHIPPED_CHECKPOINT"]
+           "load_segformer", "atomic_write", "SHIPPED_CHECKPOINT"]
 
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "segformer_shapes.safetensors"
 
@@ -122,15 +122,21 @@ def save_segformer(model: SegFormer, path, dtype: torch.dtype = torch.float32) -
 
     if not isinstance(model, SegFormer):
         raise TypeError(f"expected a SegFormer, got {type(model).__name__}")
-    path = Path(path)
     meta = {"config": json.dumps(_config_dict(model.config)), "num_classes": str(model.num_classes),
             "decoder_dim": str(model.decoder_dim)}
     sd = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    return atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta))
+
+
+def atomic_write(path, write) -> Path:
+    """Call ``write(tmp)`` on a temporary file in ``path``'s folder, then ``os.replace`` it onto
+    ``path``: a crash mid-write leaves the previous file intact, never a half-written one."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        save_file(sd, tmp, metadata=meta)
+        write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .config import VARIANTS, mit_config
 from .data import CLASSES, SyntheticShapes
-from .decoder import SegFormer, save_segformer
+from .decoder import SegFormer, atomic_write, save_segformer
 from .evaluate import evaluate_model
 
 __all__ = ["poly_lr", "train", "main", "save_state", "load_state", "parse_args"]
@@ -42,19 +41,8 @@ def poly_lr(step: int, steps: int, lr: float, warmup: int, power: float = 1.0) -
 
 
 def save_state(state: dict, path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: a crash
-    mid-write leaves the previous file intact, never a half-written one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """``torch.save`` the training state atomically (see :func:`~segformer_lite.decoder.atomic_write`)."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_state(path) -> dict:
