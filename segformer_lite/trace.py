@@ -126,9 +126,11 @@ def trace_shapes(model: nn.Module, *args, depth: int | None = None, **kwargs) ->
     called themselves (``nn.ModuleList``) add no level. The hooks are removed afterwards, also
     when the forward pass raises.
 
-    >>> trace = trace_shapes(encoder, images, depth=2)
-    >>> print(trace)          # aligned table: module | type | input | output
-    >>> trace.output          # what encoder(images) returned
+    Example::
+
+        trace = trace_shapes(encoder, images, depth=2)
+        print(trace)    # aligned table: module | type | input | output
+        trace.output    # what encoder(images) returned
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module to trace, got {type(model).__name__}")
