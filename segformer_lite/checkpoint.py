@@ -186,7 +186,15 @@ def _load_into(model: torch.nn.Module, sd: dict, source: str) -> None:
                  for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
                                      ("mis-shaped keys", misshaped)) if keys]
         raise ValueError(f"checkpoint {source} does not fit the model: " + "; ".join(parts))
-    model.load_state_dict(sd)
+    # assign=True adopts (copies of) the checkpoint's tensors, so a model built on the meta
+    # device, with no memory and no throw-away random init, becomes a real one
+    model.load_state_dict({k: v.to(dtype=own[k].dtype, copy=True) for k, v in sd.items()}, assign=True)
+
+
+def _empty_encoder(cfg: MiTConfig) -> MixTransformer:
+    """A MixTransformer with no storage yet: its weights are about to be loaded."""
+    with torch.device("meta"):
+        return MixTransformer(cfg)
 
 
 def _config_from_hf(hf_config, sd: dict) -> MiTConfig:
@@ -225,7 +233,7 @@ def from_transformers(model_or_state_dict) -> MixTransformer:
     if any(k.startswith("decode_head.") for k in other):  # SegformerForSemanticSegmentation
         from .decoder import segformer_from_transformers  # (decoder.py imports this module)
         return segformer_from_transformers(cfg, sd, other)
-    model = MixTransformer(cfg)
+    model = _empty_encoder(cfg)
     _load_into(model, sd, "from transformers")
     return model.eval()
 
@@ -296,7 +304,7 @@ def load_pretrained(path) -> MixTransformer:
     overrides = {}
     if fmt == "transformers":
         overrides = dict(norm_eps=1e-5, embed_norm_eps=1e-5, **hf_fields)
-    model = MixTransformer(infer_config(sd, **overrides))
+    model = _empty_encoder(infer_config(sd, **overrides))
     _load_into(model, sd, str(path))
     return model.eval()
 

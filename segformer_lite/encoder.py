@@ -74,7 +74,8 @@ class MixTransformer(nn.Module):
             raise TypeError(f"expected an MiTConfig (see segformer_lite.mit_config), got {type(cfg).__name__}")
         self.config = cfg
         # stochastic depth grows linearly from 0 to drop_path_rate over all blocks
-        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        n = sum(cfg.depths)  # plain floats, not torch.linspace: works on the meta device too
+        rates = [cfg.drop_path_rate * i / max(n - 1, 1) for i in range(n)]
         starts = [sum(cfg.depths[:i]) for i in range(cfg.num_stages)]
         in_dims = (cfg.in_channels,) + cfg.embed_dims[:-1]
         self.stages = nn.ModuleList(

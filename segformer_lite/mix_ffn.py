@@ -17,9 +17,6 @@ class MixFFN(nn.Module):
     The depthwise conv mixes each channel with its 3x3 neighbourhood. Its zero padding lets
     tokens near the border "feel" the edge, which leaks enough position information that MiT
     needs no positional embedding and runs at any resolution.
-
-    Without autograd (``torch.no_grad()``, inference) GELU runs in place on the conv's output,
-    so a forward hook on ``dwconv`` that keeps that output sees it after GELU: clone it in the hook.
     """
 
     def __init__(self, dim: int, hidden_dim: int):
@@ -31,6 +28,5 @@ class MixFFN(nn.Module):
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         x = self.dwconv(tokens_to_image(self.fc1(x), hw))  # (B, hidden, H, W)
         x = rearrange(x, "b c h w -> b (h w) c")  # (B, N, hidden), a view: the conv kept channels last
-        # without autograd, GELU in place: no second (B, N, hidden) buffer, the block's largest
-        x = F.gelu(x) if x.requires_grad else torch.ops.aten.gelu_(x)
+        x = F.gelu(x)  # exact (erf) GELU, as the official code and transformers
         return self.fc2(x)  # (B, N, C)
