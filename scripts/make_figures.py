@@ -74,7 +74,7 @@ def encoder_diagram(size: int = 512) -> Figure:
         text = (f"patch embed k{k} s{s} p{k // 2}\n"
                 f"→ {h}×{w} = {h * w:,} tokens, C={dim}\n"
                 f"{depth} × Block\n"
-                f"attention: {heads} head{'s' * (heads > 1)}, R={sr}\n"
+                f"attention: {heads} head{'s' * (heads > 1)}, sr_ratio {sr}\n"
                 f"→ {kh}×{kw} = {kh * kw} keys\n"
                 f"Mix-FFN: {dim}→{4 * dim}→{dim}\n"
                 f"LayerNorm")
