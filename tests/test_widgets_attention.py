@@ -212,13 +212,16 @@ def test_widget_with_a_model_follows_blocks_stages_and_heads():
     pictures = {w.picture.value}
     for block, heads, grid in [(1, 1, (16, 24)), (3, 2, (8, 12)), (5, 5, (4, 6)), (7, 8, (2, 3))]:
         s["block"].value = block
-        assert s["head"].max == heads - 1 and w.last_map.grid == grid
+        assert s["head"].max == 7 and w.last_map.grid == grid  # b0's most heads, from the start
         assert w.last_map.query == (grid[0] - 1, grid[1] - 1)  # bottom-right stays bottom-right
         s["head"].value = heads - 1
         assert w.last_map.head == heads - 1
         pictures.add(w.picture.value)
-    s["block"].value = 0  # back to one head: the head slider clamps to 0
-    assert s["head"].value == 0 and w.last_map.head == 0
+    s["block"].value = 0  # back to one head: head 7 does not exist there, head 0 is drawn
+    assert s["head"].value == 7 and w.last_map.head == 0
+    assert "stage 1 has 1 head: showing head 0" in w.message.value
+    s["head"].value = 0
+    assert "showing head" not in w.message.value
     assert len(pictures) == 5
     with pytest.raises(ValueError, match="pass image="):
         am.attention_widget(sl.load_photo("astronaut", (64, 96)), model=model)

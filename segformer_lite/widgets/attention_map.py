@@ -294,7 +294,8 @@ def attention_widget(photo: np.ndarray, model: MixTransformer | None = None, ima
         blocks = encoder_attention(model, image)  # once; the sliders only pick from it
         base_grid = blocks[0].grid
         extra = {"block": widgets.IntSlider(0, 0, len(blocks) - 1, description="block"),
-                 "head": widgets.IntSlider(0, 0, model.config.num_heads[0] - 1, description="head")}
+                 # the full range up front: a range changed at run time stops the slider's End/Home keys
+                 "head": widgets.IntSlider(0, 0, max(model.config.num_heads) - 1, description="head")}
     sliders = {"row": widgets.IntSlider(base_grid[0] // 2, 0, base_grid[0] - 1, description="query row"),
                "col": widgets.IntSlider(base_grid[1] // 2, 0, base_grid[1] - 1, description="query col"),
                **extra}
@@ -306,6 +307,7 @@ def attention_widget(photo: np.ndarray, model: MixTransformer | None = None, ima
 
     def update(_=None):
         query = (sliders["row"].value, sliders["col"].value)
+        note = ""
         try:
             if model is None:
                 sr, head = sliders["sr_ratio"].value, sliders["head"].value
@@ -313,14 +315,17 @@ def attention_widget(photo: np.ndarray, model: MixTransformer | None = None, ima
                 title = f"{HEAD_NAMES[head]} head, sr_ratio {sr}"
             else:
                 b = blocks[sliders["block"].value]
-                sliders["head"].max = b.weights.shape[1] - 1  # clamps the value if needed
-                amap = b.query(scale_query(query, base_grid, b.grid), sliders["head"].value)
+                heads = b.weights.shape[1]
+                head = min(sliders["head"].value, heads - 1)  # early stages have fewer heads
+                amap = b.query(scale_query(query, base_grid, b.grid), head)
                 title = f"stage {b.stage + 1}, block {sliders['block'].value}, head {amap.head}"
+                if head != sliders["head"].value:
+                    note = f"stage {b.stage + 1} has {heads} head{'s' * (heads > 1)}: showing head {head}. "
         except ValueError as e:  # e.g. sr_ratio larger than the grid: say so, keep the last picture
             message.value = f"<b>cannot draw:</b> {e}"
             return
         kh, kw = amap.kv_grid
-        message.value = (f"query token {amap.query} of a {amap.grid[0]}x{amap.grid[1]} grid attends "
+        message.value = note + (f"query token {amap.query} of a {amap.grid[0]}x{amap.grid[1]} grid attends "
                          f"to {kh}x{kw} = {kh * kw} keys; largest weight {amap.weights.max():.3f}")
         picture.value = _render_png(photo, amap, title)
         box.last_map = amap
