@@ -37,11 +37,11 @@ class EfficientSelfAttention(nn.Module):
             self.norm = nn.LayerNorm(dim, eps=eps)
 
     def reduce(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        """The tokens keys and values are computed from: ``(B, N, C) -> (B, N/R, C)``."""
+        """The tokens keys and values are computed from: ``(B, N, C) -> (B, M, C)``, M = N / sr_ratio**2."""
         if self.sr_ratio == 1:
             return x
         x = self.sr(tokens_to_image(x, hw))  # (B, C, H/sr, W/sr)
-        return self.norm(rearrange(x, "b c h w -> b (h w) c"))  # (B, N/R, C)
+        return self.norm(rearrange(x, "b c h w -> b (h w) c"))  # (B, M, C)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int], return_attention: bool = False):
         q = rearrange(self.q(x), "b n (h d) -> b h n d", h=self.num_heads)  # (B, heads, N, d)
