@@ -1,7 +1,9 @@
 """Train a SegFormer on the synthetic shapes: ``python -m segformer_lite.train --help``.
 
 Runs as one process, or unchanged under ``torchrun --nproc_per_node=2`` (DDP over gloo on
-CPU: each process draws its own images, gradients are averaged).
+CPU: each process draws its own images, gradients are averaged, and the decoder's BatchNorm
+takes its statistics over the global batch, as the official code's SyncBN does). Without
+dropout, two processes of batch ``b`` train the same weights as one process of batch ``2b``.
 
 Optimiser as in the paper: AdamW, weight decay 0.01, "poly" learning-rate decay
 ``lr * (1 - step / steps) ** 1.0``. The paper fine-tunes an ImageNet-pretrained encoder with
@@ -15,6 +17,7 @@ the images an uninterrupted run would have seen.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -23,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from .config import VARIANTS, mit_config
@@ -30,7 +34,8 @@ from .data import CLASSES, SyntheticShapes
 from .decoder import SegFormer, atomic_write, save_segformer
 from .evaluate import evaluate_model
 
-__all__ = ["poly_lr", "train", "main", "save_state", "load_state", "parse_args"]
+__all__ = ["poly_lr", "train", "main", "save_state", "load_state", "parse_args", "SyncBatchNorm2d",
+           "sync_batchnorm"]
 
 
 def poly_lr(step: int, steps: int, lr: float, warmup: int, power: float = 1.0) -> float:
@@ -38,6 +43,56 @@ def poly_lr(step: int, steps: int, lr: float, warmup: int, power: float = 1.0) -
     if step < warmup:
         return lr * (step + 1) / warmup
     return lr * (1.0 - (step - warmup) / max(1, steps - warmup)) ** power
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks. Every rank's loss depends on every rank's input through the sum, so the
+    backward pass sums the incoming gradients over ranks too."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class SyncBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics span the global batch of all ranks, like the SyncBN the
+    official SegFormer trains with. torch's ``nn.SyncBatchNorm`` refuses CPU tensors, hence this one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)  # running statistics: nothing to synchronise
+        n = torch.tensor(float(x.numel() // x.shape[1]))
+        dist.all_reduce(n)  # values per channel over all ranks
+        mean = _AllReduceSum.apply(x.sum((0, 2, 3))) / n  # (C,)
+        centred = x - mean[:, None, None]
+        var = _AllReduceSum.apply(centred.square().sum((0, 2, 3))) / n  # (C,), biased as BatchNorm's
+        with torch.no_grad():  # running statistics as nn.BatchNorm2d keeps them (unbiased variance)
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * n / (n - 1), self.momentum)
+            self.num_batches_tracked += 1
+        x = centred * torch.rsqrt(var + self.eps)[:, None, None]
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+def sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.BatchNorm2d`` in ``module`` by a :class:`SyncBatchNorm2d` holding the same
+    weights and statistics (in place; build the optimiser afterwards)."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            sync = SyncBatchNorm2d(child.num_features, child.eps, child.momentum)
+            sync.load_state_dict(child.state_dict())
+            setattr(module, name, sync)
+        else:
+            sync_batchnorm(child)
+    return module
 
 
 def save_state(state: dict, path) -> None:
@@ -71,6 +126,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
     p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--dropout", type=float, default=0.1, help="decoder dropout before the classifier")
+    p.add_argument("--drop-path", type=float, default=0.1, help="encoder stochastic-depth rate (last block)")
     p.add_argument("--seed", type=int, default=0, help="model init and training images")
     p.add_argument("--output", type=Path, default=Path("runs/segformer_shapes.safetensors"),
                    help="weights (safetensors); the resumable state goes to OUTPUT.state.pt")
@@ -82,7 +139,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads per process (default: torch's choice; torchrun sets 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--rank-weights", action="store_true",
+                   help="every process also writes its final weights to OUTPUT with .rank<r> before "
+                        "the suffix (to check that DDP keeps the processes identical)")
     args = p.parse_args(argv)
+    for name in ("dropout", "drop_path"):
+        if not 0.0 <= getattr(args, name) < 1.0:
+            p.error(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(args, name)}")
     if args.eval_seed == args.seed:
         p.error(f"--eval-seed must differ from --seed (both {args.seed}): evaluate on unseen images")
     for name in ("steps", "batch_size", "image_size", "decoder_dim", "eval_images"):
@@ -102,7 +165,10 @@ def train(args: argparse.Namespace) -> dict:
     state_path = args.output.with_name(args.output.name + ".state.pt")
 
     torch.manual_seed(args.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
-    model = SegFormer(mit_config(args.variant), len(CLASSES), args.decoder_dim)
+    config = dataclasses.replace(mit_config(args.variant), drop_path_rate=args.drop_path)
+    model = SegFormer(config, len(CLASSES), args.decoder_dim, args.dropout)
+    if distributed:
+        sync_batchnorm(model)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     start, history = 0, []
     if args.resume and state_path.is_file():
@@ -163,7 +229,10 @@ def train(args: argparse.Namespace) -> dict:
                 bar.write(f"reached mIoU >= {args.stop_at_miou} at step {done}; stopping")
                 break
     bar.close()
+    if args.rank_weights:
+        save_segformer(model, args.output.with_name(f"{args.output.stem}.rank{rank}{args.output.suffix}"))
     if distributed:
+        dist.barrier()  # no rank tears gloo down while another is still at work (it can abort)
         dist.destroy_process_group()
     return result
 
