@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +18,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
 import segformer_lite as sl  # noqa: E402
+from segformer_lite.files import atomic_write  # noqa: E402
 from segformer_lite.widgets import attention_map as am  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,17 +26,8 @@ STAGE_COLOURS = ("#cfe3f7", "#d5ecd4", "#fbe3c9", "#ecd5ec")
 
 
 def save(fig: Figure, path: Path, dpi: int = 110) -> None:
-    """Write the PNG atomically (a temporary file in the same folder, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, metadata={"Software": None})  # no version string: reproducible
-        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write the PNG atomically; no version string in its metadata, so reruns are byte-identical."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None}))
 
 
 def _box(ax, x, y, w, h, text, colour, size=9, weight="normal"):

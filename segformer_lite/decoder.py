@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -25,9 +23,10 @@ from torch import nn
 from .checkpoint import _load_into
 from .config import MiTConfig
 from .encoder import MixTransformer
+from .files import atomic_write
 
 __all__ = ["AllMLPDecoder", "SegFormer", "segformer_from_transformers", "save_segformer",
-           "load_segformer", "atomic_write", "SHIPPED_CHECKPOINT"]
+           "load_segformer", "SHIPPED_CHECKPOINT"]
 
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "segformer_shapes.safetensors"
 
@@ -126,23 +125,6 @@ def save_segformer(model: SegFormer, path, dtype: torch.dtype = torch.float32) -
             "decoder_dim": str(model.decoder_dim)}
     sd = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
     return atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta))
-
-
-def atomic_write(path, write) -> Path:
-    """Call ``write(tmp)`` on a temporary file in ``path``'s folder, then ``os.replace`` it onto
-    ``path``: a crash mid-write leaves the previous file intact, never a half-written one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
 
 
 def load_segformer(path=None) -> SegFormer:

@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .files import atomic_write
+
 __all__ = ["ASSIGNMENT", "CELL_TIMEOUT", "solution_notebooks", "make_course", "nbgrader",
            "generate_exercises", "stale_exercises"]
 
@@ -91,11 +93,8 @@ def _generate(notebooks: list[Path], out_dir: Path) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
         made = []
         for nb in notebooks:
-            target = out_dir / Path(nb).name
-            tmp_target = target.with_suffix(".ipynb.tmp")
-            shutil.copyfile(root / "release" / ASSIGNMENT / Path(nb).name, tmp_target)
-            os.replace(tmp_target, target)  # atomic: never a half-written exercise notebook
-            made.append(target)
+            released = root / "release" / ASSIGNMENT / Path(nb).name
+            made.append(atomic_write(out_dir / Path(nb).name, lambda tmp: shutil.copyfile(released, tmp)))
         return made
 
 

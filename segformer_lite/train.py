@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 
 from .config import VARIANTS, mit_config
 from .data import CLASSES, SyntheticShapes
-from .decoder import SegFormer, atomic_write, save_segformer
+from .decoder import SegFormer, save_segformer
+from .files import atomic_write
 from .evaluate import evaluate_model
 
 __all__ = ["poly_lr", "train", "main", "save_state", "load_state", "parse_args", "SyncBatchNorm2d",
@@ -96,7 +97,7 @@ def sync_batchnorm(module: nn.Module) -> nn.Module:
 
 
 def save_state(state: dict, path) -> None:
-    """``torch.save`` the training state atomically (see :func:`~segformer_lite.decoder.atomic_write`)."""
+    """``torch.save`` the training state atomically (see :func:`~segformer_lite.files.atomic_write`)."""
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
