@@ -18,8 +18,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
 import segformer_lite as sl  # noqa: E402
-from segformer_lite.files import atomic_write  # noqa: E402
-from segformer_lite.widgets import attention_map as am  # noqa: E402
+from segformer_lite._files import atomic_write  # noqa: E402
+from segformer_lite.course.widgets import attention_map as am  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE_COLOURS = ("#cfe3f7", "#d5ecd4", "#fbe3c9", "#ecd5ec")

@@ -1,8 +1,25 @@
-"""segformer_lite: the SegFormer encoder (Mix Transformer, MiT-B0 ... B5), built to be read.
+"""segformer_lite: SegFormer (the Mix Transformer encoder MiT-B0 ... B5 and its all-MLP decoder),
+built to be read.
 
-Modules follow the course: config -> patch_embed -> tokens -> attention -> mix_ffn -> block ->
-encoder, then checkpoint (weights in and out), cost and trace (for the notebooks), and the
-decoder, synthetic data and training on top.
+SegFormer itself, at the top level, in course order:
+
+    config       MiTConfig, mit_config("b0" ... "b5")
+    patch_embed  OverlapPatchEmbed
+    tokens       image <-> tokens, the grid (H, W) carried along
+    attention    EfficientSelfAttention (sequence reduction), FullSelfAttention
+    mix_ffn      MixFFN
+    block        Block, DropPath
+    encoder      MixTransformer: four stages
+    decoder      the all-MLP head and SegFormer = encoder + head
+    checkpoint   weights in and out: transformers, official NVlabs, our own files
+
+Scaffolding, in sub-packages:
+
+    course/      what teaches it: exercise checkers, homework, widgets, plots, photos, cost, trace
+    training/    what trains it: synthetic data, the training loop, evaluation
+
+``train.py``, ``evaluate.py`` and ``homework.py`` at the top are only the entry points of
+``python -m segformer_lite.train`` / ``.evaluate`` / ``.homework``.
 """
 from .config import VARIANTS, MiTConfig, mit_config
 from .patch_embed import OverlapPatchEmbed, conv_output_size
@@ -11,11 +28,27 @@ from .attention import EfficientSelfAttention, FullSelfAttention
 from .mix_ffn import MixFFN
 from .block import Block, DropPath
 from .encoder import MixTransformer, Stage, min_input_size, stage_grid_sizes
-from .checkpoint import from_transformers, load_pretrained, to_official_state_dict
-from .cost import AttentionCost, EncoderCost, StageCost, attention_cost, encoder_cost, mix_ffn_flops
-from .trace import ShapeTrace, trace_shapes
-from .images import PHOTOS, load_photo, photo_tensor
 from .decoder import AllMLPDecoder, SegFormer, load_segformer, save_segformer
-from .data import CLASSES, SyntheticShapes, render_shapes
+from .checkpoint import from_transformers, load_pretrained, to_official_state_dict
+from .course.cost import AttentionCost, EncoderCost, StageCost, attention_cost, encoder_cost, mix_ffn_flops
+from .course.trace import ShapeTrace, trace_shapes
+from .course.images import PHOTOS, load_photo, photo_tensor
+from .training.data import CLASSES, SyntheticShapes, render_shapes
+
+__all__ = [
+    "VARIANTS", "MiTConfig", "mit_config",
+    "OverlapPatchEmbed", "conv_output_size",
+    "image_to_tokens", "tokens_to_image",
+    "EfficientSelfAttention", "FullSelfAttention",
+    "MixFFN",
+    "Block", "DropPath",
+    "MixTransformer", "Stage", "min_input_size", "stage_grid_sizes",
+    "AllMLPDecoder", "SegFormer", "load_segformer", "save_segformer",
+    "from_transformers", "load_pretrained", "to_official_state_dict",
+    "AttentionCost", "EncoderCost", "StageCost", "attention_cost", "encoder_cost", "mix_ffn_flops",
+    "ShapeTrace", "trace_shapes",
+    "PHOTOS", "load_photo", "photo_tensor",
+    "CLASSES", "SyntheticShapes", "render_shapes",
+]
 
 __version__ = "0.1.0"

@@ -23,7 +23,7 @@ from torch import nn
 from .checkpoint import _load_into
 from .config import MiTConfig
 from .encoder import MixTransformer
-from .files import atomic_write
+from ._files import atomic_write
 
 __all__ = ["AllMLPDecoder", "SegFormer", "segformer_from_transformers", "save_segformer",
            "load_segformer", "SHIPPED_CHECKPOINT"]

@@ -16,7 +16,7 @@ from einops import rearrange
 from torch import nn
 
 import segformer_lite as sl
-from segformer_lite import checks
+from segformer_lite.course import checks
 from segformer_lite.block import DropPath
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from segformer_lite.data import CLASSES, SyntheticShapes, render_shapes
+from segformer_lite.training.data import CLASSES, SyntheticShapes, render_shapes
 
 
 def test_same_seed_same_images_different_seed_different_images():

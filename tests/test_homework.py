@@ -14,8 +14,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from segformer_lite import homework
-from segformer_lite.checks import MISTAKES
+from segformer_lite.course import homework
+from segformer_lite.course.checks import MISTAKES
 
 # The round trip grades every submission in full, so it uses one notebook with two exercises
 # (Mix-FFN and Block); the others are graded the same way, and nbval runs all of them, solution
@@ -45,8 +45,8 @@ def test_course_notebooks_have_exercises():
         graded = [c for c in nbgrader_cells(path) if c["metadata"]["nbgrader"]["grade"]]
         solutions = [c for c in nbgrader_cells(path) if c["metadata"]["nbgrader"]["solution"]]
         assert graded and solutions, path.name
-        for c in graded:  # every graded cell calls a checker from segformer_lite.checks
-            assert "segformer_lite.checks import check_" in "".join(c["source"]), path.name
+        for c in graded:  # every graded cell calls a checker from segformer_lite.course.checks
+            assert "segformer_lite.course.checks import check_" in "".join(c["source"]), path.name
 
 
 def test_exercises_are_in_sync_with_the_solution_notebooks():

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import segformer_lite as sl
-from segformer_lite.measure import peak_memory
+from segformer_lite.course.measure import peak_memory
 
 
 def test_counts_what_is_alive_at_once():

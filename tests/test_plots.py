@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from segformer_lite.plots import draw_tokens  # noqa: E402
+from segformer_lite.course.plots import draw_tokens  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

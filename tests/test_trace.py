@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import segformer_lite as sl
-from segformer_lite.trace import TraceRow, trace_shapes
+from segformer_lite.course.trace import TraceRow, trace_shapes
 
 # MiT-B0 on a 1x3x64x96 image, worked out by hand with floor((n + 2p - k) / s) + 1:
 #   stage 1, k7 s4 p3: H (64 + 6 - 7) // 4 + 1 = 16,  W (96 + 6 - 7) // 4 + 1 = 24

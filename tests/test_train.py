@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import segformer_lite as sl
-from segformer_lite import evaluate, train
+from segformer_lite.training import evaluate, train
 from segformer_lite.decoder import load_segformer, save_segformer
 
 # a tiny run: B0 widths at the smallest image B0 takes, a narrow decoder

@@ -1,4 +1,4 @@
-"""segformer_lite.widgets.attention_map: maps checked against a hand-written softmax(q.k) and
+"""segformer_lite.course.widgets.attention_map: maps checked against a hand-written softmax(q.k) and
 against transformers' own attention probabilities; the widget driven headless."""
 import matplotlib
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 import segformer_lite as sl
-from segformer_lite.widgets import attention_map as am
+from segformer_lite.course.widgets import attention_map as am
 
 
 def manual_query_weights(layer, x, query_rc, head):

@@ -14,7 +14,7 @@ from hypothesis import strategies as st  # noqa: E402
 from matplotlib.collections import PathCollection  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from segformer_lite.widgets.patch_grid import draw_patch_grid, patch_grid, patch_grid_widget  # noqa: E402
+from segformer_lite.course.widgets.patch_grid import draw_patch_grid, patch_grid, patch_grid_widget  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

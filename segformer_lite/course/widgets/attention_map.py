@@ -23,10 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..attention import EfficientSelfAttention
-from ..encoder import MixTransformer, stage_grid_sizes
-from ..patch_embed import conv_output_size
-from ..tokens import image_to_tokens
+from ...attention import EfficientSelfAttention
+from ...encoder import MixTransformer, stage_grid_sizes
+from ...patch_embed import conv_output_size
+from ...tokens import image_to_tokens
 
 __all__ = ["AttentionMap", "BlockAttention", "attention_for_query", "encoder_attention",
            "query_attention", "reduced_grid",

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import MiTConfig
-from .encoder import min_input_size, stage_grid_sizes
-from .patch_embed import conv_output_size
+from ..config import MiTConfig
+from ..encoder import min_input_size, stage_grid_sizes
+from ..patch_embed import conv_output_size
 
 __all__ = ["AttentionCost", "StageCost", "EncoderCost", "attention_cost", "mix_ffn_flops",
            "encoder_cost"]

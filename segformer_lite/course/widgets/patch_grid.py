@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..patch_embed import conv_output_size
+from ...patch_embed import conv_output_size
 
 __all__ = ["PatchGrid", "patch_grid", "draw_patch_grid", "PatchGridWidget", "patch_grid_widget"]
 

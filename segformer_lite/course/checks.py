@@ -28,13 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import EfficientSelfAttention
-from .block import Block
-from .config import MiTConfig
-from .encoder import MixTransformer, Stage
-from .mix_ffn import MixFFN
-from .patch_embed import OverlapPatchEmbed
-from .tokens import image_to_tokens, tokens_to_image
+from ..attention import EfficientSelfAttention
+from ..block import Block
+from ..config import MiTConfig
+from ..encoder import MixTransformer, Stage
+from ..mix_ffn import MixFFN
+from ..patch_embed import OverlapPatchEmbed
+from ..tokens import image_to_tokens, tokens_to_image
 
 __all__ = ["MISTAKES", "Mistake", "check_overlap_patch_embed", "check_image_to_tokens",
            "check_tokens_to_image", "check_tokens", "check_efficient_self_attention",

@@ -8,7 +8,7 @@ import torch
 
 __all__ = ["PHOTOS", "load_photo", "photo_tensor", "IMAGENET_MEAN", "IMAGENET_STD"]
 
-IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
 PHOTOS = ("chelsea", "coffee", "astronaut")
 # SegFormer's checkpoints were trained on images normalised with the ImageNet statistics
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

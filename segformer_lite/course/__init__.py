@@ -1,0 +1,6 @@
+"""Scaffolding that teaches SegFormer, not SegFormer itself.
+
+checks/ and homework: the exercises' checkers and the nbgrader assignment; widgets/ and plots:
+the interactive pictures; images: the course photos; cost and trace: FLOPs, memory and shape
+tables for the notebooks; measure: time and peak memory of a call.
+"""

@@ -1,0 +1,148 @@
+"""Homework mode: the course notebooks as an nbgrader assignment.
+
+The course notebooks in ``notebooks/`` are the solution ("source") notebooks: their exercise
+cells carry nbgrader metadata and ``### BEGIN SOLUTION`` / ``### END SOLUTION`` markers, and each
+exercise is followed by a graded cell that calls a checker from ``segformer_lite.course.checks``.
+Everything else is nbgrader's own machinery: ``nbgrader generate_assignment`` makes the student
+versions (solutions replaced by a stub, outputs cleared, checksums recorded) and
+``nbgrader autograde`` grades submissions. This module only lays out a course directory for it.
+
+    python -m segformer_lite.homework generate   # rewrite notebooks/exercises/ from notebooks/
+    python -m segformer_lite.homework check      # exit 1 if notebooks/exercises/ is out of date
+    python -m segformer_lite.homework course DIR # an nbgrader course directory with the source
+
+nbgrader is an instructor's tool, pinned in requirements-test.txt, not needed to take the course.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .._files import atomic_write
+
+__all__ = ["ASSIGNMENT", "CELL_TIMEOUT", "solution_notebooks", "make_course", "nbgrader",
+           "generate_exercises", "stale_exercises"]
+
+ASSIGNMENT = "segformer-lite"
+CELL_TIMEOUT = 60  # seconds per cell when grading: an infinite loop is interrupted, not waited on
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOKS = REPO / "notebooks"
+EXERCISES = NOTEBOOKS / "exercises"
+
+CONFIG = """\
+# nbgrader configuration for the segformer-lite course (written by segformer_lite.homework)
+c = get_config()
+c.CourseDirectory.course_id = "segformer-lite"
+c.CourseDirectory.root = {root!r}
+# Grading executes every submitted notebook; a cell running longer than this is interrupted
+# and scored as an error, so a student's infinite loop cannot hang the grader.
+c.Execute.timeout = {timeout}
+c.Execute.interrupt_on_timeout = True
+# What replaces each "### BEGIN SOLUTION ... ### END SOLUTION" region in the student version.
+c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
+"""
+
+
+def solution_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
+    """The notebooks in ``folder`` that contain at least one nbgrader cell, in course order."""
+    found = []
+    for path in sorted(Path(folder).glob("*.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        if any("nbgrader" in cell.get("metadata", {}) for cell in cells):
+            found.append(path)
+    return found
+
+
+def make_course(root: Path, notebooks: list[Path], assignment: str = ASSIGNMENT,
+                timeout: int = CELL_TIMEOUT) -> Path:
+    """Lay out an nbgrader course directory: ``nbgrader_config.py`` and
+    ``source/<assignment>/`` holding copies of ``notebooks``. Returns ``root``."""
+    root = Path(root).resolve()
+    source = root / "source" / assignment
+    source.mkdir(parents=True, exist_ok=True)
+    for nb in notebooks:
+        shutil.copy2(nb, source / Path(nb).name)
+    (root / "nbgrader_config.py").write_text(CONFIG.format(root=str(root), timeout=int(timeout)))
+    return root
+
+
+def nbgrader(root: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run ``nbgrader <args>`` in the course directory ``root``; raise with its log on failure."""
+    cmd = [sys.executable, "-m", "nbgrader", *args]
+    # nbgrader shells out to `alembic` (its database migrations): put this Python's bin on PATH
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PATH": path})
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd[2:])} failed (exit {proc.returncode}) in {root}:\n"
+                           f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _generate(notebooks: list[Path], out_dir: Path) -> list[Path]:
+    """Student versions of ``notebooks`` made by ``nbgrader generate_assignment``, in ``out_dir``."""
+    with tempfile.TemporaryDirectory(prefix="segformer-course-") as tmp:
+        root = make_course(Path(tmp), notebooks)
+        nbgrader(root, "generate_assignment", ASSIGNMENT, "--force")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        made = []
+        for nb in notebooks:
+            released = root / "release" / ASSIGNMENT / Path(nb).name
+            made.append(atomic_write(out_dir / Path(nb).name, lambda tmp: shutil.copyfile(released, tmp)))
+        return made
+
+
+def generate_exercises(notebooks: list[Path] | None = None, out_dir: Path = EXERCISES) -> list[Path]:
+    """Rewrite ``out_dir`` (default ``notebooks/exercises/``) with the student versions of the
+    solution notebooks, removing exercise notebooks whose source no longer has exercises."""
+    notebooks = solution_notebooks() if notebooks is None else notebooks
+    made = _generate(notebooks, Path(out_dir))
+    for old in set(Path(out_dir).glob("*.ipynb")) - set(made):
+        old.unlink()
+    return made
+
+
+def stale_exercises(notebooks: list[Path] | None = None, out_dir: Path = EXERCISES) -> list[str]:
+    """Names of exercise notebooks that are missing, extra, or differ from a fresh generation."""
+    notebooks = solution_notebooks() if notebooks is None else notebooks
+    with tempfile.TemporaryDirectory(prefix="segformer-exercises-") as tmp:
+        fresh = {p.name: p.read_bytes() for p in _generate(notebooks, Path(tmp))}
+    stored = {p.name: p.read_bytes() for p in Path(out_dir).glob("*.ipynb")}
+    return sorted(name for name in fresh.keys() | stored.keys() if fresh.get(name) != stored.get(name))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m segformer_lite.homework", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("generate", help="rewrite notebooks/exercises/ from the solution notebooks")
+    sub.add_parser("check", help="exit 1 if notebooks/exercises/ is out of date")
+    course = sub.add_parser("course", help="write an nbgrader course directory with the source notebooks")
+    course.add_argument("root", type=Path)
+    course.add_argument("--timeout", type=int, default=CELL_TIMEOUT, help="seconds per cell when grading")
+    args = parser.parse_args(argv)
+    if args.command == "generate":
+        for path in generate_exercises():
+            print(f"wrote {path.relative_to(REPO)}")
+    elif args.command == "check":
+        stale = stale_exercises()
+        if stale:
+            print("out of date in notebooks/exercises/: " + ", ".join(stale)
+                  + "\nrun: python -m segformer_lite.homework generate", file=sys.stderr)
+            return 1
+        print("notebooks/exercises/ is in sync with the solution notebooks")
+    else:
+        root = make_course(args.root, solution_notebooks(), timeout=args.timeout)
+        print(f"course directory {root}: source/{ASSIGNMENT}/ and nbgrader_config.py\n"
+              f"next: cd {root} && nbgrader generate_assignment {ASSIGNMENT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

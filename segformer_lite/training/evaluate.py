@@ -1,0 +1,79 @@
+"""Per-class IoU and mIoU on held-out synthetic images:
+``python -m segformer_lite.evaluate [--checkpoint PATH] [--seed S] [--images N]``.
+
+IoU of class ``c`` = pixels labelled ``c`` and predicted ``c`` / pixels labelled or predicted
+``c``, summed over the whole set (the confusion-matrix definition mmseg and the paper use);
+mIoU is the mean over classes. Predictions are the logits upsampled to full resolution.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import CLASSES, SyntheticShapes
+from ..decoder import SegFormer, load_segformer
+
+__all__ = ["confusion_matrix", "iou_per_class", "evaluate_model", "main"]
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(num_classes, num_classes)`` counts; row = true class, column = predicted class."""
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction shape {tuple(pred.shape)} differs from label shape {tuple(target.shape)}")
+    idx = target.reshape(-1) * num_classes + pred.reshape(-1)
+    return torch.bincount(idx, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def iou_per_class(confusion: torch.Tensor) -> torch.Tensor:
+    """IoU of every class from a confusion matrix: ``TP / (TP + FP + FN)`` (NaN if absent)."""
+    tp = confusion.diag().double()
+    union = confusion.sum(0).double() + confusion.sum(1).double() - tp
+    return tp / union
+
+
+@torch.no_grad()
+def evaluate_model(model: SegFormer, dataset: SyntheticShapes, batch_size: int = 25,
+                   progress: bool = True) -> torch.Tensor:
+    """Per-class IoU of ``model`` on ``dataset`` (eval mode; the model's mode is restored)."""
+    if not isinstance(model, SegFormer):
+        raise TypeError(f"expected a SegFormer, got {type(model).__name__}")
+    if model.num_classes != len(dataset.classes):
+        raise ValueError(f"the model predicts {model.num_classes} classes but the data set has "
+                         f"{len(dataset.classes)} ({', '.join(dataset.classes)})")
+    was_training = model.training
+    model.eval()
+    k = model.num_classes
+    confusion = torch.zeros(k, k, dtype=torch.int64)
+    starts = range(0, len(dataset), batch_size)
+    for start in tqdm(starts, desc="evaluate", disable=not progress):
+        images, labels = dataset.batch(range(start, min(start + batch_size, len(dataset))))
+        confusion += confusion_matrix(model.predict(images), labels, k)
+    model.train(was_training)
+    return iou_per_class(confusion)
+
+
+def main(argv=None) -> float:
+    p = argparse.ArgumentParser(prog="python -m segformer_lite.evaluate", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="weights written by segformer_lite.train (default: the shipped checkpoint)")
+    p.add_argument("--seed", type=int, default=2026, help="seed of the held-out images")
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--image-size", type=int, default=64)
+    args = p.parse_args(argv)
+    if args.images < 1:
+        p.error(f"--images must be >= 1, got {args.images}")
+    model = load_segformer(args.checkpoint)
+    ious = evaluate_model(model, SyntheticShapes(args.images, args.image_size, args.seed), progress=False)
+    for name, iou in zip(CLASSES, ious.tolist()):
+        print(f"IoU {name:<12} {iou:.4f}")
+    miou = float(ious.mean())
+    print(f"mIoU {miou:.4f}")
+    return miou
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Train a SegFormer on the synthetic shapes: ``python -m segformer_lite.train --help``.
+
+Runs as one process, or unchanged under ``torchrun --nproc_per_node=2`` (DDP over gloo on
+CPU: each process draws its own images, gradients are averaged, and the decoder's BatchNorm
+takes its statistics over the global batch, as the official code's SyncBN does). Without
+dropout, two processes of batch ``b`` train the same weights as one process of batch ``2b``.
+
+Optimiser as in the paper: AdamW, weight decay 0.01, "poly" learning-rate decay
+``lr * (1 - step / steps) ** 1.0``. The paper fine-tunes an ImageNet-pretrained encoder with
+lr 6e-5 for 160k steps; we start from random weights and have minutes, so the default lr is
+higher (1.5e-3) with a short linear warm-up, which is what makes a from-scratch run converge fast.
+
+Training image ``k`` of step ``s`` on rank ``r`` is item ``(s * world + r) * batch + k`` of
+``SyntheticShapes(seed)``: the data are a function of the step, so a resumed run sees exactly
+the images an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import VARIANTS, mit_config
+from .data import CLASSES, SyntheticShapes
+from ..decoder import SegFormer, save_segformer
+from .._files import atomic_write
+from .evaluate import evaluate_model
+
+__all__ = ["poly_lr", "train", "main", "save_state", "load_state", "parse_args", "SyncBatchNorm2d",
+           "sync_batchnorm"]
+
+
+def poly_lr(step: int, steps: int, lr: float, warmup: int, power: float = 1.0) -> float:
+    """Linear warm-up for ``warmup`` steps, then SegFormer's poly decay to 0 at ``steps``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return lr * (1.0 - (step - warmup) / max(1, steps - warmup)) ** power
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks. Every rank's loss depends on every rank's input through the sum, so the
+    backward pass sums the incoming gradients over ranks too."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class SyncBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics span the global batch of all ranks, like the SyncBN the
+    official SegFormer trains with. torch's ``nn.SyncBatchNorm`` refuses CPU tensors, hence this one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)  # running statistics: nothing to synchronise
+        n = torch.tensor(float(x.numel() // x.shape[1]))
+        dist.all_reduce(n)  # values per channel over all ranks
+        mean = _AllReduceSum.apply(x.sum((0, 2, 3))) / n  # (C,)
+        centred = x - mean[:, None, None]
+        var = _AllReduceSum.apply(centred.square().sum((0, 2, 3))) / n  # (C,), biased as BatchNorm's
+        with torch.no_grad():  # running statistics as nn.BatchNorm2d keeps them (unbiased variance)
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * n / (n - 1), self.momentum)
+            self.num_batches_tracked += 1
+        x = centred * torch.rsqrt(var + self.eps)[:, None, None]
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+def sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.BatchNorm2d`` in ``module`` by a :class:`SyncBatchNorm2d` holding the same
+    weights and statistics (in place; build the optimiser afterwards)."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            sync = SyncBatchNorm2d(child.num_features, child.eps, child.momentum)
+            sync.load_state_dict(child.state_dict())
+            setattr(module, name, sync)
+        else:
+            sync_batchnorm(child)
+    return module
+
+
+def save_state(state: dict, path) -> None:
+    """``torch.save`` the training state atomically (see :func:`~segformer_lite._files.atomic_write`)."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path) -> dict:
+    """A training state written by :func:`save_state` (loaded with ``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no training state at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable training state ({type(e).__name__}: {e})") from None
+    missing = {"model", "optimizer", "step", "args", "rng"} - set(state if isinstance(state, dict) else ())
+    if missing:
+        raise ValueError(f"{path} is not a segformer_lite training state (missing {sorted(missing)})")
+    return state
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m segformer_lite.train", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--variant", default="b0", choices=list(VARIANTS), help="MiT encoder widths/depths")
+    p.add_argument("--decoder-dim", type=int, default=128, help="all-MLP decoder width")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=8, help="per process")
+    p.add_argument("--lr", type=float, default=1.5e-3)
+    p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--dropout", type=float, default=0.1, help="decoder dropout before the classifier")
+    p.add_argument("--drop-path", type=float, default=0.1, help="encoder stochastic-depth rate (last block)")
+    p.add_argument("--seed", type=int, default=0, help="model init and training images")
+    p.add_argument("--output", type=Path, default=Path("runs/segformer_shapes.safetensors"),
+                   help="weights (safetensors); the resumable state goes to OUTPUT.state.pt")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT.state.pt if it exists")
+    p.add_argument("--eval-every", type=int, default=250, help="steps between evaluations (0: only at the end)")
+    p.add_argument("--eval-images", type=int, default=100)
+    p.add_argument("--eval-seed", type=int, default=1000, help="held-out images: never a training seed")
+    p.add_argument("--stop-at-miou", type=float, default=None, help="stop early once eval mIoU reaches this")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per process (default: torch's choice; torchrun sets 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--rank-weights", action="store_true",
+                   help="every process also writes its final weights to OUTPUT with .rank<r> before "
+                        "the suffix (to check that DDP keeps the processes identical)")
+    args = p.parse_args(argv)
+    for name in ("dropout", "drop_path"):
+        if not 0.0 <= getattr(args, name) < 1.0:
+            p.error(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(args, name)}")
+    if args.eval_seed == args.seed:
+        p.error(f"--eval-seed must differ from --seed (both {args.seed}): evaluate on unseen images")
+    for name in ("steps", "batch_size", "image_size", "decoder_dim", "eval_images"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Run training as configured by :func:`parse_args`; returns the last evaluation."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.init_process_group("gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    state_path = args.output.with_name(args.output.name + ".state.pt")
+
+    torch.manual_seed(args.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
+    config = dataclasses.replace(mit_config(args.variant), drop_path_rate=args.drop_path)
+    model = SegFormer(config, len(CLASSES), args.decoder_dim, args.dropout)
+    if distributed:
+        sync_batchnorm(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    start, history = 0, []
+    if args.resume and state_path.is_file():
+        state = load_state(state_path)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, history = state["step"], list(state.get("history", []))
+        torch.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+    else:
+        torch.manual_seed(args.seed + rank)  # dropout / drop-path differ per rank
+    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    data = SyntheticShapes(args.steps * args.batch_size * world, args.image_size, args.seed)
+    held_out = SyntheticShapes(args.eval_images, args.image_size, args.eval_seed)
+
+    def checkpoint(step: int) -> None:
+        rngs = [torch.get_rng_state()]
+        if distributed:  # every rank's dropout RNG, so a resumed DDP run continues exactly
+            rngs = [torch.empty_like(rngs[0]) for _ in range(world)]
+            dist.all_gather(rngs, torch.get_rng_state())
+        if rank == 0:
+            save_state({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                        "args": {k: str(v) for k, v in vars(args).items()}, "rng": rngs,
+                        "history": history}, state_path)
+            save_segformer(model, args.output)
+
+    result = history[-1] if history else {}
+    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="train",
+               disable=rank != 0 or args.quiet, file=sys.stdout, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = poly_lr(step, args.steps, args.lr, args.warmup)
+        first = (step * world + rank) * args.batch_size
+        images, labels = data.batch(range(first, first + args.batch_size))
+        model.train()
+        logits = net(images)  # (B, K, H/4, W/4)
+        logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        loss = F.cross_entropy(logits, labels)  # at full resolution, as transformers does
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        done = step + 1
+        if done == args.steps or (args.eval_every and done % args.eval_every == 0):
+            if rank == 0:
+                ious = evaluate_model(model, held_out, progress=False)
+                result = {"step": done, "miou": float(ious.mean()), "seconds": time.perf_counter() - t0,
+                          "loss": float(loss.item())}
+                history.append(result)
+                bar.write(f"step {done}: loss {loss.item():.4f}  held-out mIoU {result['miou']:.4f}  "
+                          f"({result['seconds']:.0f} s)")
+            stop = torch.tensor([float(rank == 0 and args.stop_at_miou is not None
+                                       and result.get("miou", 0.0) >= args.stop_at_miou)])
+            if distributed:
+                dist.broadcast(stop, 0)
+            checkpoint(done)
+            if stop.item():
+                bar.write(f"reached mIoU >= {args.stop_at_miou} at step {done}; stopping")
+                break
+    bar.close()
+    if args.rank_weights:
+        save_segformer(model, args.output.with_name(f"{args.output.stem}.rank{rank}{args.output.suffix}"))
+    if distributed:
+        dist.barrier()  # no rank tears gloo down while another is still at work (it can abort)
+        dist.destroy_process_group()
+    return result
+
+
+def main(argv=None) -> None:
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
