@@ -1,0 +1,29 @@
+"""Checkers for the course's exercises: run the learner's module beside the package's and say
+what is wrong, not just that something is.
+
+Each ``check_<exercise>(Student)`` builds the learner's module and the package's reference with
+the same constructor arguments, copies the reference's weights into the learner's, and compares
+outputs on fresh random inputs of several shapes, square and non-square. Three outcomes:
+
+* right: prints one line starting with ``✓`` and returns ``None``;
+* unfinished (``forward`` raises ``NotImplementedError``): prints "... not implemented yet" to
+  **stderr** and returns ``None``. The notebook keeps running top to bottom, and nbgrader, which
+  scores a graded cell zero when it writes to stderr, gives the exercise no points;
+* wrong: raises ``AssertionError`` whose message names the likely mistake and its fix.
+
+The diagnosis is empirical: each exercise has a catalogue of classic mistakes (``MISTAKES``),
+each one re-implemented here as a "planted variant" that runs on the reference's weights. When
+the learner's output differs from the reference, the variant whose output it reproduces names
+the mistake. The variants are plain ``torch`` code, written independently of the package.
+
+Modules: ``mistakes`` (the catalogue), ``variants`` (the planted variants), ``harness`` (build,
+call, compare, name the mistake) and ``checkers`` (the ``check_*`` functions, re-exported here).
+"""
+from .checkers import (check_block, check_efficient_self_attention, check_image_to_tokens, check_mix_ffn,
+                       check_mix_transformer, check_overlap_patch_embed, check_stage, check_tokens,
+                       check_tokens_to_image)
+from .mistakes import MISTAKES, Mistake
+
+__all__ = ["MISTAKES", "Mistake", "check_overlap_patch_embed", "check_image_to_tokens",
+           "check_tokens_to_image", "check_tokens", "check_efficient_self_attention",
+           "check_mix_ffn", "check_block", "check_stage", "check_mix_transformer"]

@@ -1,0 +1,279 @@
+"""The checkers, one per exercise: ``check_<exercise>(Student)`` (see the package docstring)."""
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ...attention import EfficientSelfAttention
+from ...block import Block
+from ...config import MiTConfig
+from ...encoder import MixTransformer, Stage
+from ...mix_ffn import MixFFN
+from ...patch_embed import OverlapPatchEmbed
+from ...tokens import image_to_tokens, tokens_to_image
+from . import variants
+from .harness import build, call, close, compare, compare_on_grids, describe, diff, fail, randn, \
+    run_check, tokens_and_hw
+
+_GRIDS = [(8, 8), (4, 16), (6, 10)]  # square; non-square with a square N (sqrt(N) runs, wrongly); neither
+_TINY = MiTConfig(embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4), depths=(1, 2, 1, 1),
+                  drop_path_rate=0.0)
+_IMAGE_SIZES = [(64, 64), (64, 96), (40, 72)]
+
+
+def check_overlap_patch_embed(Student: type) -> None:
+    """Check ``Student(in_channels, embed_dim, patch_size, stride)`` (layers ``proj``, ``norm``)
+    whose ``forward(images)`` returns ``(tokens (B, H'*W', C), (H', W'))``."""
+    title = "OverlapPatchEmbed"
+
+    def accept(got, expected, where):
+        return tokens_and_hw(got, title, "forward must",
+                             "Return the tokens and the grid: return self.norm(tokens), (h, w).")
+
+    def body() -> str:
+        cases = 0
+        for args, sizes in [((3, 8, 7, 4), [(32, 32), (30, 45)]), ((8, 16, 3, 2), [(12, 12), (9, 14)])]:
+            student, ref = build(Student, OverlapPatchEmbed, args, {}, title)
+
+            def case(seed, hw):
+                x = randn(2, args[0], *hw, seed=seed)
+                planted = {"no_padding": lambda: variants.patch_embed(ref, x, pad=False),
+                           "embed_no_norm": lambda: variants.patch_embed(ref, x, norm=False),
+                           "flatten_no_permute": lambda: variants.patch_embed(ref, x, flatten="reshape"),
+                           "column_major": lambda: variants.patch_embed(ref, x, flatten="column"),
+                           "hw_swapped": lambda: variants.patch_embed(ref, x, swap_hw=True)}
+                where = f"for images of shape {tuple(x.shape)} (kernel {args[2]}, stride {args[3]})"
+                return (x,), where, planted
+
+            cases += compare_on_grids(title, student, ref, sizes, case, sqrt_hw_on_error=False, accept=accept)
+        return f"matches segformer_lite.OverlapPatchEmbed on {cases} inputs (square and non-square)"
+
+    run_check(title, body)
+
+
+def check_image_to_tokens(image_to_tokens_fn: Callable) -> None:
+    """Check ``image_to_tokens_fn(x (B, C, H, W)) -> (tokens (B, H*W, C), (H, W))``."""
+    title = "image_to_tokens"
+
+    def accept(got, expected, where):
+        return tokens_and_hw(got, title, "must", "Return both: the grid travels with the tokens.")
+
+    def case(seed, hw):
+        x = randn(2, 5, *hw, seed=seed)
+        h, w = hw
+        planted = {"flatten_no_permute": lambda: (variants.to_tokens(x, "reshape"), (h, w)),
+                   "column_major": lambda: (variants.to_tokens(x, "column"), (h, w)),
+                   "hw_swapped": lambda: (variants.to_tokens(x), (w, h))}
+        return (x,), f"for x of shape {tuple(x.shape)}", planted
+
+    def body() -> str:
+        n = compare_on_grids(title, image_to_tokens_fn, image_to_tokens, _GRIDS, case,
+                             sqrt_hw_on_error=False, accept=accept)
+        return f"matches segformer_lite.image_to_tokens on {n} grids (square and non-square)"
+
+    run_check(title, body)
+
+
+def check_tokens_to_image(tokens_to_image_fn: Callable) -> None:
+    """Check ``tokens_to_image_fn(tokens (B, N, C), (H, W)) -> (B, C, H, W)``."""
+    title = "tokens_to_image"
+
+    def case(seed, hw):
+        t = randn(2, hw[0] * hw[1], 5, seed=seed)
+        planted = {m_id: (lambda how=how: variants.to_image(t, hw, how)) for m_id, how in
+                   [("unflatten_no_permute", "reshape"), ("sqrt_hw", "sqrt"),
+                    ("hw_swapped", "swap"), ("column_major", "column")]}
+        return (t, hw), f"for tokens of shape {tuple(t.shape)} and hw={hw}", planted
+
+    def body() -> str:
+        n = compare_on_grids(title, tokens_to_image_fn, tokens_to_image, _GRIDS, case)
+        return f"matches segformer_lite.tokens_to_image on {n} grids (square and non-square)"
+
+    run_check(title, body)
+
+
+def check_tokens(image_to_tokens_fn: Callable, tokens_to_image_fn: Callable) -> None:
+    """Check both helpers, then that they undo each other on a non-square image."""
+    check_image_to_tokens(image_to_tokens_fn)
+    check_tokens_to_image(tokens_to_image_fn)
+    title = "image <-> tokens round trip"
+
+    def body() -> str:
+        x = randn(2, 5, 6, 10, seed=7)
+        tokens, hw = call(image_to_tokens_fn, x, title=title, where="on a 6x10 image")
+        back = call(tokens_to_image_fn, tokens, hw, title=title, where="on a 6x10 image")
+        if not close(back, x):
+            raise fail(title, "tokens_to_image(*image_to_tokens(x)) does not give x back",
+                       extra="The two reshapes must be exact inverses (same token order).")
+        return "tokens_to_image(*image_to_tokens(x)) == x on a 6x10 image"
+
+    run_check(title, body)
+
+
+def check_efficient_self_attention(Student: type) -> None:
+    """Check ``Student(dim, num_heads, sr_ratio)`` (layers ``q``, ``kv``, ``proj`` and, when
+    ``sr_ratio > 1``, ``sr``, ``norm``) whose ``forward(x (B, N, C), (H, W))`` returns ``(B, N, C)``."""
+    title = "EfficientSelfAttention"
+    knobs = {"heads_over_tokens": dict(split="tokens", merge="reshape"),
+             "merge_no_permute": dict(merge="reshape"), "no_scale": dict(scale="none"),
+             "scale_dim": dict(scale="dim"), "softmax_axis": dict(softmax_dim=-2),
+             "conv_channels_last": dict(layout="reshape"),
+             "sr_no_norm": dict(sr_norm=False), "no_reduction": dict(reduce=False),
+             "kv_swapped": dict(kv_order="vk"), "no_proj": dict(proj=False),
+             "sqrt_hw": dict(layout="sqrt"), "hw_swapped": dict(layout="swap"),
+             # half-made mistakes, named through mistakes.ALIASES
+             "heads_over_tokens_split_only": dict(split="tokens"),
+             "heads_over_token_blocks": dict(split="token_blocks", merge="reshape"),
+             "conv_channels_last_out": dict(layout="reshape_out")}
+
+    def body() -> str:
+        cases = 0
+        for args in [(16, 2, 2), (24, 3, 1)]:
+            student, ref = build(Student, EfficientSelfAttention, args, {}, title)
+
+            def case(seed, hw):
+                x = randn(2, hw[0] * hw[1], args[0], seed=seed)
+                where = (f"for x of shape {tuple(x.shape)}, hw={hw} "
+                         f"(dim={args[0]}, num_heads={args[1]}, sr_ratio={args[2]})")
+                planted = {m_id: (lambda kw=kw: variants.attention(ref, x, hw, **kw))
+                           for m_id, kw in knobs.items()}
+                return (x, hw), where, planted
+
+            def attention_maps(inputs, where):
+                got = call(student, *inputs, True, title=title, where=where + " with return_attention=True")
+                want = ref(*inputs, return_attention=True)
+                if not (isinstance(got, (tuple, list)) and len(got) == 2 and close(got[1], want[1])):
+                    raise fail(title, "the attention probabilities returned with return_attention=True "
+                                      f"differ {where}", extra="Return (out, attn) with attn the "
+                               "softmax of the scaled scores, (B, heads, N, M), that multiplies v.")
+
+            maps = "return_attention" in inspect.signature(student.forward).parameters
+            cases += compare_on_grids(title, student, ref, _GRIDS, case, then=attention_maps if maps else None)
+        return (f"matches segformer_lite.EfficientSelfAttention on {cases} inputs "
+                "(square and non-square, sr_ratio 1 and 2)")
+
+    run_check(title, body)
+
+
+def _dwconv_groups(student: nn.Module) -> list[str]:
+    conv = getattr(student, "dwconv", None)
+    if isinstance(conv, nn.Conv2d) and conv.groups != conv.in_channels:
+        return ["dwconv_no_groups"]
+    return []
+
+
+def check_mix_ffn(Student: type) -> None:
+    """Check ``Student(dim, hidden_dim)`` (layers ``fc1``, ``dwconv``, ``fc2``) whose
+    ``forward(x (B, N, C), (H, W))`` returns ``(B, N, C)``."""
+    title = "MixFFN"
+    knobs = {"gelu_before_dwconv": dict(act_at="fc1"), "gelu_after_fc2": dict(act_at="fc2"),
+             "no_gelu": dict(act_at="none"), "relu": dict(act="relu"),
+             "gelu_tanh": dict(act="tanh"), "unflatten_no_permute": dict(layout="reshape"),
+             "no_dwconv": dict(dwconv=False), "ffn_residual": dict(residual=True),
+             "sqrt_hw": dict(layout="sqrt"), "hw_swapped": dict(layout="swap")}
+
+    def body() -> str:
+        student, ref = build(Student, MixFFN, (8, 32), {}, title, structural=_dwconv_groups)
+
+        def case(seed, hw):
+            x = randn(2, hw[0] * hw[1], 8, seed=seed)
+            planted = {m_id: (lambda kw=kw: variants.mix_ffn(ref, x, hw, **kw)) for m_id, kw in knobs.items()}
+            return (x, hw), f"for x of shape {tuple(x.shape)}, hw={hw}", planted
+
+        n = compare_on_grids(title, student, ref, _GRIDS, case)
+        return f"matches segformer_lite.MixFFN on {n} inputs (square and non-square)"
+
+    run_check(title, body)
+
+
+def check_block(Student: type) -> None:
+    """Check ``Student(dim, num_heads, sr_ratio, drop_path=p)`` (layers ``norm1``, ``attn``,
+    ``norm2``, ``ffn``, ``drop_path``) whose ``forward(x (B, N, C), (H, W))`` returns ``(B, N, C)``,
+    in eval mode and, with DropPath active, in training mode."""
+    title = "Block"
+    knobs = {"post_norm": dict(post_norm=True), "no_attn_residual": dict(attn_residual=False),
+             "no_ffn_residual": dict(ffn_residual=False), "norm1_twice": dict(norm1_twice=True),
+             "parallel_branches": dict(parallel=True), "no_drop_path": dict(drop_path=False)}
+
+    def body() -> str:
+        student, ref = build(Student, Block, (16, 2, 2), {"drop_path": 0.5}, title)
+
+        def case(seed, hw):
+            x = randn(2, hw[0] * hw[1], 16, seed=seed)
+            planted = {m_id: (lambda kw=kw: variants.block(ref, x, hw, **kw)) for m_id, kw in knobs.items()}
+            return (x, hw), f"for x of shape {tuple(x.shape)}, hw={hw} (eval mode)", planted
+
+        n = compare_on_grids(title, student, ref, _GRIDS, case)
+        # training mode: DropPath draws one mask per branch; same seed -> same masks
+        student.train(), ref.train()
+        x, hw = randn(8, 24, 16, seed=5), (4, 6)
+
+        def seeded(fn: Callable, *args, **kwargs):
+            torch.manual_seed(1234)
+            return fn(*args, **kwargs)
+
+        where = f"for x of shape {tuple(x.shape)}, hw={hw} (training mode, drop_path=0.5)"
+        got = call(seeded, student, x, hw, title=title, where=where)
+        planted = {m_id: (lambda kw=kw: seeded(variants.block, ref, x, hw, **kw)) for m_id, kw in knobs.items()}
+        compare(title, got, seeded(ref, x, hw), where, planted, True, True)
+        return f"matches segformer_lite.Block on {n + 1} inputs (square, non-square, training mode)"
+
+    run_check(title, body)
+
+
+def check_stage(Student: type) -> None:
+    """Check ``Student(cfg, i, in_channels, drop_paths)`` (layers ``patch_embed``, ``blocks``,
+    ``norm``) whose ``forward(x (B, C_in, H, W))`` returns the feature map ``(B, C_i, H_i, W_i)``."""
+    title = "Stage"
+    knobs = {"stage_no_norm": dict(norm=False), "unflatten_no_permute": dict(layout="reshape"),
+             "sqrt_hw": dict(layout="sqrt")}
+
+    def body() -> str:
+        cases = 0
+        for i, in_channels in [(0, 3), (1, _TINY.embed_dims[0])]:
+            drop_paths = [0.0] * _TINY.depths[i]
+            student, ref = build(Student, Stage, (_TINY, i, in_channels, drop_paths), {}, title)
+
+            def case(seed, hw):
+                x = randn(2, in_channels, *hw, seed=seed)
+                planted = {m_id: (lambda kw=kw: variants.stage(ref, x, **kw)) for m_id, kw in knobs.items()}
+                return (x,), f"for stage {i + 1} and input of shape {tuple(x.shape)}", planted
+
+            def accept(got, expected, where):
+                if isinstance(got, torch.Tensor) and got.ndim == 3:
+                    raise fail(title, f"wrong output {where} ({diff(got, expected)})", ["stage_returns_tokens"])
+                return got
+
+            # stage 2 reads stage 1's feature map, a quarter of the image's size
+            sizes = _IMAGE_SIZES if i == 0 else [(h // 4, w // 4) for h, w in _IMAGE_SIZES]
+            cases += compare_on_grids(title, student, ref, sizes, case, accept=accept)
+        return f"matches segformer_lite.Stage on {cases} inputs (stages 1 and 2, square and non-square)"
+
+    run_check(title, body)
+
+
+def check_mix_transformer(Student: type) -> None:
+    """Check ``Student(cfg)`` (layer ``stages``) whose ``forward(images)`` returns the list of
+    the four stages' feature maps ``[(B, C_i, H_i, W_i)]``."""
+    title = "MixTransformer"
+
+    def body() -> str:
+        student, ref = build(Student, MixTransformer, (_TINY,), {}, title)
+        for seed, (h, w) in enumerate(_IMAGE_SIZES):
+            x = randn(1, 3, h, w, seed=seed)
+            where = f"for images of shape {tuple(x.shape)}"
+            got = call(student, x, title=title, where=where, on_error=["encoder_not_chained"])
+            expected = ref(x)
+            if isinstance(got, torch.Tensor):
+                mistakes = ["encoder_last_only"] if close(got, expected[-1]) else []
+                raise fail(title, f"forward must return a list of {_TINY.num_stages} feature maps, "
+                                  f"got a {describe(got)}", mistakes)
+            planted = {"encoder_last_only": lambda: [expected[-1]]}
+            compare(title, list(got) if isinstance(got, tuple) else got, expected, where,
+                    planted, True, True)
+        return f"matches segformer_lite.MixTransformer on {len(_IMAGE_SIZES)} inputs (square and non-square)"
+
+    run_check(title, body)

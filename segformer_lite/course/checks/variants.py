@@ -1,0 +1,137 @@
+"""Planted variants: the reference computation with one knob turned, one knob per classic mistake.
+
+Plain ``torch`` code that reads the reference module's weights, written independently of the
+package: with no knob turned each variant equals the package's module (``tests/test_checks.py``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...attention import EfficientSelfAttention
+from ...block import Block
+from ...encoder import Stage
+from ...mix_ffn import MixFFN
+from ...patch_embed import OverlapPatchEmbed
+
+
+def to_tokens(x: torch.Tensor, how: str = "permute") -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C) done right ("permute") or in one of the classic wrong ways."""
+    b, c, h, w = x.shape
+    if how == "reshape":
+        return x.reshape(b, h * w, c)
+    if how == "column":
+        return x.transpose(2, 3).flatten(2).transpose(1, 2)
+    return x.flatten(2).transpose(1, 2)
+
+
+def to_image(t: torch.Tensor, hw: tuple[int, int], how: str = "permute") -> torch.Tensor:
+    """(B, N, C) -> (B, C, H, W) done right ("permute") or in one of the classic wrong ways."""
+    b, n, c = t.shape
+    h, w = hw
+    if how == "sqrt":
+        h = w = math.isqrt(n)
+    elif how == "swap":
+        h, w = w, h
+    if how == "reshape":
+        return t.reshape(b, c, h, w)
+    if how == "column":
+        return t.transpose(1, 2).reshape(b, c, w, h).transpose(2, 3)
+    return t.transpose(1, 2).reshape(b, c, h, w)
+
+
+def layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+def patch_embed(m: OverlapPatchEmbed, x: torch.Tensor, pad: bool = True, norm: bool = True,
+                flatten: str = "permute", swap_hw: bool = False):
+    conv = m.proj
+    y = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.kernel_size[0] // 2 if pad else 0)
+    h, w = y.shape[-2:]
+    t = to_tokens(y, flatten)
+    if norm:
+        t = layer_norm(t, m.norm)
+    return t, ((w, h) if swap_hw else (h, w))
+
+
+def attention(m: EfficientSelfAttention, x: torch.Tensor, hw: tuple[int, int], split: str = "channels",
+              merge: str = "permute", scale: str = "head", softmax_dim: int = -1,
+              layout: str = "permute", sr_norm: bool = True, reduce: bool = True,
+              kv_order: str = "kv", proj: bool = True) -> torch.Tensor:
+    b, n, c = x.shape
+    heads = m.num_heads
+    d = c // heads
+
+    def split_heads(t: torch.Tensor) -> torch.Tensor:  # (B, L, C) -> (B, heads, L, d)
+        if split == "tokens":  # a plain reshape: head i gets a block of tokens, read as (L, d)
+            return t.reshape(b, heads, t.shape[1], d)
+        if split == "token_blocks":  # 'b (h t) c -> b h t c': head i gets L/heads whole tokens
+            return t.reshape(b, heads, t.shape[1] // heads, c)
+        return t.reshape(b, t.shape[1], heads, d).permute(0, 2, 1, 3)
+
+    q = split_heads(F.linear(x, m.q.weight, m.q.bias))
+    kv_in = x
+    if m.sr_ratio > 1 and reduce:
+        # layout: "permute" (right), "reshape" (no permute either way), "reshape_out" (only on
+        # the way back to tokens), "sqrt" or "swap" (wrong grid)
+        img = to_image(x, hw, layout if layout in ("reshape", "sqrt", "swap") else "permute")
+        red = to_tokens(F.conv2d(img, m.sr.weight, m.sr.bias, m.sr.stride),
+                        "reshape" if layout in ("reshape", "reshape_out") else "permute")
+        kv_in = layer_norm(red, m.norm) if sr_norm else red
+    kv = F.linear(kv_in, m.kv.weight, m.kv.bias)
+    k, v = kv[..., :c], kv[..., c:]
+    if kv_order == "vk":
+        k, v = v, k
+    k, v = split_heads(k), split_heads(v)
+    s = {"head": d ** -0.5, "dim": c ** -0.5, "none": 1.0}[scale]
+    attn = (q @ k.transpose(-2, -1) * s).softmax(dim=softmax_dim)
+    out = attn @ v  # (B, heads, N, d)
+    out = out.reshape(b, n, c) if merge == "reshape" else out.permute(0, 2, 1, 3).reshape(b, n, c)
+    return F.linear(out, m.proj.weight, m.proj.bias) if proj else out
+
+
+def mix_ffn(m: MixFFN, x: torch.Tensor, hw: tuple[int, int], act_at: str = "dwconv",
+            act: str = "gelu", layout: str = "permute", dwconv: bool = True,
+            residual: bool = False) -> torch.Tensor:
+    activation = {"gelu": F.gelu, "relu": F.relu,
+                  "tanh": lambda t: F.gelu(t, approximate="tanh")}[act]
+    y = F.linear(x, m.fc1.weight, m.fc1.bias)
+    if act_at == "fc1":
+        y = activation(y)
+    if dwconv:
+        conv = m.dwconv
+        img = F.conv2d(to_image(y, hw, layout), conv.weight, conv.bias, padding=1, groups=conv.groups)
+        y = to_tokens(img, "reshape" if layout == "reshape" else "permute")
+    if act_at == "dwconv":
+        y = activation(y)
+    y = F.linear(y, m.fc2.weight, m.fc2.bias)
+    if act_at == "fc2":
+        y = activation(y)
+    return x + y if residual else y
+
+
+def block(m: Block, x: torch.Tensor, hw: tuple[int, int], post_norm: bool = False,
+          attn_residual: bool = True, ffn_residual: bool = True, norm1_twice: bool = False,
+          parallel: bool = False, drop_path: bool = True) -> torch.Tensor:
+    dp = m.drop_path if drop_path else (lambda t: t)
+    norm2 = m.norm1 if norm1_twice else m.norm2
+    if post_norm:
+        x = m.norm1(x + dp(m.attn(x, hw)))
+        return norm2(x + dp(m.ffn(x, hw)))
+    y = dp(m.attn(m.norm1(x), hw))
+    x_attn = x + y if attn_residual else y
+    ffn_in = x if parallel else x_attn
+    z = dp(m.ffn(norm2(ffn_in), hw))
+    return x_attn + z if ffn_residual else z
+
+
+def stage(m: Stage, x: torch.Tensor, norm: bool = True, layout: str = "permute") -> torch.Tensor:
+    """(B, C_in, H, W) -> (B, C, H', W'): patch embedding, blocks, LayerNorm, back to an image."""
+    t, hw = m.patch_embed(x)
+    for blk in m.blocks:
+        t = blk(t, hw)
+    return to_image(layer_norm(t, m.norm) if norm else t, hw, layout)
