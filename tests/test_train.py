@@ -11,7 +11,7 @@ import torch
 
 import segformer_lite as sl
 from segformer_lite.training import evaluate, train
-from segformer_lite.decoder import load_segformer, save_segformer
+from segformer_lite.checkpoint import load_segformer, save_segformer
 
 # a tiny run: B0 widths at the smallest image B0 takes, a narrow decoder
 TINY = ["--image-size", "32", "--batch-size", "2", "--decoder-dim", "16", "--eval-images", "2",

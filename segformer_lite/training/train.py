@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 
 from ..config import VARIANTS, mit_config
 from .data import CLASSES, SyntheticShapes
-from ..decoder import SegFormer, save_segformer
+from ..checkpoint import save_segformer
+from ..decoder import SegFormer
 from .._files import atomic_write
 from .evaluate import evaluate_model
 
