@@ -11,7 +11,7 @@ SegFormer itself, at the top level, in course order:
     block        Block, DropPath
     encoder      MixTransformer: four stages
     decoder      the all-MLP head and SegFormer = encoder + head
-    checkpoint   weights in and out: transformers, official NVlabs, our own files
+    checkpoint   weights in and out: transformers, official NVlabs, our own SegFormer files
 
 Scaffolding, in sub-packages:
 
@@ -28,8 +28,8 @@ from .attention import EfficientSelfAttention, FullSelfAttention
 from .mix_ffn import MixFFN
 from .block import Block, DropPath
 from .encoder import MixTransformer, Stage, min_input_size, stage_grid_sizes
-from .decoder import AllMLPDecoder, SegFormer, load_segformer, save_segformer
-from .checkpoint import from_transformers, load_pretrained, to_official_state_dict
+from .decoder import AllMLPDecoder, SegFormer
+from .checkpoint import from_transformers, load_pretrained, load_segformer, save_segformer, to_official_state_dict
 from .course.cost import AttentionCost, EncoderCost, StageCost, attention_cost, encoder_cost, mix_ffn_flops
 from .course.trace import ShapeTrace, trace_shapes
 from .course.images import PHOTOS, load_photo, photo_tensor
@@ -43,8 +43,8 @@ __all__ = [
     "MixFFN",
     "Block", "DropPath",
     "MixTransformer", "Stage", "min_input_size", "stage_grid_sizes",
-    "AllMLPDecoder", "SegFormer", "load_segformer", "save_segformer",
-    "from_transformers", "load_pretrained", "to_official_state_dict",
+    "AllMLPDecoder", "SegFormer",
+    "from_transformers", "load_pretrained", "load_segformer", "save_segformer", "to_official_state_dict",
     "AttentionCost", "EncoderCost", "StageCost", "attention_cost", "encoder_cost", "mix_ffn_flops",
     "ShapeTrace", "trace_shapes",
     "PHOTOS", "load_photo", "photo_tensor",

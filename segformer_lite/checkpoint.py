@@ -1,5 +1,10 @@
-"""Weights in, weights out: Hugging Face transformers models and checkpoints, and the
-official NVlabs ``mit_bX.pth`` files, converted to :class:`MixTransformer`.
+"""Weights in, weights out: every reading and writing of weights in the package.
+
+* Hugging Face transformers models and checkpoints, and the official NVlabs ``mit_bX.pth``
+  files, converted to :class:`MixTransformer` (a transformers ``SegformerForSemanticSegmentation``,
+  decode head included, to :class:`SegFormer`);
+* this package's own SegFormer files: :func:`save_segformer` / :func:`load_segformer`
+  (safetensors, the architecture in the metadata), and the shipped trained checkpoint.
 
 Three key layouts are understood, all renamed to this package's own names:
 
@@ -22,10 +27,15 @@ from pathlib import Path
 
 import torch
 
+from ._files import atomic_write
 from .config import VARIANTS, MiTConfig
+from .decoder import SegFormer
 from .encoder import MixTransformer
 
-__all__ = ["from_transformers", "load_pretrained", "to_official_state_dict", "canonical_state_dict"]
+__all__ = ["from_transformers", "load_pretrained", "to_official_state_dict", "canonical_state_dict",
+           "segformer_from_transformers", "save_segformer", "load_segformer", "SHIPPED_CHECKPOINT"]
+
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "segformer_shapes.safetensors"
 
 # transformers <= 5.8 names -> transformers >= 5.9 names (as transformers' own conversion map)
 _HF_LEGACY = [
@@ -58,6 +68,12 @@ _HF = [
     (r"\.attention\.sequence_reduction\.layer_norm\.", ".attn.norm."),
     (r"\.mlp\.dwconv\.dwconv\.", ".ffn.dwconv."),
     (r"\.mlp\.fc(\d)\.", r".ffn.fc\1."),
+]
+# transformers' decode-head names -> ours (after the encoder's keys, which _HF renames)
+_HF_HEAD = [
+    (r"^decode_head\.linear_projections\.(\d+)\.proj\.", r"decode_head.linear_c.\1."),
+    (r"^decode_head\.linear_fuse\.", "decode_head.fuse."),
+    (r"^decode_head\.batch_norm\.", "decode_head.norm."),
 ]
 _OFFICIAL = [
     (r"^patch_embed(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.patch_embed."),
@@ -175,26 +191,43 @@ def infer_config(sd: dict, **overrides) -> MiTConfig:
 
 
 def _load_into(model: torch.nn.Module, sd: dict, source: str) -> None:
-    """``load_state_dict`` that lists every missing, unexpected and mis-shaped key."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    misshaped = sorted(f"{k}: expected {tuple(own[k].shape)}, got {tuple(sd[k].shape)}"
-                       for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
-    if missing or unexpected or misshaped:
-        parts = [f"{label} ({len(keys)}): {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}"
-                 for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                                     ("mis-shaped keys", misshaped)) if keys]
-        raise ValueError(f"checkpoint {source} does not fit the model: " + "; ".join(parts))
-    # assign=True adopts (copies of) the checkpoint's tensors, so a model built on the meta
-    # device, with no memory and no throw-away random init, becomes a real one
-    model.load_state_dict({k: v.to(dtype=own[k].dtype, copy=True) for k, v in sd.items()}, assign=True)
+    """``load_state_dict(strict=True, assign=True)``; a checkpoint that does not fit is a
+    ValueError naming ``source`` and listing the missing, unexpected and mis-shaped keys.
+
+    assign=True makes the model adopt the tensors, so one built on the meta device (no memory,
+    no throw-away random init) becomes a real one. The tensors are first copied to the CPU in
+    the model's dtypes: the model never shares storage with its source (a transformers model).
+    """
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+    sd = {k: v.to("cpu", dtypes.get(k, v.dtype), copy=True) for k, v in sd.items()}
+    try:
+        model.load_state_dict(sd, strict=True, assign=True)
+    except RuntimeError as e:
+        raise ValueError(f"checkpoint {source} does not fit the model: {_misfit_report(e)}") from None
 
 
-def _empty_encoder(cfg: MiTConfig) -> MixTransformer:
-    """A MixTransformer with no storage yet: its weights are about to be loaded."""
+def _misfit_report(error: RuntimeError) -> str:
+    """torch's load_state_dict error as one labelled, shortened list per kind of misfit."""
+    found = {"missing keys": [], "unexpected keys": [], "mis-shaped keys": [], "other errors": []}
+    for line in str(error).split("\n\t"):
+        if line.startswith("Error(s) in loading state_dict"):
+            continue
+        if m := re.match(r"(Missing|Unexpected) key\(s\) in state_dict: (.*)", line):
+            found[f"{m[1].lower()} keys"] += re.findall(r'"([^"]*)"', m[2])
+        elif m := re.match(r"size mismatch for (.+?): copying a param with shape torch\.Size\((.*?)\) "
+                           r"from checkpoint, the shape in current model is torch\.Size\((.*?)\)", line):
+            expected, got = (tuple(json.loads(shape)) for shape in (m[3], m[2]))  # "[640, 160]"
+            found["mis-shaped keys"].append(f"{m[1]}: expected {expected}, got {got}")
+        else:
+            found["other errors"].append(line.strip())
+    return "; ".join(f"{label} ({len(items)}): {', '.join(items[:20])}{' ...' if len(items) > 20 else ''}"
+                     for label, items in found.items() if items)
+
+
+def _empty(module_class, *args) -> torch.nn.Module:
+    """A module with no storage yet (on the meta device): its weights are about to be loaded."""
     with torch.device("meta"):
-        return MixTransformer(cfg)
+        return module_class(*args)
 
 
 def _config_from_hf(hf_config, sd: dict) -> MiTConfig:
@@ -231,9 +264,8 @@ def from_transformers(model_or_state_dict) -> MixTransformer:
         raise TypeError(f"expected a transformers SegformerModel or a state dict, got "
                         f"{type(model_or_state_dict).__name__}")
     if any(k.startswith("decode_head.") for k in other):  # SegformerForSemanticSegmentation
-        from .decoder import segformer_from_transformers  # (decoder.py imports this module)
         return segformer_from_transformers(cfg, sd, other)
-    model = _empty_encoder(cfg)
+    model = _empty(MixTransformer, cfg)
     _load_into(model, sd, "from transformers")
     return model.eval()
 
@@ -304,7 +336,7 @@ def load_pretrained(path) -> MixTransformer:
     overrides = {}
     if fmt == "transformers":
         overrides = dict(norm_eps=1e-5, embed_norm_eps=1e-5, **hf_fields)
-    model = _empty_encoder(infer_config(sd, **overrides))
+    model = _empty(MixTransformer, infer_config(sd, **overrides))
     _load_into(model, sd, str(path))
     return model.eval()
 
@@ -319,3 +351,60 @@ def to_official_state_dict(model: MixTransformer) -> dict:
         key = key.replace(".ffn.dwconv.", ".mlp.dwconv.dwconv.").replace(".ffn.fc", ".mlp.fc")
         out[key] = value
     return out
+
+
+def segformer_from_transformers(cfg: MiTConfig, encoder_sd: dict, head_sd: dict) -> SegFormer:
+    """A :class:`SegFormer` from a transformers ``SegformerForSemanticSegmentation`` state dict,
+    split by :func:`canonical_state_dict` into the (renamed) encoder and the ``decode_head.*``
+    keys. Class count and decoder width are read off the classifier's shape. Eval mode."""
+    sd = {f"encoder.{k}": v for k, v in encoder_sd.items()}
+    sd.update(_rename(head_sd, _HF_HEAD))
+    if "decode_head.classifier.weight" not in sd:
+        raise ValueError("transformers decode head without decode_head.classifier.weight: "
+                         "cannot tell the number of classes")
+    num_classes, decoder_dim = sd["decode_head.classifier.weight"].shape[:2]
+    model = _empty(SegFormer, cfg, int(num_classes), int(decoder_dim))
+    _load_into(model, sd, "from transformers")
+    return model.eval()
+
+
+def save_segformer(model: SegFormer, path, dtype: torch.dtype = torch.float32) -> Path:
+    """Write ``model``'s weights and architecture to a ``.safetensors`` file, atomically
+    (a temporary file in the same folder, then ``os.replace``: never a half-written file)."""
+    from safetensors.torch import save_file
+
+    if not isinstance(model, SegFormer):
+        raise TypeError(f"expected a SegFormer, got {type(model).__name__}")
+    meta = {"config": json.dumps(_config_dict(model.config)), "num_classes": str(model.num_classes),
+            "decoder_dim": str(model.decoder_dim)}
+    sd = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    return atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta))
+
+
+def load_segformer(path=None) -> SegFormer:
+    """A :class:`SegFormer` from a file written by :func:`save_segformer` (default: the
+    shipped checkpoint trained on the synthetic shapes). Returned in eval mode, float32."""
+    from safetensors import SafetensorError, safe_open
+
+    path = SHIPPED_CHECKPOINT if path is None else path
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"expected a path (str or pathlib.Path), got {type(path).__name__}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no SegFormer checkpoint at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            sd = {k: f.get_tensor(k) for k in f.keys()}
+        cfg = MiTConfig(**json.loads(meta["config"]))
+        num_classes, decoder_dim = int(meta["num_classes"]), int(meta["decoder_dim"])
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"{path} is not a SegFormer checkpoint written by save_segformer "
+                         f"({type(e).__name__}: {e})") from None
+    model = _empty(SegFormer, cfg, num_classes, decoder_dim)
+    _load_into(model, sd, str(path))  # a float16 file comes back float32, the model's dtype
+    return model.eval()
+
+
+def _config_dict(cfg: MiTConfig) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}

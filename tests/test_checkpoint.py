@@ -262,3 +262,24 @@ def test_loading_never_unpickles_code(b0, tmp_path):
     torch.load(tmp_path / "evil.pth", weights_only=False)  # the payload is real: unsafe load runs it
     assert marker.exists()
 
+
+
+def test_half_precision_checkpoint_loads_as_float32_on_the_cpu(b0, tmp_path):
+    """The loaders build the model on the meta device and adopt the checkpoint's tensors: every
+    parameter and buffer must come out real, on the CPU, in float32, trainable."""
+    hf, x, ref = b0
+    save_file({k: v.half() for k, v in hf.state_dict().items()}, tmp_path / "model.safetensors")
+    model = sl.load_pretrained(tmp_path / "model.safetensors")
+    tensors = list(model.parameters()) + list(model.buffers())
+    assert {(t.device.type, t.dtype) for t in tensors} == {("cpu", torch.float32)}
+    assert all(p.requires_grad for p in model.parameters())
+    assert_parity(ref, our_outputs(model, x), tol=1e-2)  # float16 weights: ~1e-3 off
+
+
+def test_from_transformers_shares_no_storage(b0):
+    """The model owns copies: changing the transformers model afterwards changes nothing here."""
+    hf, x, ref = b0
+    model = sl.from_transformers(hf)
+    ours = {t.untyped_storage().data_ptr() for t in model.state_dict().values()}
+    assert not ours & {t.untyped_storage().data_ptr() for t in hf.state_dict().values()}
+    assert_parity(ref, our_outputs(model, x))

@@ -4,7 +4,7 @@ import torch
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
 import segformer_lite as sl
-from segformer_lite.decoder import SHIPPED_CHECKPOINT, load_segformer, save_segformer
+from segformer_lite.checkpoint import SHIPPED_CHECKPOINT, load_segformer, save_segformer
 
 
 def _hf_segformer(variant: str, decoder_dim: int, num_labels: int, seed: int = 0):

@@ -233,6 +233,15 @@ def test_missing_unexpected_and_misshaped_keys_are_listed(official_sd, tmp_path)
                  "mis-shaped keys (1): stages.2.blocks.0.ffn.fc1.weight: expected (640, 160), got (7, 160)")
 
 
+def test_long_key_lists_are_shortened(official_sd, tmp_path):
+    """Every Mix-FFN but the first gone: the count is exact, the list stops at 20 names."""
+    sd = {k: v for k, v in official_sd.items() if ".mlp." not in k or k.startswith("block1.0.")}
+    torch.save(sd, tmp_path / "mit_b0.pth")
+    with raises(ValueError, "mit_b0.pth", "does not fit", "missing keys (42): stages.0.blocks.1.ffn.", " ...") as e:
+        sl.load_pretrained(tmp_path / "mit_b0.pth")
+    assert str(e.value).count(".ffn.") == 20
+
+
 def test_own_layout_with_stray_keys(enc, tmp_path):
     sd = dict(enc.state_dict(), **{"optimizer.step": torch.tensor(3)})
     torch.save(sd, tmp_path / "mine.pth")

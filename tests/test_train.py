@@ -1,5 +1,4 @@
 """Training and evaluation CLIs: schedule, atomic writes, exact resume, DDP, clear errors."""
-import copy
 import os
 import socket
 import subprocess
@@ -11,7 +10,7 @@ import torch
 
 import segformer_lite as sl
 from segformer_lite.training import evaluate, train
-from segformer_lite.decoder import load_segformer, save_segformer
+from segformer_lite.checkpoint import load_segformer, save_segformer
 
 # a tiny run: B0 widths at the smallest image B0 takes, a narrow decoder
 TINY = ["--image-size", "32", "--batch-size", "2", "--decoder-dim", "16", "--eval-images", "2",
@@ -146,8 +145,8 @@ def test_ddp_two_processes_equal_one_process_on_the_global_batch(tmp_path):
     # Without dropout/drop-path (their masks are drawn per process) training is deterministic, and
     # at step s rank r reads items (2s + r) * 2 and the next: the two ranks' batches of 2 together
     # are the batch of 4 one process reads. With DDP averaging the gradients and the decoder's
-    # BatchNorm taking its statistics over both ranks (SyncBatchNorm2d), both runs compute the same
-    # updates up to float summation order.
+    # BatchNorm taking its statistics over both ranks (distributed.SyncBatchNorm2d), both runs
+    # compute the same updates up to float summation order.
     run = ["--steps", "4", "--eval-every", "0", "--seed", "5", "--dropout", "0", "--drop-path", "0"]
     ddp, single = tmp_path / "ddp" / "w.safetensors", tmp_path / "single" / "w.safetensors"
     _torchrun(ddp, *run, "--rank-weights")
@@ -170,38 +169,10 @@ def test_ddp_two_processes_equal_one_process_on_the_global_batch(tmp_path):
         model.decode_head.dropout.p = 0.0
         with torch.no_grad():
             logits.append(model.train()(images))
-    # measured: max |ddp - single| 6e-6 while training moved the logits by 2.2; without
+    # measured: max |ddp - single| 9e-6 while training moved the logits by 2.2; without
     # SyncBatchNorm2d the gap is 0.93, with each rank training alone (no DDP) 1.7
     torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=1e-4)
     assert (logits[1] - logits[2]).abs().max() > 1.0
-
-
-def test_sync_batchnorm_on_one_rank_is_batchnorm():
-    # a one-process gloo group: SyncBatchNorm2d's own formulas against torch's BatchNorm2d
-    torch.manual_seed(0)
-    bn = torch.nn.BatchNorm2d(6)
-    with torch.no_grad():
-        bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-1, 1)
-    sync = train.sync_batchnorm(torch.nn.Sequential(copy.deepcopy(bn)))[0]
-    assert type(sync) is train.SyncBatchNorm2d
-    x = torch.randn(3, 6, 5, 4) * 2 + 1
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}",
-                                         rank=0, world_size=1)
-    try:
-        outs = []
-        for module in (bn, sync):
-            xi = x.clone().requires_grad_()
-            y = module(xi)
-            (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
-            outs.append((y, xi.grad, module.weight.grad, module.bias.grad))
-    finally:
-        torch.distributed.destroy_process_group()
-    for a, b in zip(*outs):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    for key, value in bn.state_dict().items():  # running statistics and the batch counter
-        torch.testing.assert_close(sync.state_dict()[key], value, msg=key)
-    sync.eval(), bn.eval()
-    torch.testing.assert_close(sync(x), bn(x))
 
 
 def test_evaluate_cli_prints_per_class_iou_and_miou(tmp_path, capsys):

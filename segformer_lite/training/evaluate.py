@@ -14,7 +14,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import CLASSES, SyntheticShapes
-from ..decoder import SegFormer, load_segformer
+from ..checkpoint import load_segformer
+from ..decoder import SegFormer
 
 __all__ = ["confusion_matrix", "iou_per_class", "evaluate_model", "main"]
 

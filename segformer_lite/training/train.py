@@ -2,8 +2,9 @@
 
 Runs as one process, or unchanged under ``torchrun --nproc_per_node=2`` (DDP over gloo on
 CPU: each process draws its own images, gradients are averaged, and the decoder's BatchNorm
-takes its statistics over the global batch, as the official code's SyncBN does). Without
-dropout, two processes of batch ``b`` train the same weights as one process of batch ``2b``.
+takes its statistics over the global batch, as the official code's SyncBN does; see
+``distributed.py``). Without dropout, two processes of batch ``b`` train the same weights as
+one process of batch ``2b``.
 
 Optimiser as in the paper: AdamW, weight decay 0.01, "poly" learning-rate decay
 ``lr * (1 - step / steps) ** 1.0``. The paper fine-tunes an ImageNet-pretrained encoder with
@@ -26,17 +27,17 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import VARIANTS, mit_config
 from .data import CLASSES, SyntheticShapes
-from ..decoder import SegFormer, save_segformer
+from .distributed import sync_batchnorm
+from ..checkpoint import save_segformer
+from ..decoder import SegFormer
 from .._files import atomic_write
 from .evaluate import evaluate_model
 
-__all__ = ["poly_lr", "train", "main", "save_state", "load_state", "parse_args", "SyncBatchNorm2d",
-           "sync_batchnorm"]
+__all__ = ["poly_lr", "train", "main", "save_state", "load_state", "parse_args"]
 
 
 def poly_lr(step: int, steps: int, lr: float, warmup: int, power: float = 1.0) -> float:
@@ -44,56 +45,6 @@ def poly_lr(step: int, steps: int, lr: float, warmup: int, power: float = 1.0) -
     if step < warmup:
         return lr * (step + 1) / warmup
     return lr * (1.0 - (step - warmup) / max(1, steps - warmup)) ** power
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks. Every rank's loss depends on every rank's input through the sum, so the
-    backward pass sums the incoming gradients over ranks too."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        x = x.clone()
-        dist.all_reduce(x)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
-
-
-class SyncBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm whose training statistics span the global batch of all ranks, like the SyncBN the
-    official SegFormer trains with. torch's ``nn.SyncBatchNorm`` refuses CPU tensors, hence this one."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return super().forward(x)  # running statistics: nothing to synchronise
-        n = torch.tensor(float(x.numel() // x.shape[1]))
-        dist.all_reduce(n)  # values per channel over all ranks
-        mean = _AllReduceSum.apply(x.sum((0, 2, 3))) / n  # (C,)
-        centred = x - mean[:, None, None]
-        var = _AllReduceSum.apply(centred.square().sum((0, 2, 3))) / n  # (C,), biased as BatchNorm's
-        with torch.no_grad():  # running statistics as nn.BatchNorm2d keeps them (unbiased variance)
-            self.running_mean.lerp_(mean, self.momentum)
-            self.running_var.lerp_(var * n / (n - 1), self.momentum)
-            self.num_batches_tracked += 1
-        x = centred * torch.rsqrt(var + self.eps)[:, None, None]
-        return x * self.weight[:, None, None] + self.bias[:, None, None]
-
-
-def sync_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every ``nn.BatchNorm2d`` in ``module`` by a :class:`SyncBatchNorm2d` holding the same
-    weights and statistics (in place; build the optimiser afterwards)."""
-    for name, child in module.named_children():
-        if type(child) is nn.BatchNorm2d:
-            sync = SyncBatchNorm2d(child.num_features, child.eps, child.momentum)
-            sync.load_state_dict(child.state_dict())
-            setattr(module, name, sync)
-        else:
-            sync_batchnorm(child)
-    return module
 
 
 def save_state(state: dict, path) -> None:
