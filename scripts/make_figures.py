@@ -57,7 +57,7 @@ def encoder_diagram(size: int = 512) -> Figure:
     width = 2.3
     for i, (h, w) in enumerate(grids):
         dim, heads, sr, depth = cfg.embed_dims[i], cfg.num_heads[i], cfg.sr_ratios[i], cfg.depths[i]
-        kh, kw = am.reduced_grid((h, w), sr)
+        kh, kw = sl.reduced_grid((h, w), sr)
         k, s = cfg.patch_sizes[i], cfg.strides[i]
         height = 3.0 - 0.35 * i  # the pyramid narrows stage by stage
         y = 3.0 - height / 2

@@ -4,7 +4,9 @@ built to be read.
 SegFormer itself, at the top level, in course order:
 
     config       MiTConfig, mit_config("b0" ... "b5")
+    grid         shape arithmetic: conv output sizes, stage grids, the reduced key grid
     patch_embed  OverlapPatchEmbed
+    grid         grid arithmetic: conv output size, stage grids, key grid, smallest input
     tokens       image <-> tokens, the grid (H, W) carried along
     attention    EfficientSelfAttention (sequence reduction), FullSelfAttention
     mix_ffn      MixFFN
@@ -22,12 +24,13 @@ Scaffolding, in sub-packages:
 ``python -m segformer_lite.train`` / ``.evaluate`` / ``.homework``.
 """
 from .config import VARIANTS, MiTConfig, mit_config
-from .patch_embed import OverlapPatchEmbed, conv_output_size
+from .patch_embed import OverlapPatchEmbed
+from .grid import conv_output_size, min_input_size, reduced_grid, stage_grid_sizes
 from .tokens import image_to_tokens, tokens_to_image
 from .attention import EfficientSelfAttention, FullSelfAttention
 from .mix_ffn import MixFFN
 from .block import Block, DropPath
-from .encoder import MixTransformer, Stage, min_input_size, stage_grid_sizes
+from .encoder import MixTransformer, Stage
 from .decoder import AllMLPDecoder, SegFormer
 from .checkpoint import from_transformers, load_pretrained, load_segformer, save_segformer, to_official_state_dict
 from .course.cost import AttentionCost, EncoderCost, StageCost, attention_cost, encoder_cost, mix_ffn_flops
@@ -37,12 +40,13 @@ from .training.data import CLASSES, SyntheticShapes, render_shapes
 
 __all__ = [
     "VARIANTS", "MiTConfig", "mit_config",
-    "OverlapPatchEmbed", "conv_output_size",
+    "OverlapPatchEmbed",
+    "conv_output_size", "min_input_size", "reduced_grid", "stage_grid_sizes",
     "image_to_tokens", "tokens_to_image",
     "EfficientSelfAttention", "FullSelfAttention",
     "MixFFN",
     "Block", "DropPath",
-    "MixTransformer", "Stage", "min_input_size", "stage_grid_sizes",
+    "MixTransformer", "Stage",
     "AllMLPDecoder", "SegFormer",
     "from_transformers", "load_pretrained", "load_segformer", "save_segformer", "to_official_state_dict",
     "AttentionCost", "EncoderCost", "StageCost", "attention_cost", "encoder_cost", "mix_ffn_flops",

@@ -16,7 +16,8 @@ class EfficientSelfAttention(nn.Module):
 
     Queries come from all N tokens. When ``sr_ratio > 1`` the tokens are put back on their
     ``(H, W)`` grid, reduced by a Conv2d with kernel = stride = sr_ratio and normalised, so
-    keys and values have ``N / sr_ratio**2`` tokens: the score matrix shrinks by that factor.
+    keys and values have ``M = floor(H / sr) * floor(W / sr)`` tokens (``N / sr**2`` when sr
+    divides H and W; :func:`segformer_lite.grid.reduced_grid`): the score matrix shrinks by ``N / M``.
     Heads split the channels (each head sees every token through ``dim / heads`` channels).
     K and V share one fused Linear as in the official code: rows ``[:dim]`` are K, ``[dim:]`` V.
     """
@@ -37,15 +38,15 @@ class EfficientSelfAttention(nn.Module):
             self.norm = nn.LayerNorm(dim, eps=eps)
 
     def reduce(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        """The tokens keys and values are computed from: ``(B, N, C) -> (B, M, C)``, M = N / sr_ratio**2."""
+        """The tokens keys and values are computed from: ``(B, N, C) -> (B, M, C)``, M = floor(H/sr) * floor(W/sr)."""
         if self.sr_ratio == 1:
             return x
-        x = self.sr(tokens_to_image(x, hw))  # (B, C, H/sr, W/sr)
+        x = self.sr(tokens_to_image(x, hw))  # (B, C, floor(H/sr), floor(W/sr))
         return self.norm(rearrange(x, "b c h w -> b (h w) c"))  # (B, M, C)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int], return_attention: bool = False):
         q = rearrange(self.q(x), "b n (h d) -> b h n d", h=self.num_heads)  # (B, heads, N, d)
-        kv = self.kv(self.reduce(x, hw))  # (B, M, 2C), M = N / sr_ratio**2
+        kv = self.kv(self.reduce(x, hw))  # (B, M, 2C), M = floor(H/sr) * floor(W/sr)
         k, v = rearrange(kv, "b m (two h d) -> two b h m d", two=2, h=self.num_heads)
         if return_attention:
             attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)  # (B, heads, N, M)

@@ -8,10 +8,11 @@ from torch import nn
 
 from .block import Block
 from .config import MiTConfig
-from .patch_embed import OverlapPatchEmbed, conv_output_size
+from .grid import min_input_size
+from .patch_embed import OverlapPatchEmbed
 from .tokens import tokens_to_image
 
-__all__ = ["MixTransformer", "Stage", "min_input_size", "stage_grid_sizes"]
+__all__ = ["MixTransformer", "Stage"]
 
 
 class Stage(nn.Module):
@@ -41,29 +42,12 @@ class Stage(nn.Module):
         return (x, attns) if return_attention else x
 
 
-def stage_grid_sizes(cfg: MiTConfig, height: int, width: int) -> list[tuple[int, int]]:
-    """The ``(H_i, W_i)`` token grid of every stage for an input of ``height x width``."""
-    sizes, h, w = [], height, width
-    for k, s in zip(cfg.patch_sizes, cfg.strides):
-        h, w = conv_output_size(h, k, s, k // 2), conv_output_size(w, k, s, k // 2)
-        sizes.append((h, w))
-    return sizes
-
-
-def min_input_size(cfg: MiTConfig) -> int:
-    """Smallest side length for which every stage's grid is at least ``sr_ratio`` wide,
-    so each sequence-reduction conv (kernel = stride = sr_ratio) has a window to cover."""
-    size = 1
-    while any(h < max(r, 1) for (h, _), r in zip(stage_grid_sizes(cfg, size, size), cfg.sr_ratios)):
-        size += 1
-    return size
-
-
 class MixTransformer(nn.Module):
     """MiT encoder. ``forward(images) -> [f1, f2, f3, f4]``, ``f_i`` of shape ``(B, C_i, H_i, W_i)``.
 
     With ``return_attention=True`` it also returns one attention map per block, in order,
-    each ``(B, heads, N_i, N_i / sr_ratio_i**2)``.
+    each ``(B, heads, N_i, M_i)``: ``N_i = H_i * W_i`` and ``M_i = floor(H_i / sr_i) * floor(W_i / sr_i)``
+    (:func:`segformer_lite.grid.stage_grid_sizes` and :func:`~segformer_lite.grid.reduced_grid`).
     """
 
     def __init__(self, cfg: MiTConfig | None = None):

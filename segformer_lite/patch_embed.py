@@ -6,12 +6,7 @@ from torch import nn
 
 from .tokens import image_to_tokens
 
-__all__ = ["OverlapPatchEmbed", "conv_output_size"]
-
-
-def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Output length of a convolution along one axis: ``floor((size + 2p - k) / s) + 1``."""
-    return (size + 2 * padding - kernel) // stride + 1
+__all__ = ["OverlapPatchEmbed"]
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -19,7 +14,8 @@ class OverlapPatchEmbed(nn.Module):
 
     With k > s neighbouring patches share pixels, so each token also sees its neighbours'
     borders (stage 1 of MiT: k=7, s=4, so a patch overlaps the next by 3 pixels).
-    Returns tokens ``(B, H'*W', C)`` and the grid ``(H', W')``.
+    Returns tokens ``(B, H'*W', C)`` and the grid ``(H', W')``, ``H' = ceil(H / s)`` (see
+    :func:`segformer_lite.grid.conv_output_size`).
     """
 
     def __init__(self, in_channels: int, embed_dim: int, patch_size: int = 7, stride: int = 4,

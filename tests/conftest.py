@@ -1,9 +1,22 @@
 """Fixtures shared by the package tests (helpers live in hf_reference.py)."""
 from __future__ import annotations
 
+import sys
+
+import matplotlib
 import pytest
 
 from hf_reference import hf_segformer
+
+matplotlib.use("Agg")  # headless: tests draw on Agg canvases, never open a window
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Close every pyplot figure a test opened, so figures do not pile up over the session."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:  # only tests that drew through pyplot have any
+        sys.modules["matplotlib.pyplot"].close("all")
 
 
 @pytest.fixture(scope="session")

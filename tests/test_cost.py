@@ -109,7 +109,7 @@ def test_encoder_attention_maps_bytes():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="smaller than the sequence-reduction window"):
+    with pytest.raises(ValueError, match="sr_ratio=8 is larger than the 7x30 token grid"):
         attention_cost(7, 30, 32, sr_ratio=8)
     with pytest.raises(ValueError, match="must divide"):
         attention_cost(8, 8, 30, num_heads=4)

@@ -1,20 +1,10 @@
 """The notebooks' drawing helpers, on a headless (Agg) canvas."""
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from segformer_lite.course.plots import draw_tokens  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
+from segformer_lite.course.plots import draw_tokens
 
 
 def test_draw_tokens_writes_each_label_in_its_cell():

@@ -1,9 +1,5 @@
 """segformer_lite.course.widgets.attention_map: maps checked against a hand-written softmax(q.k) and
 against transformers' own attention probabilities; the widget driven headless."""
-import matplotlib
-
-matplotlib.use("Agg")
-
 import numpy as np
 import pytest
 import torch
@@ -45,7 +41,7 @@ def test_layer_map_is_the_softmax_of_q_dot_k(sr_ratio, query):
     for head in (0, 1):
         amap = am.attention_for_query(layer, x, query, head=head)
         expected = manual_query_weights(layer, x, query, head)
-        assert amap.weights.shape == tuple(expected.shape) == am.reduced_grid((6, 10), sr_ratio)
+        assert amap.weights.shape == tuple(expected.shape) == sl.reduced_grid((6, 10), sr_ratio)
         assert amap.kv_grid == (6 // sr_ratio, 10 // sr_ratio)
         torch.testing.assert_close(torch.from_numpy(amap.weights), expected, rtol=1e-4, atol=1e-6)
         assert amap.weights.sum() == pytest.approx(1.0, abs=1e-5)
@@ -86,16 +82,6 @@ def test_model_maps_equal_transformers_attention_probabilities():
         torch.testing.assert_close(b.weights, p, rtol=1e-4, atol=1e-6)
     with pytest.raises(TypeError, match="expected a MixTransformer"):
         am.encoder_attention(sl.EfficientSelfAttention(8, 1), image)
-
-
-def test_reduced_grid_floors_and_refuses_a_window_larger_than_the_grid():
-    assert am.reduced_grid((56, 56), 8) == (7, 7)
-    assert am.reduced_grid((7, 10), 3) == (2, 3)  # the last row and column are never keys
-    assert am.reduced_grid((4, 4), 4) == (1, 1)
-    with pytest.raises(ValueError, match=r"sr_ratio=8 is larger than the 6x6 token grid"):
-        am.reduced_grid((6, 6), 8)
-    with pytest.raises(ValueError, match="positive int"):
-        am.reduced_grid((6, 6), 0)
 
 
 def test_bad_queries_heads_and_inputs_get_clear_errors():
@@ -146,7 +132,7 @@ def two_colour_photo():
 def test_colour_head_attends_to_the_same_colour_and_position_head_to_the_query(sr_ratio):
     feats = am.colour_position_features(two_colour_photo(), (8, 8))
     layer = am.colour_position_attention(sr_ratio)
-    kh, kw = am.reduced_grid((8, 8), sr_ratio)
+    kh, kw = sl.reduced_grid((8, 8), sr_ratio)
     for cell in [(0, 0), (kh - 1, 0), (kh // 2, kw // 2 - 1)]:  # key cells in the red half
         # the query on the token the reduction hands on for this cell (its window's centre)
         query = (cell[0] * sr_ratio + sr_ratio // 2, cell[1] * sr_ratio + sr_ratio // 2)
@@ -180,24 +166,27 @@ def test_draw_attention_covers_only_the_pooled_part_of_the_photo():
 def test_widget_without_model_redraws_and_survives_extremes():
     pytest.importorskip("ipywidgets")
     w = am.attention_widget(sl.load_photo("chelsea", (60, 90)), grid=(6, 9))
-    s = w.sliders
+    s = w.controls
     assert set(s) == {"row", "col", "sr_ratio", "head"}
-    first = w.picture.value
+    first = w.image.value
     assert first[:8] == b"\x89PNG\r\n\x1a\n"
     s["row"].value, s["col"].value = s["row"].max, s["col"].max  # the last token
-    assert w.last_map.query == (5, 8) and w.picture.value != first
+    assert w.shown.query == (5, 8) and w.image.value != first
     s["head"].value = 1
-    assert w.last_map.head == 1
+    assert w.shown.head == 1
     s["sr_ratio"].value = 4
-    assert w.last_map.kv_grid == (1, 2) and "1x2 = 2 keys" in w.message.value
-    before = w.picture.value
+    assert w.shown.kv_grid == (1, 2) and "1x2 = 2 keys" in w.message.value
+    before = w.image.value
     s["sr_ratio"].value = 8  # larger than the 6x9 grid: a message, not a traceback
     assert "larger than the 6x9 token grid" in w.message.value
-    assert w.picture.value == before and w.last_map.sr_ratio == 4
+    assert w.image.value == before and w.shown.sr_ratio == 4
     s["sr_ratio"].value = 1
-    assert w.last_map.kv_grid == (6, 9) and "cannot" not in w.message.value
+    assert w.shown.kv_grid == (6, 9) and "cannot" not in w.message.value
     s["row"].value, s["col"].value = 0, 0
-    assert w.last_map.query == (0, 0)
+    assert w.shown.query == (0, 0)
+    view = w._repr_mimebundle_()["application/vnd.jupyter.widget-view+json"]
+    assert view["model_id"] == w.box.model_id  # a notebook shows the box: query sliders, extras, message, picture
+    assert [list(row.children) for row in w.box.children[:2]] == [[s["row"], s["col"]], [s["sr_ratio"], s["head"]]]
 
 
 def test_widget_with_a_model_follows_blocks_stages_and_heads():
@@ -206,19 +195,19 @@ def test_widget_with_a_model_follows_blocks_stages_and_heads():
     model = sl.MixTransformer(sl.mit_config("b0")).eval()
     image = sl.photo_tensor("astronaut", (64, 96))
     w = am.attention_widget(sl.load_photo("astronaut", (64, 96)), model=model, image=image)
-    s = w.sliders
+    s = w.controls
     assert set(s) == {"row", "col", "block", "head"} and (s["row"].max, s["col"].max) == (15, 23)
     s["row"].value, s["col"].value = 15, 23
-    pictures = {w.picture.value}
+    pictures = {w.image.value}
     for block, heads, grid in [(1, 1, (16, 24)), (3, 2, (8, 12)), (5, 5, (4, 6)), (7, 8, (2, 3))]:
         s["block"].value = block
-        assert s["head"].max == 7 and w.last_map.grid == grid  # b0's most heads, from the start
-        assert w.last_map.query == (grid[0] - 1, grid[1] - 1)  # bottom-right stays bottom-right
+        assert s["head"].max == 7 and w.shown.grid == grid  # b0's most heads, from the start
+        assert w.shown.query == (grid[0] - 1, grid[1] - 1)  # bottom-right stays bottom-right
         s["head"].value = heads - 1
-        assert w.last_map.head == heads - 1
-        pictures.add(w.picture.value)
+        assert w.shown.head == heads - 1
+        pictures.add(w.image.value)
     s["block"].value = 0  # back to one head: head 7 does not exist there, head 0 is drawn
-    assert s["head"].value == 7 and w.last_map.head == 0
+    assert s["head"].value == 7 and w.shown.head == 0
     assert "stage 1 has 1 head: showing head 0" in w.message.value
     s["head"].value = 0
     assert "showing head" not in w.message.value

@@ -1,26 +1,16 @@
 """The patch-grid view: its numbers against hand computation and against a real Conv2d, its
 drawing on a headless (Agg) canvas, and the slider widget driven from code."""
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from matplotlib.collections import PathCollection
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from matplotlib.collections import PathCollection  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from segformer_lite.course.widgets.patch_grid import draw_patch_grid, patch_grid, patch_grid_widget  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
+from segformer_lite.course.widgets.patch_grid import draw_patch_grid, patch_grid, patch_grid_widget
 
 
 # ---------------------------------------------------------------- hand-computed layouts
@@ -216,39 +206,43 @@ def test_draw_accepts_grey_and_tensor_images():
 
 def test_widget_redraws_when_sliders_move():
     w = patch_grid_widget(photo(), max_kernel=32, max_stride=32, max_padding=16)
-    assert (w.kernel.value, w.stride.value, w.padding.value) == (7, 4, 3)
-    assert w.info.out_hw == (16, 24) and "16x24 grid = 384 tokens" in w.text.value
+    s = w.controls
+    assert set(s) == {"kernel", "stride", "padding"}
+    assert (s["kernel"].value, s["stride"].value, s["padding"].value) == (7, 4, 3)
+    assert w.shown.out_hw == (16, 24) and "16x24 grid = 384 tokens" in w.message.value
     first_png = w.image.value
     assert first_png[:8] == b"\x89PNG\r\n\x1a\n"
 
-    w.stride.value = 16
-    w.kernel.value = 16
-    w.padding.value = 0
-    assert w.info.out_hw == (4, 6) and "4x6 grid = 24 tokens" in w.text.value
-    assert "without overlap" in w.text.value
+    s["stride"].value = 16
+    s["kernel"].value = 16
+    s["padding"].value = 0
+    assert w.shown.out_hw == (4, 6) and "4x6 grid = 24 tokens" in w.message.value
+    assert "without overlap" in w.message.value
     assert w.image.value != first_png
 
 
 def test_widget_survives_extreme_slider_values():
     w = patch_grid_widget(photo(20, 20), max_kernel=32, max_stride=32, max_padding=16)
+    s = w.controls
     for name, value in [("kernel", 1), ("stride", 1), ("padding", 0)]:  # a pixel grid
-        getattr(w, name).value = value
-    assert w.info.out_hw == (20, 20)
-    w.stride.value = w.stride.max  # stride 32 > kernel 1: one pixel seen out of every 32
-    assert w.info.gap == 31 and "never seen" in w.text.value
-    w.kernel.value = w.kernel.max  # kernel 32 > 20 pixels and no padding: no output at all
-    assert not w.info.valid
-    assert "no output" in w.text.value and "#b00020" in w.text.value
+        s[name].value = value
+    assert w.shown.out_hw == (20, 20)
+    s["stride"].value = s["stride"].max  # stride 32 > kernel 1: one pixel seen out of every 32
+    assert w.shown.gap == 31 and "never seen" in w.message.value
+    s["kernel"].value = s["kernel"].max  # kernel 32 > 20 pixels and no padding: no output at all
+    assert not w.shown.valid
+    assert "no output" in w.message.value and "#b00020" in w.message.value
     assert w.image.value[:8] == b"\x89PNG\r\n\x1a\n"
-    w.padding.value = w.padding.max  # padding 16 makes it fit again: 20 + 32 = 52 -> 1 + (52-32)//32 = 1
-    assert w.info.valid and w.info.out_hw == (1, 1)
-    assert "no output" not in w.text.value
+    s["padding"].value = s["padding"].max  # padding 16 makes it fit again: 20 + 32 = 52 -> 1 + (52-32)//32 = 1
+    assert w.shown.valid and w.shown.out_hw == (1, 1)
+    assert "no output" not in w.message.value
 
 
 def test_widget_clamps_slider_values_to_its_range():
     w = patch_grid_widget(photo(20, 20), max_kernel=8)
-    w.kernel.value = 100  # ipywidgets clamps to max
-    assert w.kernel.value == 8 and w.info.kernel == 8
+    s = w.controls
+    s["kernel"].value = 100  # ipywidgets clamps to max
+    assert s["kernel"].value == 8 and w.shown.kernel == 8
 
 
 def test_widget_rejects_bad_input_early():
@@ -256,3 +250,11 @@ def test_widget_rejects_bad_input_early():
         patch_grid_widget(photo(), kernel=0)
     with pytest.raises(ValueError, match="image"):
         patch_grid_widget(np.zeros((3, 4, 4, 4)))
+
+
+def test_widget_displays_as_its_box_of_sliders_message_and_picture():
+    w = patch_grid_widget(photo())
+    view = w._repr_mimebundle_()["application/vnd.jupyter.widget-view+json"]
+    assert view["model_id"] == w.box.model_id
+    sliders, message, image = w.box.children
+    assert list(sliders.children) == list(w.controls.values()) and (message, image) == (w.message, w.image)

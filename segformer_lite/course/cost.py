@@ -24,8 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import MiTConfig
-from ..encoder import min_input_size, stage_grid_sizes
-from ..patch_embed import conv_output_size
+from ..grid import min_input_size, reduced_grid, stage_grid_sizes
 
 __all__ = ["AttentionCost", "StageCost", "EncoderCost", "attention_cost", "mix_ffn_flops",
            "encoder_cost"]
@@ -67,13 +66,9 @@ def attention_cost(height: int, width: int, dim: int, num_heads: int = 1, sr_rat
                    batch=batch, bytes_per_element=bytes_per_element)
     if dim % num_heads:
         raise ValueError(f"num_heads={num_heads} must divide dim={dim} (heads split the channels)")
-    if min(height, width) < sr_ratio:
-        raise ValueError(f"a {height}x{width} grid is smaller than the sequence-reduction window "
-                         f"{sr_ratio}x{sr_ratio}: no key/value tokens would be left")
     n = height * width
-    # the SR conv has kernel = stride = sr and no padding, so a partial window at the edge is dropped
-    m = n if sr_ratio == 1 else (conv_output_size(height, sr_ratio, sr_ratio, 0)
-                                 * conv_output_size(width, sr_ratio, sr_ratio, 0))
+    kh, kw = reduced_grid((height, width), sr_ratio)  # a partial window at the edge is dropped
+    m = kh * kw
     c = dim
     projection = 2 * batch * (n * c * c  # q
                               + m * c * 2 * c  # fused kv

@@ -1,6 +1,7 @@
 """Where does one query pixel look? Attention maps of efficient self-attention on a photo.
 
-Pure functions compute and draw; :func:`attention_widget` only wires sliders to them.
+Pure functions compute and draw; :func:`attention_widget` only wires sliders to them
+(an :class:`AttentionWidget`, the course's one widget shape: see ``_render.SliderView``).
 
 * :func:`attention_for_query` works with any :class:`~segformer_lite.EfficientSelfAttention`
   (given a feature map) or any :class:`~segformer_lite.MixTransformer` (given an image and a
@@ -15,7 +16,6 @@ Pure functions compute and draw; :func:`attention_widget` only wires sliders to 
 """
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 
@@ -24,14 +24,14 @@ import torch
 import torch.nn.functional as F
 
 from ...attention import EfficientSelfAttention
-from ...encoder import MixTransformer, stage_grid_sizes
-from ...patch_embed import conv_output_size
+from ...encoder import MixTransformer
+from ...grid import reduced_grid, stage_grid_sizes
 from ...tokens import image_to_tokens
+from ._render import SliderView
 
 __all__ = ["AttentionMap", "BlockAttention", "attention_for_query", "encoder_attention",
-           "query_attention", "reduced_grid",
-           "colour_position_features", "colour_position_attention", "draw_attention",
-           "scale_query", "attention_widget"]
+           "query_attention", "colour_position_features", "colour_position_attention",
+           "draw_attention", "scale_query", "AttentionWidget", "attention_widget"]
 
 COLOUR_CHANNELS, POSITION_CHANNELS = 6, 4  # cos/sin of r, g, b; cos/sin of y, x
 HEAD_DIM = 2 * COLOUR_CHANNELS  # each feature and its negation: head 0 colour, head 1 position
@@ -52,20 +52,6 @@ class AttentionMap:
     sr_ratio: int
     query: tuple[int, int]
     head: int
-
-
-def reduced_grid(grid: tuple[int, int], sr_ratio: int) -> tuple[int, int]:
-    """The key/value grid left by the sequence-reduction conv (kernel = stride = sr_ratio,
-    no padding): ``floor(H / sr) x floor(W / sr)``. Tokens past the last full window never
-    become keys. A readable ValueError when the grid is smaller than one window."""
-    if not isinstance(sr_ratio, int) or sr_ratio < 1:
-        raise ValueError(f"sr_ratio must be a positive int, got {sr_ratio!r}")
-    h, w = grid
-    if sr_ratio > min(h, w):
-        raise ValueError(f"sr_ratio={sr_ratio} is larger than the {h}x{w} token grid: the "
-                         f"reduction conv needs at least one {sr_ratio}x{sr_ratio} window "
-                         f"(use sr_ratio <= {min(h, w)} or a larger image)")
-    return conv_output_size(h, sr_ratio, sr_ratio, 0), conv_output_size(w, sr_ratio, sr_ratio, 0)
 
 
 def _check_query(query_rc, grid: tuple[int, int]) -> tuple[int, int]:
@@ -253,84 +239,63 @@ def _rectangle(xy, width, height):
     return Rectangle(xy, width, height, fill=False, edgecolor="cyan", linewidth=1.5)
 
 
-def _render_png(photo: np.ndarray, amap: AttentionMap, title: str) -> bytes:
-    from matplotlib.figure import Figure  # no pyplot: no global state, works on any backend
-    fig = Figure(figsize=(4.2, 4.2 * photo.shape[0] / photo.shape[1] + 0.3), dpi=80)
-    ax = fig.add_subplot()
-    draw_attention(ax, photo, amap, title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+class AttentionWidget(SliderView):
+    """Sliders over attention maps on ``photo`` (see :func:`attention_widget`); ``shown`` is the
+    :class:`AttentionMap` drawn last (see :class:`SliderView` for the other attributes)."""
+
+    def __init__(self, photo: np.ndarray, model: MixTransformer | None = None, image=None,
+                 grid: tuple[int, int] = (56, 56), sr_ratios=(1, 2, 4, 8), sharpness=(30.0, 40.0)):
+        import ipywidgets as widgets
+
+        self.photo, self.model = photo, model
+        if model is None:
+            self.features = colour_position_features(photo, grid)
+            self.layers = {sr: colour_position_attention(sr, sharpness) for sr in sr_ratios}
+            self.base_grid = tuple(grid)
+            extra = {"sr_ratio": widgets.SelectionSlider(options=list(sr_ratios), value=sr_ratios[0],
+                                                         description="sr_ratio"),
+                     "head": widgets.IntSlider(0, 0, 1, description="head")}
+        else:
+            if image is None:
+                raise ValueError("with a model, pass image=(1, 3, H, W), the tensor the model reads")
+            self.blocks = encoder_attention(model, image)  # once; the sliders only pick from it
+            self.base_grid = self.blocks[0].grid
+            extra = {"block": widgets.IntSlider(0, 0, len(self.blocks) - 1, description="block"),
+                     # the full range up front: a range changed at run time stops the slider's End/Home keys
+                     "head": widgets.IntSlider(0, 0, max(model.config.num_heads) - 1, description="head")}
+        h, w = self.base_grid
+        query = {"row": widgets.IntSlider(h // 2, 0, h - 1, description="query row"),
+                 "col": widgets.IntSlider(w // 2, 0, w - 1, description="query col")}
+        super().__init__([query, extra], figsize=(4.2, 4.2 * photo.shape[0] / photo.shape[1] + 0.3))
+
+    def draw(self, ax, row: int, col: int, head: int, sr_ratio: int | None = None, block: int | None = None):
+        note = ""
+        if self.model is None:
+            amap = attention_for_query(self.layers[sr_ratio], self.features, (row, col), head)
+            title = f"{HEAD_NAMES[head]} head, sr_ratio {sr_ratio}"
+        else:
+            b = self.blocks[block]
+            heads = b.weights.shape[1]
+            amap = b.query(scale_query((row, col), self.base_grid, b.grid), min(head, heads - 1))
+            title = f"stage {b.stage + 1}, block {block}, head {amap.head}"
+            if amap.head != head:  # early stages have fewer heads
+                note = f"stage {b.stage + 1} has {heads} head{'s' * (heads > 1)}: showing head {amap.head}. "
+        draw_attention(ax, self.photo, amap, title)
+        (gh, gw), (kh, kw) = amap.grid, amap.kv_grid
+        return amap, note + (f"query token {amap.query} of a {gh}x{gw} grid attends to {kh}x{kw} = "
+                             f"{kh * kw} keys; largest weight {amap.weights.max():.3f}")
 
 
 def attention_widget(photo: np.ndarray, model: MixTransformer | None = None, image=None,
                      grid: tuple[int, int] = (56, 56), sr_ratios=(1, 2, 4, 8),
-                     sharpness=(30.0, 40.0)):
-    """Sliders over attention maps; returns the widget (a ``VBox``).
+                     sharpness=(30.0, 40.0)) -> AttentionWidget:
+    """Sliders over attention maps; display the returned :class:`AttentionWidget` in a notebook.
 
     Without ``model``: the hand-made :func:`colour_position_attention` layer on ``photo``
     averaged to ``grid``; sliders query row / col, sr_ratio and head (0 colour, 1 position).
     With ``model`` (a :class:`MixTransformer`) and ``image`` (its ``(1, 3, H, W)`` input):
     sliders query row / col on the stage-1 grid, block and head; the query is moved to the
-    block's own stage grid with :func:`scale_query`.
-
-    The widget exposes ``.sliders`` (name -> slider), ``.picture`` (an ``ipywidgets.Image``
-    holding the PNG), ``.message`` and ``.last_map`` (the :class:`AttentionMap` drawn last),
-    so it can be driven without a browser.
+    block's own stage grid with :func:`scale_query`. Set ``w.controls["row"].value = ...`` to
+    drive it from code.
     """
-    import ipywidgets as widgets
-
-    if model is None:
-        features = colour_position_features(photo, grid)
-        layers = {sr: colour_position_attention(sr, sharpness) for sr in sr_ratios}
-        base_grid = tuple(grid)
-        extra = {"sr_ratio": widgets.SelectionSlider(options=list(sr_ratios), value=sr_ratios[0],
-                                                     description="sr_ratio"),
-                 "head": widgets.IntSlider(0, 0, 1, description="head")}
-    else:
-        if image is None:
-            raise ValueError("with a model, pass image=(1, 3, H, W), the tensor the model reads")
-        blocks = encoder_attention(model, image)  # once; the sliders only pick from it
-        base_grid = blocks[0].grid
-        extra = {"block": widgets.IntSlider(0, 0, len(blocks) - 1, description="block"),
-                 # the full range up front: a range changed at run time stops the slider's End/Home keys
-                 "head": widgets.IntSlider(0, 0, max(model.config.num_heads) - 1, description="head")}
-    sliders = {"row": widgets.IntSlider(base_grid[0] // 2, 0, base_grid[0] - 1, description="query row"),
-               "col": widgets.IntSlider(base_grid[1] // 2, 0, base_grid[1] - 1, description="query col"),
-               **extra}
-    picture = widgets.Image(format="png")
-    message = widgets.HTML()
-    box = widgets.VBox([widgets.HBox([sliders["row"], sliders["col"]]),
-                        widgets.HBox(list(extra.values())), message, picture])
-    box.sliders, box.picture, box.message, box.last_map = sliders, picture, message, None
-
-    def update(_=None):
-        query = (sliders["row"].value, sliders["col"].value)
-        note = ""
-        try:
-            if model is None:
-                sr, head = sliders["sr_ratio"].value, sliders["head"].value
-                amap = attention_for_query(layers[sr], features, query, head)
-                title = f"{HEAD_NAMES[head]} head, sr_ratio {sr}"
-            else:
-                b = blocks[sliders["block"].value]
-                heads = b.weights.shape[1]
-                head = min(sliders["head"].value, heads - 1)  # early stages have fewer heads
-                amap = b.query(scale_query(query, base_grid, b.grid), head)
-                title = f"stage {b.stage + 1}, block {sliders['block'].value}, head {amap.head}"
-                if head != sliders["head"].value:
-                    note = f"stage {b.stage + 1} has {heads} head{'s' * (heads > 1)}: showing head {head}. "
-        except ValueError as e:  # e.g. sr_ratio larger than the grid: say so, keep the last picture
-            message.value = f"<b>cannot draw:</b> {e}"
-            return
-        kh, kw = amap.kv_grid
-        message.value = note + (f"query token {amap.query} of a {amap.grid[0]}x{amap.grid[1]} grid attends "
-                         f"to {kh}x{kw} = {kh * kw} keys; largest weight {amap.weights.max():.3f}")
-        picture.value = _render_png(photo, amap, title)
-        box.last_map = amap
-
-    for s in sliders.values():
-        s.observe(update, names="value")
-    update()
-    return box
+    return AttentionWidget(photo, model, image, grid, sr_ratios, sharpness)

@@ -9,12 +9,12 @@ matplotlib ``Axes`` (``draw_patch_grid``), and a thin ipywidgets wrapper with th
 from __future__ import annotations
 
 import html
-import io
 from dataclasses import dataclass
 
 import numpy as np
 
-from ...patch_embed import conv_output_size
+from ...grid import conv_output_size
+from ._render import SliderView
 
 __all__ = ["PatchGrid", "patch_grid", "draw_patch_grid", "PatchGridWidget", "patch_grid_widget"]
 
@@ -223,58 +223,31 @@ def draw_patch_grid(ax, image, kernel: int, stride: int, padding: int = 0, *,
     return info
 
 
-class PatchGridWidget:
-    """Sliders for kernel, stride and padding over one photo; moving one redraws the patches.
-
-    Attributes for code and tests: ``kernel``, ``stride``, ``padding`` (``IntSlider``), ``text``
-    (``HTML`` with ``PatchGrid.message``), ``image`` (``Image`` widget with the PNG drawing),
-    ``info`` (the current ``PatchGrid``) and ``box`` (the layout shown in the notebook).
-    """
+class PatchGridWidget(SliderView):
+    """Sliders ``kernel``, ``stride`` and ``padding`` over one photo; ``shown`` is the current
+    :class:`PatchGrid`, ``message`` its :attr:`PatchGrid.message` (see :class:`SliderView`)."""
 
     def __init__(self, image, kernel: int = 7, stride: int = 4, padding: int = 3, *,
                  max_kernel: int = 32, max_stride: int = 32, max_padding: int = 16,
                  figsize: tuple[float, float] = (6.0, 4.0), dpi: int = 80):
         import ipywidgets as widgets
-        from matplotlib.figure import Figure
 
         self.photo = _as_image(image)
         patch_grid(self.photo.shape[:2], kernel, stride, padding)  # fail early on bad numbers
         style = dict(continuous_update=False, style={"description_width": "60px"})
-        self.kernel, self.stride, self.padding = (
-            widgets.IntSlider(value=value, min=low, max=max(high, value), description=name, **style)
-            for name, value, low, high in (("kernel", kernel, 1, max_kernel),
-                                           ("stride", stride, 1, max_stride),
-                                           ("padding", padding, 0, max_padding)))
-        self.text = widgets.HTML()
-        self.image = widgets.Image(format="png")
-        # a bare Figure, not pyplot's: nothing global, and the inline backend never shows it twice
-        self._figure = Figure(figsize=figsize, dpi=dpi)
-        for slider in (self.kernel, self.stride, self.padding):
-            slider.observe(self.update, names="value")
-        sliders = widgets.HBox([self.kernel, self.stride, self.padding])
-        self.box = widgets.VBox([sliders, self.text, self.image])
-        self.update()
+        sliders = {name: widgets.IntSlider(value=value, min=low, max=max(high, value), description=name, **style)
+                   for name, value, low, high in (("kernel", kernel, 1, max_kernel),
+                                                  ("stride", stride, 1, max_stride),
+                                                  ("padding", padding, 0, max_padding))}
+        super().__init__([sliders], figsize, dpi)
 
-    def update(self, change=None) -> PatchGrid:
-        """Redraw for the sliders' current values (called whenever one moves)."""
-        self._figure.clear()
-        ax = self._figure.add_subplot()
-        self.info = draw_patch_grid(ax, self.photo, self.kernel.value, self.stride.value, self.padding.value)
-        self._figure.tight_layout()
-        buf = io.BytesIO()
-        self._figure.savefig(buf, format="png")
-        self.image.value = buf.getvalue()
-        colour = "#b00020" if not self.info.valid else "inherit"
-        self.text.value = f'<span style="color:{colour}">{html.escape(self.info.message)}</span>'
-        return self.info
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.box)
+    def draw(self, ax, kernel: int, stride: int, padding: int):
+        info = draw_patch_grid(ax, self.photo, kernel, stride, padding)
+        colour = "#b00020" if not info.valid else "inherit"
+        return info, f'<span style="color:{colour}">{html.escape(info.message)}</span>'
 
 
 def patch_grid_widget(image, kernel: int = 7, stride: int = 4, padding: int = 3, **kwargs) -> PatchGridWidget:
     """Three sliders (kernel, stride, padding) redrawing the patch grid on ``image``. Display the
-    returned object in a notebook; set ``w.kernel.value = ...`` to drive it from code."""
+    returned object in a notebook; set ``w.controls["kernel"].value = ...`` to drive it from code."""
     return PatchGridWidget(image, kernel, stride, padding, **kwargs)
