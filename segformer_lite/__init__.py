@@ -4,7 +4,6 @@ built to be read.
 SegFormer itself, at the top level, in course order:
 
     config       MiTConfig, mit_config("b0" ... "b5")
-    grid         shape arithmetic: conv output sizes, stage grids, the reduced key grid
     patch_embed  OverlapPatchEmbed
     grid         grid arithmetic: conv output size, stage grids, key grid, smallest input
     tokens       image <-> tokens, the grid (H, W) carried along
