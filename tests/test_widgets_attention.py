@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers  # pinned in requirements-test.txt: missing is an error, not a skip
 from matplotlib.figure import Figure
 
 import segformer_lite as sl
@@ -50,7 +51,6 @@ def test_layer_map_is_the_softmax_of_q_dot_k(sr_ratio, query):
 
 
 def test_model_maps_equal_transformers_attention_probabilities():
-    transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     hf_cfg = transformers.SegformerConfig(hidden_sizes=[16, 32, 40, 64], num_attention_heads=[1, 2, 5, 8],
                                           depths=[1, 2, 1, 1], decoder_hidden_size=32,
@@ -164,7 +164,6 @@ def test_draw_attention_covers_only_the_pooled_part_of_the_photo():
 
 
 def test_widget_without_model_redraws_and_survives_extremes():
-    pytest.importorskip("ipywidgets")
     w = am.attention_widget(sl.load_photo("chelsea", (60, 90)), grid=(6, 9))
     s = w.controls
     assert set(s) == {"row", "col", "sr_ratio", "head"}
@@ -190,7 +189,6 @@ def test_widget_without_model_redraws_and_survives_extremes():
 
 
 def test_widget_with_a_model_follows_blocks_stages_and_heads():
-    pytest.importorskip("ipywidgets")
     torch.manual_seed(0)
     model = sl.MixTransformer(sl.mit_config("b0")).eval()
     image = sl.photo_tensor("astronaut", (64, 96))

@@ -6,6 +6,11 @@ data and workspace directories in a temporary folder, so a learner's own Jupyter
 in. Chromium is Debian's (/usr/bin/chromium), driven by Playwright's sync API; Playwright's own
 browser download is never used. Without Chromium the suite skips, except under CI=true, where a
 missing browser is a failure.
+
+A killed run leaves nothing behind: SIGTERM (timeout(1), CI cancelling a job) and SIGHUP are turned
+into KeyboardInterrupt, as Ctrl-C is, so pytest tears the fixtures down and the server's process
+group and its kernels are stopped; on Linux the server also gets SIGTERM if pytest dies outright
+(SIGKILL), and then shuts its kernels down itself.
 """
 
 import json
@@ -20,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import sync_playwright  # pinned in requirements-test.txt
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -67,6 +73,14 @@ def _copy_course(root):
     for name in ("notebooks", "images"):
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, root / name, ignore=ignore)
+
+
+def _die_with_parent():
+    """In the server's child process, before exec: SIGTERM it when pytest dies (Linux prctl)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _stop_server(proc):
@@ -122,7 +136,21 @@ def chromium_path():
 
 
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory, chromium_path):
+def teardown_on_sigterm():
+    """SIGTERM and SIGHUP raise KeyboardInterrupt (once), so session teardown runs as on Ctrl-C."""
+    def interrupt(signum, frame):
+        for sig in (signal.SIGTERM, signal.SIGHUP):  # a second signal must not cut the teardown short
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"{signal.Signals(signum).name}: stopping JupyterLab and Chromium")
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory, chromium_path, teardown_on_sigterm):
     """JupyterLab on 127.0.0.1:<free port>, empty token, serving a temporary copy of the course."""
     base = tmp_path_factory.mktemp("jupyterlab")
     root = base / "root"
@@ -163,8 +191,11 @@ def lab(tmp_path_factory, chromium_path):
         cmd.append("--allow-root")
     log = base / "jupyterlab.log"
     with open(log, "wb") as out:
+        # Its own session and process group, so _stop_server can signal the server and its
+        # helpers at once, and a Ctrl-C in the terminal reaches only pytest (which tears down).
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     server = Lab(f"http://127.0.0.1:{port}", root, log)
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
@@ -185,11 +216,7 @@ def lab(tmp_path_factory, chromium_path):
 
 
 @pytest.fixture(scope="session")
-def browser(chromium_path):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _need_browser("the playwright package is not installed (pip install -r requirements-test.txt)")
+def browser(chromium_path, teardown_on_sigterm):
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=str(chromium_path), headless=True,
                                       args=CHROMIUM_ARGS)

@@ -9,9 +9,17 @@ import re
 import time
 from dataclasses import dataclass, field
 
-RUN_TIMEOUT_S = 180  # per notebook, Run All Cells to idle
-KERNEL_START_TIMEOUT_S = 120
-SLIDER_TIMEOUT_S = 60  # one slider move to a redrawn, settled output
+# Every wait below decides pass or fail, so each is set far above what measured runs needed: two
+# runs of the suite on the shared 2-core machine at load average 6-11 (2026-11-25, 385 s and 431 s),
+# where Run All Cells took at most 47 s (06), a slider's value changed at most 0.47 s after its
+# key, and its output changed and settled at most 2.6 s after it (60 moves). A wait that runs out
+# says which one and how long it waited.
+RUN_TIMEOUT_S = 300  # per notebook, Run All Cells to idle: 6x the slowest measured (47 s)
+KERNEL_START_TIMEOUT_S = 120  # page load to an idle kernel: seconds when measured, kept generous
+RUN_START_TIMEOUT_S = 20  # Run All Cells to the first prompt "[*]": well under 1 s measured; 3 tries
+CLEAR_TIMEOUT_S = 30  # Clear Outputs to every prompt "[ ]": well under 1 s measured
+VALUE_TIMEOUT_S = 10  # key press to a new slider value: 20x the slowest measured (0.47 s)
+SLIDER_TIMEOUT_S = 60  # slider value to a redrawn, settled output: 23x the slowest measured (2.6 s)
 POLL_S = 0.5
 
 CELLS = ".jp-NotebookPanel .jp-Notebook .jp-Cell"
@@ -90,6 +98,8 @@ class SliderMove:
     changed_kinds: list = field(default_factory=list)
     errors: list = field(default_factory=list)
     seconds: float = 0.0
+    value_seconds: float = 0.0
+    ran_out: str = ""  # the wait that ran out for this move, if one did
 
 
 def notebook_cells(path):
@@ -103,14 +113,18 @@ def raises_exception_cells(path):
             if "raises-exception" in c.get("metadata", {}).get("tags", [])]
 
 
-def _wait(predicate, timeout, what):
+class WaitRanOut(TimeoutError):
+    """A wait of this harness ran out: the message names the wait, its constant and its length."""
+
+
+def _wait(predicate, timeout, what, name):
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} (waited {timeout} s)")
+            raise WaitRanOut(f"{what}: the wait ran out after {timeout} s ({name})")
         time.sleep(POLL_S)
 
 
@@ -123,7 +137,7 @@ def open_notebook(page, lab_url, relpath):
     page.goto(f"{lab_url}/lab/tree/{relpath}?reset")
     page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").first.wait_for(timeout=KERNEL_START_TIMEOUT_S * 1000)
     _wait(lambda: state(page)["status"] == "idle", KERNEL_START_TIMEOUT_S,
-          f"kernel for {relpath} never became idle")
+          f"kernel for {relpath} never became idle", "KERNEL_START_TIMEOUT_S")
 
 
 def menu(page, top, item):
@@ -141,7 +155,8 @@ def run_all(page, timeout=RUN_TIMEOUT_S):
     # Click into the notebook first: its commands are disabled unless it is the current widget.
     page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell .jp-InputPrompt").first.click()
     menu(page, "Edit", "Clear Outputs of All Cells")
-    _wait(lambda: all(p.strip() in ("[ ]:", "") for p in state(page)["prompts"]), 30, "outputs did not clear")
+    _wait(lambda: all(p.strip() in ("[ ]:", "") for p in state(page)["prompts"]), CLEAR_TIMEOUT_S,
+          "outputs did not clear", "CLEAR_TIMEOUT_S")
 
     def started():
         prompts = state(page)["prompts"]
@@ -151,9 +166,10 @@ def run_all(page, timeout=RUN_TIMEOUT_S):
     for attempt in range(3):  # a menu click that lands before the menu is live is lost; say so if all are
         menu(page, "Run", "Run All Cells")
         try:
-            _wait(started, 20, "Run All Cells did not start")
+            _wait(started, RUN_START_TIMEOUT_S, f"Run All Cells did not start (try {attempt + 1} of 3)",
+                  "RUN_START_TIMEOUT_S")
             break
-        except TimeoutError:
+        except WaitRanOut:
             if attempt == 2:
                 raise
 
@@ -162,12 +178,12 @@ def run_all(page, timeout=RUN_TIMEOUT_S):
         return started() and s["status"] == "idle" and not any("*" in p for p in s["prompts"])
 
     try:
-        _wait(finished, timeout, "Run All Cells did not finish")
-    except TimeoutError as e:
+        _wait(finished, timeout, "Run All Cells did not finish", "RUN_TIMEOUT_S")
+    except WaitRanOut as e:
         s = state(page)
         running = [i for i, p in enumerate(s["prompts"]) if "*" in p]
-        raise TimeoutError(f"{e}: kernel {s['status']}, code cells still queued or running: {running}, "
-                           f"prompts {s['prompts']}") from None
+        raise WaitRanOut(f"{e}; kernel {s['status']}, code cells still queued or running: {running}, "
+                         f"prompts {s['prompts']}") from None
     wait_settled(page)
     return time.monotonic() - start, state(page)["prompts"]
 
@@ -190,7 +206,8 @@ def wait_settled(page, timeout=SLIDER_TIMEOUT_S):
         same, last = now == last, now
         return same
 
-    _wait(settled, timeout, "outputs did not settle")
+    _wait(settled, timeout, "outputs did not settle (the kernel stayed busy or they kept changing)",
+          "SLIDER_TIMEOUT_S")
     return last
 
 
@@ -215,7 +232,8 @@ def move_slider(page, index, key, skip_errors=(), timeout=SLIDER_TIMEOUT_S):
     """Focus slider `index`'s handle, press `key`, wait for the outputs to change and settle.
 
     A move that leaves the value where it was (already at that end) returns value_before ==
-    value_after; a move whose outputs do not change within `timeout` returns no changed_cells.
+    value_after; a move whose outputs do not change within `timeout` returns no changed_cells and
+    says so in `ran_out`. Outputs that change but never settle raise WaitRanOut.
     """
     handle = slider_handles(page).nth(index)
     handle.scroll_into_view_if_needed()
@@ -227,15 +245,20 @@ def move_slider(page, index, key, skip_errors=(), timeout=SLIDER_TIMEOUT_S):
     handle.press(key)
     move = SliderMove(info["label"], info["cell"], key, value_before, value_before)
     try:
-        _wait(lambda: handle.get_attribute("aria-valuenow") != value_before, 3, "value unchanged")
-    except TimeoutError:
+        _wait(lambda: handle.get_attribute("aria-valuenow") != value_before, VALUE_TIMEOUT_S,
+              f"value stayed {value_before}", "VALUE_TIMEOUT_S")
+    except WaitRanOut as e:
+        move.ran_out = str(e)  # expected at the end of the range; check() reports it if no key moved it
         return move
     move.value_after = handle.get_attribute("aria-valuenow")
+    move.value_seconds = time.monotonic() - start
     try:
-        _wait(lambda: output_digests(page) != before, timeout, "no output changed")
-        after = wait_settled(page)
-    except TimeoutError:
-        after = before
+        _wait(lambda: output_digests(page) != before, timeout, "no output changed", "SLIDER_TIMEOUT_S")
+        after = wait_settled(page, timeout)
+    except WaitRanOut as e:
+        if output_digests(page) != before:
+            raise  # the outputs changed but did not settle
+        move.ran_out, after = str(e), before
     move.seconds = time.monotonic() - start
     move.changed_cells, move.changed_kinds = diff(before, after)
     move.errors = errors(page, skip_errors)
@@ -263,6 +286,7 @@ class NotebookReport:
     widgets: int
     moves: list
     screenshots: list
+    sliders: int = 0  # slider handles on the page after Run All Cells
 
 
 def exercise(page, lab_url, relpath, source_path, shot_dir, slider_timeout=SLIDER_TIMEOUT_S):
@@ -275,7 +299,7 @@ def exercise(page, lab_url, relpath, source_path, shot_dir, slider_timeout=SLIDE
     open_notebook(page, lab_url, relpath)
     try:
         seconds, prompts = run_all(page)
-    except TimeoutError:
+    except WaitRanOut:
         page.screenshot(path=shot_dir / f"{stem}-timeout.png")
         raise
     report = NotebookReport(relpath, seconds, prompts, errors(page, skip),
@@ -307,7 +331,7 @@ def exercise(page, lab_url, relpath, source_path, shot_dir, slider_timeout=SLIDE
             report.screenshots.append(shot)
         return move
 
-    count = slider_handles(page).count()
+    count = report.sliders = slider_handles(page).count()
     for i in range(count):
         for key in ("End", "Home"):
             if press(i, key).errors:
@@ -326,8 +350,13 @@ def exercise(page, lab_url, relpath, source_path, shot_dir, slider_timeout=SLIDE
     return report
 
 
-def check(report, expect_widgets):
-    """The assertions shared by the course notebooks and the harness's own fixture notebooks."""
+def check(report, expect_widgets, sliders):
+    """The assertions shared by the course notebooks and the harness's own fixture notebooks.
+
+    `sliders`: how many slider handles the notebook must show, so one that lost its sliders (a
+    widget that no longer renders, a cell that stopped displaying it) fails instead of passing
+    with nothing moved.
+    """
     where = report.relpath
     assert not report.errors, f"{where}: error output after Run All Cells:\n" + "\n\n".join(
         f"cell {e['cell']}:\n{e['text']}" for e in report.errors)
@@ -335,6 +364,9 @@ def check(report, expect_widgets):
     assert not not_run, f"{where}: code cells {not_run} did not run (prompts {report.prompts})"
     if expect_widgets:
         assert report.widgets, f"{where}: builds ipywidgets but none rendered (widget extension missing?)"
+    labels = list({i: m.label for i, m in report.moves}.values())
+    assert report.sliders == sliders, (f"{where}: expected {sliders} sliders after Run All Cells, found "
+                                       f"{report.sliders} {labels}")
     by_slider = {}
     for i, move in report.moves:
         by_slider.setdefault(i, []).append(move)
@@ -342,8 +374,9 @@ def check(report, expect_widgets):
             "\n\n".join(e["text"] for e in move.errors)
         if move.value_after != move.value_before:
             assert move.changed_cells, (f"{where}: slider {move.label!r} moved {move.value_before} -> "
-                                        f"{move.value_after} ({move.key}) but no output other than its readout changed")
+                                        f"{move.value_after} ({move.key}) but no output other than its readout "
+                                        f"changed ({move.ran_out})")
     for i, moves in by_slider.items():
         assert any(m.value_after != m.value_before for m in moves), (
             f"{where}: slider {i} ({moves[0].label!r}) did not move on End, Home or an arrow key, "
-            "with the other sliders where they were or at their far ends")
+            f"with the other sliders where they were or at their far ends (each key: {moves[-1].ran_out})")

@@ -1,8 +1,8 @@
 """The harness tested on notebooks built here, so the course tests' checks are known to be able to fail.
 
 One notebook has two sliders (one redraws a matplotlib figure, one prints text) and a cell that is
-meant to raise; the others have an unexpected error, and a slider that drives nothing but its own
-readout. Each must be reported the way a person watching would report it.
+meant to raise; the others have an unexpected error, a slider that drives nothing but its own
+readout, and a slider that is built but never shown. Each must be reported the way a person watching would report it.
 """
 
 import sys
@@ -29,6 +29,11 @@ widgets.interact(draw, n=widgets.IntSlider(value=3, min=1, max=10, description="
 TEXT_SLIDER = """\
 widgets.interact(lambda word: print(word.upper() * 2),
                  word=widgets.SelectionSlider(options=["alpha", "beta", "gamma"], value="beta", description="word"));
+"""
+MISSING_SLIDER = """\
+import ipywidgets as widgets
+slider = widgets.IntSlider(value=5, min=0, max=10, description="never shown")
+widgets.Label("a widget, but not the slider")
 """
 DEAD_SLIDER = """\
 import ipywidgets as widgets
@@ -64,7 +69,9 @@ def test_sliders_drive_image_and_text(lab, lab_page, write, screenshot_dir):
         TEXT_SLIDER,
     ))
     report = jlab.exercise(lab_page, lab.url, relpath, path, screenshot_dir)
-    jlab.check(report, expect_widgets=True)
+    jlab.check(report, expect_widgets=True, sliders=2)
+    with pytest.raises(AssertionError, match=r"expected 3 sliders after Run All Cells, found 2 \['n', 'word'\]"):
+        jlab.check(report, expect_widgets=True, sliders=3)
     # The kernel is this venv's python, so the course imports the installed segformer_lite.
     assert sys.prefix in lab_page.locator(jlab.CELLS).nth(0).locator(".jp-OutputArea").inner_text()
     moved = [(m.label, m.key, m.value_before, m.value_after, m.changed_kinds) for _, m in report.moves]
@@ -86,7 +93,7 @@ def test_unexpected_error_is_reported_and_stops_the_run(lab, lab_page, write, sc
     assert "ZeroDivisionError" in report.errors[0]["text"]
     assert [p.strip() for p in report.prompts] == ["[1]:", "[2]:", "[ ]:"]
     with pytest.raises(AssertionError, match="error output after Run All Cells"):
-        jlab.check(report, expect_widgets=False)
+        jlab.check(report, expect_widgets=False, sliders=0)
 
 
 def test_slider_that_changes_only_its_readout_fails(lab, lab_page, write, screenshot_dir):
@@ -94,5 +101,15 @@ def test_slider_that_changes_only_its_readout_fails(lab, lab_page, write, screen
     report = jlab.exercise(lab_page, lab.url, relpath, path, screenshot_dir, slider_timeout=5)
     assert [(m.value_before, m.value_after, m.changed_cells) for _, m in report.moves] == [
         ("5.0", "10.0", []), ("10.0", "0.0", [])]
-    with pytest.raises(AssertionError, match="no output other than its readout changed"):
-        jlab.check(report, expect_widgets=True)
+    with pytest.raises(AssertionError, match=r"no output other than its readout changed \(no output changed: "
+                                             r"the wait ran out after 5 s \(SLIDER_TIMEOUT_S\)\)"):
+        jlab.check(report, expect_widgets=True, sliders=1)
+
+
+def test_notebook_whose_slider_is_missing_fails(lab, lab_page, write, screenshot_dir):
+    # the slider is built but never displayed: the notebook runs cleanly, shows a widget, moves nothing
+    relpath, path = write("missing.ipynb", notebook(MISSING_SLIDER))
+    report = jlab.exercise(lab_page, lab.url, relpath, path, screenshot_dir)
+    assert (report.sliders, report.moves, report.errors) == (0, [], []) and report.widgets
+    with pytest.raises(AssertionError, match=r"expected 1 sliders after Run All Cells, found 0 \[\]"):
+        jlab.check(report, expect_widgets=True, sliders=1)
