@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     course.add_argument("root", type=Path)
     course.add_argument("--timeout", type=int, default=CELL_TIMEOUT, help="seconds per cell when grading")
     args = parser.parse_args(argv)
+    if not NOTEBOOKS.is_dir():  # a wheel ships the package, not the course's notebooks
+        parser.error(f"no course notebooks at {NOTEBOOKS}: homework needs a clone of the repository "
+                     "(installed with pip install -e .), not an installed wheel")
     if args.command == "generate":
         for path in generate_exercises():
             print(f"wrote {path.relative_to(REPO)}")

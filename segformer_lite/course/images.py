@@ -1,4 +1,5 @@
-"""The course's sample photos (CC0 / public domain, shipped in ``images/``)."""
+"""The course's sample photos (CC0 / public domain), shipped inside the package in ``photos/``
+with their licence note, so an installed wheel has them too."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ import torch
 
 __all__ = ["PHOTOS", "load_photo", "photo_tensor", "IMAGENET_MEAN", "IMAGENET_STD"]
 
-IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
+PHOTOS_DIR = Path(__file__).resolve().parent / "photos"  # package data, next to this module
 PHOTOS = ("chelsea", "coffee", "astronaut")
 # SegFormer's checkpoints were trained on images normalised with the ImageNet statistics
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -21,9 +22,10 @@ def load_photo(name: str = "chelsea", size: tuple[int, int] | None = None) -> np
 
     if name not in PHOTOS:
         raise ValueError(f"unknown photo {name!r}; available: {', '.join(PHOTOS)}")
-    path = IMAGES_DIR / f"{name}.png"
+    path = PHOTOS_DIR / f"{name}.png"
     if not path.is_file():
-        raise FileNotFoundError(f"photo {path} is missing (it ships in the repository's images/ folder)")
+        raise FileNotFoundError(f"photo {path} is missing: the package ships it as package data in "
+                                "segformer_lite/course/photos/; reinstall segformer-lite")
     img = Image.open(path).convert("RGB")
     if size is not None:
         h, w = size

@@ -68,11 +68,9 @@ def _free_port():
 
 
 def _copy_course(root):
-    """The notebooks and the photos they may open by relative path, copied, never linked."""
+    """The notebooks, copied, never linked (the photos they open ship inside the package)."""
     ignore = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__")
-    for name in ("notebooks", "images"):
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, root / name, ignore=ignore)
+    shutil.copytree(REPO / "notebooks", root / "notebooks", ignore=ignore)
 
 
 def _die_with_parent():
