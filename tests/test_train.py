@@ -212,7 +212,7 @@ def _readme_evaluation():
     """From README.md's Training section: the held-out images and seed ``python -m
     segformer_lite.evaluate`` uses, and the printout it shows for the shipped checkpoint."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    m = re.search(r"`python -m segformer_lite\.evaluate`\s*\((\d+) held-out images of seed (\d+)"
+    m = re.search(r"`(?:\.venv/bin/)?python -m segformer_lite\.evaluate`\s*\((\d+) held-out images of seed (\d+)"
                   r".*?```\n(IoU .*?mIoU [0-9.]+)\n```", readme, re.S)
     assert m, "README.md no longer shows the shipped checkpoint's evaluate printout"
     return int(m.group(1)), int(m.group(2)), m.group(3)
