@@ -127,13 +127,13 @@ def attention_figure() -> Figure:
     photo = sl.load_photo("chelsea", (150, 225))
     features = am.colour_position_features(photo, (40, 60))
     query = (8, 30)
-    fig = Figure(figsize=(12, 2.5))
+    fig = Figure(figsize=(13, 2.5), layout="constrained")
     axes = fig.subplots(1, 4)
     for ax, (head, sr) in zip(axes, [(0, 1), (0, 8), (1, 1), (1, 8)]):
         amap = am.attention_for_query(am.colour_position_attention(sr), features, query, head=head)
-        am.draw_attention(ax, photo, amap, title=f"{am.HEAD_NAMES[head]} head, sr_ratio {sr}: "
-                                                 f"{amap.kv_grid[0]}×{amap.kv_grid[1]} keys")
-    fig.tight_layout()
+        im = am.draw_attention(ax, photo, amap, title=f"{am.HEAD_NAMES[head]} head, sr_ratio {sr}: "
+                                                      f"{amap.kv_grid[0]}×{amap.kv_grid[1]} keys")
+    am.attention_colorbar(im, axes)  # one fixed scale for all four panels
     return fig
 
 

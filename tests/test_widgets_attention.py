@@ -163,6 +163,38 @@ def test_draw_attention_covers_only_the_pooled_part_of_the_photo():
     assert ax.get_xlim() == (0, 100)
 
 
+def test_maps_of_one_figure_share_one_fixed_log_scale_and_one_colour_bar():
+    photo = sl.load_photo("chelsea", (60, 90))
+    features = am.colour_position_features(photo, (12, 18))
+    fig = Figure()
+    axes = fig.subplots(1, 3)
+    maps = [am.attention_for_query(am.colour_position_attention(sr), features, (3, 4), head=head)
+            for sr, head in [(1, 0), (2, 1), (6, 1)]]
+    images = [am.draw_attention(ax, photo, amap) for ax, amap in zip(axes, maps)]
+    maxima = [float(m.weights.max()) for m in maps]
+    assert max(maxima) > 5 * min(maxima)  # maps this different would get different scales if each had its own
+    assert {(im.norm.vmin, im.norm.vmax) for im in images} == {am.WEIGHT_RANGE}
+    assert all(type(im.norm).__name__ == "LogNorm" for im in images)
+    # the same weight gets the same colour in every panel
+    assert images[0].norm(0.01) == pytest.approx(images[2].norm(0.01)) == pytest.approx(0.5)
+    bar = am.attention_colorbar(images[0], axes)
+    assert len(fig.axes) == 4 and bar.ax in fig.axes  # three panels and one colour bar
+    assert "attention weight" in bar.ax.get_ylabel()
+    assert (bar.norm.vmin, bar.norm.vmax) == am.WEIGHT_RANGE
+    # weights below the floor (a log scale has no 0) are drawn at the floor, not left transparent
+    tiny = am.AttentionMap(np.array([[0.0, 1.0]]), (1, 2), (1, 2), 1, (0, 0), 0)
+    assert np.ma.count_masked(am.draw_attention(fig.add_subplot(), photo, tiny).get_array()) == 0
+
+
+def test_widget_draws_its_map_with_a_colour_bar():
+    pytest.importorskip("ipywidgets")
+    w = am.attention_widget(sl.load_photo("chelsea", (60, 90)), grid=(6, 9))
+    fig = Figure()
+    amap, message = w.draw(fig.add_subplot(), row=0, col=0, head=1, sr_ratio=1)
+    assert len(fig.axes) == 2 and "attention weight" in fig.axes[1].get_ylabel()
+    assert f"uniform: {1 / 54:.4f}" in message and amap.kv_grid == (6, 9)
+
+
 def test_widget_without_model_redraws_and_survives_extremes():
     w = am.attention_widget(sl.load_photo("chelsea", (60, 90)), grid=(6, 9))
     s = w.controls

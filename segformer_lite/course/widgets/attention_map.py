@@ -9,7 +9,9 @@ Pure functions compute and draw; :func:`attention_widget` only wires sliders to 
 * :func:`encoder_attention` runs a :class:`~segformer_lite.MixTransformer` once and returns every
   block's weights with their grids (:class:`BlockAttention`), to read many maps from one pass.
 * :func:`draw_attention` overlays such a map on the photo, keys/values drawn as the
-  ``sr_ratio x sr_ratio`` windows of tokens they were pooled from.
+  ``sr_ratio x sr_ratio`` windows of tokens they were pooled from, on one fixed logarithmic colour
+  scale (:data:`WEIGHT_RANGE`) shared by every map of the course, so panels compare and a flat map
+  looks flat; :func:`attention_colorbar` adds the one colour bar of a figure.
 * :func:`colour_position_features` and :func:`colour_position_attention` build a layer whose
   attention *means* something without training: head 0 compares colours, head 1 compares
   positions. A randomly initialised layer attends almost uniformly, which shows nothing.
@@ -31,11 +33,15 @@ from ._render import SliderView
 
 __all__ = ["AttentionMap", "BlockAttention", "attention_for_query", "encoder_attention",
            "query_attention", "colour_position_features", "colour_position_attention",
-           "draw_attention", "scale_query", "AttentionWidget", "attention_widget"]
+           "WEIGHT_RANGE", "attention_norm", "draw_attention", "attention_colorbar", "scale_query",
+           "AttentionWidget", "attention_widget"]
 
 COLOUR_CHANNELS, POSITION_CHANNELS = 6, 4  # cos/sin of r, g, b; cos/sin of y, x
 HEAD_DIM = 2 * COLOUR_CHANNELS  # each feature and its negation: head 0 colour, head 1 position
 HEAD_NAMES = ("colour", "position")
+# One colour scale for every attention map: weights from 1e-4 (below: darkest) to 1, logarithmic,
+# because the course's maps range from 1/2400 (uniform over 40x60 keys) to a few tenths.
+WEIGHT_RANGE = (1e-4, 1.0)
 
 
 @dataclass(frozen=True)
@@ -208,19 +214,28 @@ def colour_position_attention(sr_ratio: int = 1, sharpness=(30.0, 40.0)) -> Effi
     return layer.eval()
 
 
+def attention_norm():
+    """The fixed colour scale of every attention map: :data:`WEIGHT_RANGE`, logarithmic."""
+    from matplotlib.colors import LogNorm
+    return LogNorm(*WEIGHT_RANGE, clip=True)
+
+
 def draw_attention(ax, photo: np.ndarray, amap: AttentionMap, title: str | None = None,
                    alpha: float = 0.6, cmap: str = "inferno"):
     """Overlay ``amap`` on ``photo`` (``(H, W, 3)`` uint8) in ``ax``; mark the query token.
 
     The map is drawn over the part of the photo its keys were pooled from (rows and columns
-    beyond the last full ``sr x sr`` window are not covered) and scaled to its own maximum.
+    beyond the last full ``sr x sr`` window are not covered), coloured on the fixed scale
+    :func:`attention_norm`, the same for every panel. Returns the image, for
+    :func:`attention_colorbar`.
     """
     ph, pw = photo.shape[:2]
     (h, w), (kh, kw), sr = amap.grid, amap.kv_grid, amap.sr_ratio
     sy, sx = ph / h, pw / w  # photo pixels per token
     ax.imshow(photo)
-    im = ax.imshow(amap.weights, cmap=cmap, alpha=alpha, interpolation="nearest",
-                   extent=(0, kw * sr * sx, kh * sr * sy, 0), vmin=0, vmax=float(amap.weights.max()))
+    weights = np.maximum(amap.weights, WEIGHT_RANGE[0])  # a log scale has no 0: tiny weights get its floor
+    im = ax.imshow(weights, cmap=cmap, alpha=alpha, interpolation="nearest",
+                   extent=(0, kw * sr * sx, kh * sr * sy, 0), norm=attention_norm())
     r, c = amap.query
     ax.add_patch(_rectangle((c * sx, r * sy), sx, sy))
     ax.plot((c + 0.5) * sx, (r + 0.5) * sy, marker="+", color="cyan", markersize=14, mew=2)
@@ -232,6 +247,13 @@ def draw_attention(ax, photo: np.ndarray, amap: AttentionMap, title: str | None 
         title = f"query ({r}, {c}), head {amap.head}, keys {kh}x{kw}"
     ax.set_title(title, fontsize=9)
     return im
+
+
+def attention_colorbar(im, ax, **kwargs):
+    """One colour bar for all the attention maps drawn in ``ax`` (an Axes or an array of them);
+    ``im`` is any of their images (they share :func:`attention_norm`)."""
+    kwargs = {"label": "attention weight (log scale)", "shrink": 0.9, **kwargs}
+    return im.figure.colorbar(im, ax=ax, **kwargs)
 
 
 def _rectangle(xy, width, height):
@@ -266,7 +288,7 @@ class AttentionWidget(SliderView):
         h, w = self.base_grid
         query = {"row": widgets.IntSlider(h // 2, 0, h - 1, description="query row"),
                  "col": widgets.IntSlider(w // 2, 0, w - 1, description="query col")}
-        super().__init__([query, extra], figsize=(4.2, 4.2 * photo.shape[0] / photo.shape[1] + 0.3))
+        super().__init__([query, extra], figsize=(5.0, 4.2 * photo.shape[0] / photo.shape[1] + 0.3))  # + colour bar
 
     def draw(self, ax, row: int, col: int, head: int, sr_ratio: int | None = None, block: int | None = None):
         note = ""
@@ -280,10 +302,11 @@ class AttentionWidget(SliderView):
             title = f"stage {b.stage + 1}, block {block}, head {amap.head}"
             if amap.head != head:  # early stages have fewer heads
                 note = f"stage {b.stage + 1} has {heads} head{'s' * (heads > 1)}: showing head {amap.head}. "
-        draw_attention(ax, self.photo, amap, title)
+        attention_colorbar(draw_attention(ax, self.photo, amap, title), ax, shrink=0.8)
         (gh, gw), (kh, kw) = amap.grid, amap.kv_grid
         return amap, note + (f"query token {amap.query} of a {gh}x{gw} grid attends to {kh}x{kw} = "
-                             f"{kh * kw} keys; largest weight {amap.weights.max():.3f}")
+                             f"{kh * kw} keys; largest weight {amap.weights.max():.3f} "
+                             f"(uniform: {1 / (kh * kw):.4f})")
 
 
 def attention_widget(photo: np.ndarray, model: MixTransformer | None = None, image=None,
