@@ -381,12 +381,16 @@ def _read_state_dict(path: Path) -> dict:
     return sd
 
 
+# the diagnosis inside torch's weights-only refusal, up to where its advice starts
+_UNPICKLER_ERROR = r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\. Please|\n\n|$)"
+
+
 def _reason(error: Exception) -> str:
     """Why torch or safetensors could not read a file, in one short sentence. torch's refusals
     under weights_only=True run to paragraphs advising weights_only=False, which would run
     whatever code the file holds: only the diagnosis is kept."""
     text = str(error)
-    if m := re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\. Please|\n\n|$)", text, re.S):
+    if m := re.search(_UNPICKLER_ERROR, text, re.S):
         return f"weights-only unpickling refused it: {m[1].strip()}"
     first = (text.strip().splitlines() or [""])[0]
     return first.split(". ")[0][:200]

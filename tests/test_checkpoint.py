@@ -207,7 +207,8 @@ def test_official_layout_differs_from_transformers_only_in_eps(b0, tmp_path, wit
     path = tmp_path / "mit_b0.pth"
     torch.save(official_state_dict(hf.state_dict(), with_head=with_head), path)
     if with_head:  # the ImageNet classifier has no place in an encoder: named, not dropped silently
-        with pytest.warns(sl.checkpoint.UnusedWeightsWarning, match=r"2 weights left unused: head\.bias, head\.weight \(the ImageNet classifier"):
+        with pytest.warns(sl.UnusedWeightsWarning,
+                          match=r"2 weights left unused: head\.bias, head\.weight \(the ImageNet classifier"):
             model = sl.load_pretrained(path)
     else:
         with no_warnings():

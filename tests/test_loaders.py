@@ -17,7 +17,6 @@ from safetensors.torch import save_file
 
 import segformer_lite as sl
 from hf_reference import hf_segformer, images, rel_err
-from segformer_lite.checkpoint import UnusedWeightsWarning
 from test_checkpoint import assert_parity, hf_outputs, no_warnings, official_state_dict, our_outputs
 
 SIZE = (45, 83)
@@ -68,9 +67,9 @@ def test_other_activations_are_refused(act, hf_b0, tmp_path):
     hf = hf_segformer("b0", seed=51, hidden_act=act)
     with pytest.raises(ValueError, match=f"hidden_act='{act}' is not supported.*gelu_new"):
         sl.from_transformers(hf)
-    hf_b0.config.to_json_file(tmp_path / "config.json")
-    hf_b0.save_pretrained(tmp_path)
+    hf_b0.save_pretrained(tmp_path)  # a GELU model whose config.json then names another activation
     text = (tmp_path / "config.json").read_text().replace('"hidden_act": "gelu"', f'"hidden_act": "{act}"')
+    assert f'"hidden_act": "{act}"' in text
     (tmp_path / "config.json").write_text(text)
     with pytest.raises(ValueError, match=f"config.json: hidden_act='{act}' is not supported"):
         sl.load_pretrained(tmp_path)
@@ -133,7 +132,8 @@ def test_a_lone_file_of_an_unknown_architecture_is_refused(tmp_path, one_thread)
 
 def test_image_classification_model_is_refused_and_its_file_warns(tmp_path, one_thread):
     hf = hf_segformer("b0", seed=57, cls_name="SegformerForImageClassification", num_labels=10)
-    with pytest.raises(TypeError, match="SegformerForImageClassification.*classifier.*from_transformers\\(model.segformer\\)"):
+    with pytest.raises(TypeError, match=r"SegformerForImageClassification.*classifier.*"
+                                        r"from_transformers\(model\.segformer\)"):
         sl.from_transformers(hf)
     with pytest.raises(ValueError, match=r"image classifier \(classifier\.\*"):
         sl.from_transformers(hf.state_dict())
@@ -143,8 +143,8 @@ def test_image_classification_model_is_refused_and_its_file_warns(tmp_path, one_
         assert_parity(ref, our_outputs(sl.from_transformers(hf.segformer), x))
     # a file (nvidia/mit-b0 on the Hub is one): its encoder loads, the classifier is named
     hf.save_pretrained(tmp_path)
-    with pytest.warns(UnusedWeightsWarning, match=r"2 weights left unused: classifier\.bias, classifier\.weight "
-                                                  r"\(the classifier of SegformerForImageClassification"):
+    unused = r"2 weights left unused: classifier\.bias, classifier\.weight \(the classifier of SegformerForImage"
+    with pytest.warns(sl.UnusedWeightsWarning, match=unused):
         model = sl.load_pretrained(tmp_path)
     assert isinstance(model, sl.MixTransformer)
     assert_parity(ref, our_outputs(model, x))
@@ -202,7 +202,8 @@ def mmseg_head(in_dims, dim: int, num_classes: int, seed: int) -> dict:
 
 @pytest.fixture(scope="module")
 def mmseg(hf_b0, one_thread):
-    """(path, state dict) of an mmseg-style ADE20K checkpoint: {meta, state_dict: backbone.* + decode_head.*}."""
+    """(encoder, state dict) of an mmseg-style ADE20K checkpoint: the official encoder names, and
+    those under backbone. beside a SegFormerHead with 150 classes."""
     encoder = official_state_dict(hf_b0.state_dict(), with_head=False)
     sd = {f"backbone.{k}": v for k, v in encoder.items()}
     sd.update(mmseg_head((32, 64, 160, 256), dim=64, num_classes=150, seed=58))
@@ -213,9 +214,9 @@ def test_mmseg_checkpoint_loads_with_the_official_head(mmseg, tmp_path):
     encoder, sd = mmseg
     path = tmp_path / "segformer.b0.512x512.ade.160k.pth"
     torch.save({"meta": {"env_info": "mmseg", "iter": 160000}, "state_dict": sd}, path)
-    with pytest.warns(UnusedWeightsWarning, match=r"2 weights left unused: decode_head\.conv_seg\.bias, "
-                                                  r"decode_head\.conv_seg\.weight \(mmseg's BaseDecodeHead\.conv_seg, "
-                                                  r"which the released SegFormerHead never calls"):
+    unused = (r"2 weights left unused: decode_head\.conv_seg\.bias, decode_head\.conv_seg\.weight "
+              r"\(mmseg's BaseDecodeHead\.conv_seg, which the released SegFormerHead never calls")
+    with pytest.warns(sl.UnusedWeightsWarning, match=unused):
         model = sl.load_pretrained(path)
     assert isinstance(model, sl.SegFormer) and not model.training
     assert (model.num_classes, model.decoder_dim) == (150, 64)
@@ -237,7 +238,7 @@ def test_the_official_head_check_can_fail(mmseg, tmp_path):
     (what concatenating [c1, c2, c3, c4] would amount to) move the logits far."""
     _, sd = mmseg
     torch.save({"state_dict": sd}, tmp_path / "ade.pth")
-    with pytest.warns(UnusedWeightsWarning):
+    with pytest.warns(sl.UnusedWeightsWarning):
         model = sl.load_pretrained(tmp_path / "ade.pth")
     x = images(1, 3, 67, 93, seed=9)
     d = model.decoder_dim
@@ -257,7 +258,7 @@ def test_other_heads_load_the_encoder_and_are_named(mmseg, tmp_path):
     sd["decode_head.conv_seg.weight"] = torch.zeros(3, 8, 1, 1)
     sd["auxiliary_head.conv_seg.weight"] = torch.zeros(3, 8, 1, 1)
     torch.save({"state_dict": sd}, tmp_path / "upernet.pth")
-    with pytest.warns(UnusedWeightsWarning) as record:
+    with pytest.warns(sl.UnusedWeightsWarning) as record:
         model = sl.load_pretrained(tmp_path / "upernet.pth")
     assert isinstance(model, sl.MixTransformer)
     message = str(record[0].message)
