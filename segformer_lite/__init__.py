@@ -31,7 +31,8 @@ from .mix_ffn import MixFFN
 from .block import Block, DropPath
 from .encoder import MixTransformer, Stage
 from .decoder import AllMLPDecoder, SegFormer
-from .checkpoint import from_transformers, load_pretrained, load_segformer, save_segformer, to_official_state_dict
+from .checkpoint import (UnusedWeightsWarning, from_transformers, load_pretrained, load_segformer, save_segformer,
+                         to_official_state_dict)
 from .course.cost import AttentionCost, EncoderCost, StageCost, attention_cost, encoder_cost, mix_ffn_flops
 from .course.trace import ShapeTrace, trace_shapes
 from .course.images import PHOTOS, load_photo, photo_tensor
@@ -48,6 +49,7 @@ __all__ = [
     "MixTransformer", "Stage",
     "AllMLPDecoder", "SegFormer",
     "from_transformers", "load_pretrained", "load_segformer", "save_segformer", "to_official_state_dict",
+    "UnusedWeightsWarning",
     "AttentionCost", "EncoderCost", "StageCost", "attention_cost", "encoder_cost", "mix_ffn_flops",
     "ShapeTrace", "trace_shapes",
     "PHOTOS", "load_photo", "photo_tensor",

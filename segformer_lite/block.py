@@ -34,12 +34,12 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, sr_ratio: int, mlp_ratio: int = 4,
                  qkv_bias: bool = True, drop_path: float = 0.0, eps: float = 1e-6,
-                 embed_eps: float = 1e-5):
+                 embed_eps: float = 1e-5, act: str = "gelu"):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = EfficientSelfAttention(dim, num_heads, sr_ratio, qkv_bias, eps=embed_eps)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.ffn = MixFFN(dim, dim * mlp_ratio)
+        self.ffn = MixFFN(dim, dim * mlp_ratio, act)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int], return_attention: bool = False):

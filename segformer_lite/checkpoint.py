@@ -1,8 +1,8 @@
 """Weights in, weights out: every reading and writing of weights in the package.
 
 * Hugging Face transformers models and checkpoints, and the official NVlabs ``mit_bX.pth``
-  files, converted to :class:`MixTransformer` (a transformers ``SegformerForSemanticSegmentation``,
-  decode head included, to :class:`SegFormer`);
+  files, converted to :class:`MixTransformer`; a checkpoint with SegFormer's all-MLP decode head
+  (transformers ``SegformerForSemanticSegmentation``, a trained mmseg checkpoint) to :class:`SegFormer`;
 * this package's own SegFormer files: :func:`save_segformer` / :func:`load_segformer`
   (safetensors, the architecture in the metadata), and the shipped trained checkpoint.
 
@@ -14,6 +14,9 @@ Three key layouts are understood, all renamed to this package's own names:
 * official NVlabs: ``block1.0.attn.q.weight``, fused ``attn.kv`` (rows ``[:C]`` K, ``[C:]`` V);
   the trained mmseg checkpoints hold the same under ``backbone.`` beside ``decode_head.``
 
+Weights a loader leaves unused (an ImageNet classifier, mmseg's ``conv_seg``, an auxiliary head)
+are named in an :class:`UnusedWeightsWarning`; nothing is dropped silently.
+
 transformers separates K and V (``k_proj``, ``v_proj``); they are stacked into the fused
 ``kv`` Linear here. transformers applies LayerNorm eps 1e-5 everywhere, the official code
 1e-6 in block and stage norms, so the config built for each format keeps its own eps.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,9 +35,10 @@ from ._files import atomic_write
 from .config import VARIANTS, MiTConfig
 from .decoder import SegFormer
 from .encoder import MixTransformer
+from .mix_ffn import ACTIVATIONS
 
 __all__ = ["from_transformers", "load_pretrained", "to_official_state_dict", "canonical_state_dict",
-           "segformer_from_transformers", "save_segformer", "load_segformer", "SHIPPED_CHECKPOINT"]
+           "save_segformer", "load_segformer", "SHIPPED_CHECKPOINT", "UnusedWeightsWarning"]
 
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "segformer_shapes.safetensors"
 
@@ -69,12 +74,35 @@ _HF = [
     (r"\.mlp\.dwconv\.dwconv\.", ".ffn.dwconv."),
     (r"\.mlp\.fc(\d)\.", r".ffn.fc\1."),
 ]
-# transformers' decode-head names -> ours (after the encoder's keys, which _HF renames)
+# transformers' decode-head names -> ours: >= 5.9 linear_projections, <= 5.8 (and the files
+# save_pretrained writes) linear_c
 _HF_HEAD = [
-    (r"^decode_head\.linear_projections\.(\d+)\.proj\.", r"decode_head.linear_c.\1."),
+    (r"^decode_head\.(linear_projections|linear_c)\.(\d+)\.proj\.", r"decode_head.linear_c.\2."),
     (r"^decode_head\.linear_fuse\.", "decode_head.fuse."),
     (r"^decode_head\.batch_norm\.", "decode_head.norm."),
 ]
+# the official (mmseg SegFormerHead) decode-head names -> ours
+_OFFICIAL_HEAD = [
+    (r"^decode_head\.linear_c(\d)\.proj\.", lambda m: f"decode_head.linear_c.{int(m[1]) - 1}."),
+    (r"^decode_head\.linear_fuse\.conv\.", "decode_head.fuse."),  # mmcv ConvModule: conv, bn, ReLU
+    (r"^decode_head\.linear_fuse\.bn\.", "decode_head.norm."),
+    (r"^decode_head\.linear_pred\.", "decode_head.classifier."),
+]
+_HEAD_RULES = {"transformers": _HF_HEAD, "official": _OFFICIAL_HEAD, "segformer_lite": []}
+# Keys no segformer_lite model holds, and why they are left out (the first matching prefix wins)
+_UNUSED = [
+    ("decode_head.conv_seg.", "mmseg's BaseDecodeHead.conv_seg, which the released SegFormerHead never "
+                              "calls: linear_pred is its classifier"),
+    ("decode_head.", "a decode head other than SegFormer's all-MLP head"),
+    ("auxiliary_head.", "an auxiliary head, used in training only"),
+    ("head.", "the ImageNet classifier of mit_bX.pth: segformer_lite has no classification head"),
+    ("classifier.", "the classifier of SegformerForImageClassification: segformer_lite has no "
+                    "classification head"),
+]
+
+
+class UnusedWeightsWarning(UserWarning):
+    """A checkpoint holds weights that the model it was loaded into does not use (named)."""
 _OFFICIAL = [
     (r"^patch_embed(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.patch_embed."),
     (r"^block(\d)\.(\d+)\.", lambda m: f"stages.{int(m[1]) - 1}.blocks.{m[2]}."),
@@ -100,8 +128,8 @@ def detect_format(sd: dict) -> str:
         return "transformers"
     if any(k.startswith(("patch_embed1.", "backbone.patch_embed1.")) for k in keys):
         return "official"
-    if any(k.startswith("stages.0.patch_embed.") for k in keys):
-        return "segformer_lite"
+    if any(k.startswith(("stages.0.patch_embed.", "encoder.stages.0.patch_embed.")) for k in keys):
+        return "segformer_lite"  # a MixTransformer's state dict, or a SegFormer's
     sample = ", ".join(keys[:5]) or "no keys at all"
     raise ValueError("not a SegFormer/MiT checkpoint: expected transformers keys "
                      "('stages.0.patch_embeddings.proj.weight' or 'encoder.block.0.0...'), official "
@@ -112,7 +140,7 @@ def canonical_state_dict(sd: dict) -> tuple[str, dict, dict]:
     """Rename any supported layout to this package's names.
 
     Returns ``(format, encoder_state, other)`` where ``other`` holds the keys that are not part
-    of the encoder (a transformers decode head, say), still under their original names.
+    of the encoder (a decode head, a classifier), still under their original names.
     """
     if not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd):
         raise TypeError(f"expected a state dict (dict of str -> Tensor), got {type(sd).__name__}")
@@ -132,8 +160,36 @@ def canonical_state_dict(sd: dict) -> tuple[str, dict, dict]:
         enc = _rename({k.removeprefix("backbone."): v for k, v in sd.items() if k not in other}, _OFFICIAL)
     else:  # anything else than a head is left in the encoder, to be reported as unexpected
         other = {k: v for k, v in sd.items() if k.startswith(("head.", "decode_head."))}
-        enc = {k: v for k, v in sd.items() if k not in other}
+        enc = {k.removeprefix("encoder."): v for k, v in sd.items() if k not in other}
     return fmt, enc, other
+
+
+def _split_head(fmt: str, other: dict) -> tuple[dict, dict]:
+    """:func:`canonical_state_dict`'s ``other`` -> ``(head, unused)``: SegFormer's all-MLP decode
+    head under this package's names (``{}`` if there is none), and ``{key: why}`` for the rest."""
+    keys = [k for k in other if k.startswith("decode_head.") and not k.startswith("decode_head.conv_seg.")]
+    head = _rename({k: other[k] for k in keys}, _HEAD_RULES[fmt])
+    if "decode_head.classifier.weight" not in head:  # another kind of head (or none): not ours
+        keys, head = [], {}
+    unused = {k: next(why for prefix, why in _UNUSED if k.startswith(prefix)) for k in other if k not in keys}
+    return head, unused
+
+
+def _warn_unused(unused: dict, source: str) -> None:
+    """One :class:`UnusedWeightsWarning` naming every unused key (sorted, grouped by why); the
+    warning points at the caller of the public loader that calls this."""
+    if not unused:
+        return
+    groups = {}
+    for key, why in unused.items():
+        groups.setdefault(why, []).append(key)
+    listed = "; ".join(f"{_listed(sorted(keys))} ({why})" for why, keys in groups.items())
+    warnings.warn(f"{source}: {len(unused)} weights left unused: {listed}", UnusedWeightsWarning, stacklevel=3)
+
+
+def _listed(items: list) -> str:
+    """Names, comma-separated, shortened past 20."""
+    return ", ".join(items[:20]) + (" ..." if len(items) > 20 else "")
 
 
 def _fuse_kv(sd: dict) -> dict:
@@ -156,13 +212,14 @@ def _fuse_kv(sd: dict) -> dict:
 def infer_config(sd: dict, **overrides) -> MiTConfig:
     """An :class:`MiTConfig` from the shapes in a canonical (renamed) encoder state dict.
 
-    Widths, depths, kernel sizes, sr_ratios, mlp_ratio and qkv_bias are read off the shapes.
-    Head counts and strides leave no trace in the weights: they come from the MiT variant with
-    the same widths and depths (``overrides`` can set them for a custom model).
+    The number of stages, widths, depths, kernel sizes, sr_ratios, per-stage mlp_ratios and
+    qkv_bias are read off the shapes. Head counts, strides and the activation leave no trace in
+    the weights: they come from ``overrides`` (a transformers config) or else from the MiT variant
+    with the same widths and depths, with the released GELU.
     """
     try:
         n = 1 + max(int(m[1]) for k in sd if (m := re.match(r"^stages\.(\d+)\.", k)))
-        dims, depths, kernels, srs = [], [], [], []
+        dims, depths, kernels, srs, ratios = [], [], [], [], []
         for i in range(n):
             w = sd[f"stages.{i}.patch_embed.proj.weight"]
             dims.append(w.shape[0])
@@ -171,23 +228,28 @@ def infer_config(sd: dict, **overrides) -> MiTConfig:
                                   if (m := re.match(rf"^stages\.{i}\.blocks\.(\d+)\.", k))))
             sr = sd.get(f"stages.{i}.blocks.0.attn.sr.weight")
             srs.append(1 if sr is None else sr.shape[-1])
+            fc1 = sd.get(f"stages.{i}.blocks.0.ffn.fc1.weight")
+            # a missing or odd Mix-FFN keeps the released ratio 4: the load then names the misfit
+            whole = fc1 is not None and fc1.shape[0] >= dims[-1] and fc1.shape[0] % dims[-1] == 0
+            ratios.append(fc1.shape[0] // dims[-1] if whole else 4)
         in_channels = sd["stages.0.patch_embed.proj.weight"].shape[1]
-        mlp_ratio = sd["stages.0.blocks.0.ffn.fc1.weight"].shape[0] // dims[0]
         qkv_bias = "stages.0.blocks.0.attn.q.bias" in sd
     except (KeyError, ValueError, IndexError) as e:
         raise ValueError(f"cannot read the MiT architecture off this checkpoint "
                          f"(missing or odd key: {e}); is it a complete encoder?") from None
     fields = dict(embed_dims=tuple(dims), depths=tuple(depths), patch_sizes=tuple(kernels),
-                  sr_ratios=tuple(srs), in_channels=in_channels, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias)
+                  sr_ratios=tuple(srs), mlp_ratios=tuple(ratios),
+                  in_channels=in_channels, qkv_bias=qkv_bias)
     match = next((v for v in VARIANTS.values()
                   if v.embed_dims == fields["embed_dims"] and v.depths == fields["depths"]), None)
-    if match is None and "num_heads" not in overrides:
+    if match is None and not {"num_heads", "strides"} <= overrides.keys():
         raise ValueError(f"widths {fields['embed_dims']} and depths {fields['depths']} match no MiT "
-                         f"variant ({', '.join(VARIANTS)}); pass the config explicitly "
-                         "(head counts cannot be read from weights)")
-    base = match or MiTConfig(embed_dims=fields["embed_dims"], num_heads=overrides["num_heads"],
-                              depths=fields["depths"], sr_ratios=fields["sr_ratios"])
-    return dataclasses.replace(base, **{**fields, **overrides})
+                         f"variant ({', '.join(VARIANTS)}), and head counts and strides cannot be read "
+                         "from weights: load a transformers directory with its config.json, or the model "
+                         "itself with from_transformers")
+    if match is None:
+        return MiTConfig(**fields, **overrides)
+    return dataclasses.replace(match, **{**fields, **overrides})
 
 
 def _load_into(model: torch.nn.Module, sd: dict, source: str) -> None:
@@ -220,8 +282,7 @@ def _misfit_report(error: RuntimeError) -> str:
             found["mis-shaped keys"].append(f"{m[1]}: expected {expected}, got {got}")
         else:
             found["other errors"].append(line.strip())
-    return "; ".join(f"{label} ({len(items)}): {', '.join(items[:20])}{' ...' if len(items) > 20 else ''}"
-                     for label, items in found.items() if items)
+    return "; ".join(f"{label} ({len(items)}): {_listed(items)}" for label, items in found.items() if items)
 
 
 def _empty(module_class, *args) -> torch.nn.Module:
@@ -230,22 +291,35 @@ def _empty(module_class, *args) -> torch.nn.Module:
         return module_class(*args)
 
 
+def _build(cfg: MiTConfig, encoder_sd: dict, head_sd: dict, source: str) -> MixTransformer | SegFormer:
+    """A :class:`MixTransformer` from a canonical encoder state dict, or a :class:`SegFormer` when
+    a decode head (:func:`_split_head`) comes with it: class count and decoder width are read
+    off the classifier's shape. Eval mode."""
+    if not head_sd:
+        model = _empty(MixTransformer, cfg)
+        _load_into(model, encoder_sd, source)
+        return model.eval()
+    num_classes, decoder_dim = head_sd["decode_head.classifier.weight"].shape[:2]
+    model = _empty(SegFormer, cfg, int(num_classes), int(decoder_dim))
+    _load_into(model, {**{f"encoder.{k}": v for k, v in encoder_sd.items()}, **head_sd}, source)
+    return model.eval()
+
+
 def _config_from_hf(hf_config, sd: dict) -> MiTConfig:
-    ratios = set(hf_config.mlp_ratios)
-    if len(ratios) != 1:
-        raise ValueError(f"segformer_lite uses one mlp_ratio for all stages (as every released "
-                         f"MiT does); this transformers config has mlp_ratios={hf_config.mlp_ratios}")
-    return dataclasses.replace(
-        infer_config(sd, num_heads=tuple(hf_config.num_attention_heads)),
-        strides=tuple(hf_config.strides), drop_path_rate=float(hf_config.drop_path_rate),
-        norm_eps=1e-5, embed_norm_eps=1e-5)
+    """The weights give the architecture; the transformers config what they cannot show."""
+    return infer_config(sd, num_heads=tuple(hf_config.num_attention_heads), strides=tuple(hf_config.strides),
+                        hidden_act=hf_config.hidden_act, drop_path_rate=float(hf_config.drop_path_rate),
+                        norm_eps=1e-5, embed_norm_eps=1e-5)
 
 
-def from_transformers(model_or_state_dict) -> MixTransformer:
-    """A :class:`MixTransformer` with the weights of a transformers ``SegformerModel`` (or of
-    a model that contains one, or of its state dict), giving transformers' numbers exactly.
+def from_transformers(model_or_state_dict) -> MixTransformer | SegFormer:
+    """A :class:`MixTransformer` with the weights of a transformers ``SegformerModel`` (or of its
+    state dict), giving transformers' numbers exactly; a :class:`SegFormer` for a
+    ``SegformerForSemanticSegmentation``. ``SegformerForImageClassification`` is refused: this
+    package has no classification head (``from_transformers(model.segformer)`` takes its encoder).
 
-    The model is returned in eval mode.
+    From a model, the config gives head counts, strides and ``hidden_act``; a bare state dict
+    carries none, so it must be a released variant's (b0 ... b5) with GELU. Eval mode.
     """
     if isinstance(model_or_state_dict, torch.nn.Module):
         hf = model_or_state_dict
@@ -253,33 +327,47 @@ def from_transformers(model_or_state_dict) -> MixTransformer:
             raise TypeError(f"expected a transformers Segformer model or a state dict, got "
                             f"{type(hf).__name__}")
         fmt, sd, other = canonical_state_dict(hf.state_dict())
+        if any(k.startswith("classifier.") for k in other):
+            raise TypeError(f"expected a SegformerModel or SegformerForSemanticSegmentation, got "
+                            f"{type(hf).__name__} with an image classifier (classifier.*), which "
+                            "segformer_lite has no counterpart for; from_transformers(model.segformer) "
+                            "converts its encoder")
         cfg = _config_from_hf(hf.config, sd)
     elif isinstance(model_or_state_dict, dict):
         fmt, sd, other = canonical_state_dict(model_or_state_dict)
         if fmt != "transformers":
             raise ValueError(f"expected a transformers-layout state dict, got the {fmt} layout "
                              "(use load_pretrained for official checkpoints)")
+        if any(k.startswith("classifier.") for k in other):
+            raise ValueError("this state dict holds an image classifier (classifier.*, as in "
+                             "SegformerForImageClassification), which segformer_lite has no counterpart "
+                             "for; leave the classifier.* keys out to convert the encoder alone")
         cfg = dataclasses.replace(infer_config(sd), norm_eps=1e-5, embed_norm_eps=1e-5)
     else:
         raise TypeError(f"expected a transformers SegformerModel or a state dict, got "
                         f"{type(model_or_state_dict).__name__}")
-    if any(k.startswith("decode_head.") for k in other):  # SegformerForSemanticSegmentation
-        return segformer_from_transformers(cfg, sd, other)
-    model = _empty(MixTransformer, cfg)
-    _load_into(model, sd, "from transformers")
-    return model.eval()
+    head, unused = _split_head(fmt, other)
+    model = _build(cfg, sd, head, "from transformers")
+    _warn_unused(unused, "from_transformers")
+    return model
 
 
 def _read_state_dict(path: Path) -> dict:
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            return load_file(str(path))
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+            from safetensors import safe_open
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                sd = {k: f.get_tensor(k) for k in f.keys()}
+        else:
+            meta = {}
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any failure to parse means: this file is not a checkpoint
-        reason = (str(e).strip().splitlines() or [""])[0][:200]  # torch's own text runs to paragraphs
         raise ValueError(f"{path} is not a readable checkpoint: expected a torch.save'd or safetensors "
-                         f"state dict ({type(e).__name__}: {reason})") from None
+                         f"state dict ({type(e).__name__}: {_reason(e)})") from None
+    if {"config", "num_classes", "decoder_dim"} <= meta.keys():  # written by save_segformer
+        raise ValueError(f"{path} is a SegFormer file written by save_segformer: load it with "
+                         "load_segformer(path), which restores its exact architecture")
     for wrapper in ("state_dict", "model"):  # training scripts often wrap the weights
         if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
             sd = sd[wrapper]
@@ -291,6 +379,21 @@ def _read_state_dict(path: Path) -> dict:
         raise ValueError(f"{path} is not a state dict: expected str keys and Tensor values, got "
                          f"{', '.join(odd[:5])}{' ...' if len(odd) > 5 else ''}")
     return sd
+
+
+# the diagnosis inside torch's weights-only refusal, up to where its advice starts
+_UNPICKLER_ERROR = r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\. Please|\n\n|$)"
+
+
+def _reason(error: Exception) -> str:
+    """Why torch or safetensors could not read a file, in one short sentence. torch's refusals
+    under weights_only=True run to paragraphs advising weights_only=False, which would run
+    whatever code the file holds: only the diagnosis is kept."""
+    text = str(error)
+    if m := re.search(_UNPICKLER_ERROR, text, re.S):
+        return f"weights-only unpickling refused it: {m[1].strip()}"
+    first = (text.strip().splitlines() or [""])[0]
+    return first.split(". ")[0][:200]
 
 
 def _read_hf_config(path: Path) -> dict:
@@ -309,15 +412,24 @@ def _read_hf_config(path: Path) -> dict:
         if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
             raise ValueError(f"{path}: expected {key} to be a list of ints, got {value!r}")
         fields[field] = tuple(value)
+    act = raw.get("hidden_act")
+    if act is not None:
+        if not isinstance(act, str) or act not in ACTIVATIONS:
+            raise ValueError(f"{path}: hidden_act={act!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
+        fields["hidden_act"] = act
     return fields
 
 
-def load_pretrained(path) -> MixTransformer:
-    """Load a local checkpoint; the variant is read off the weights' shapes.
+def load_pretrained(path) -> MixTransformer | SegFormer:
+    """Load a local checkpoint; the architecture is read off the weights' shapes.
 
     ``path`` is a transformers directory (``model.safetensors`` or ``pytorch_model.bin``,
     with its ``config.json`` when present) or a single ``.safetensors`` / ``.bin`` / ``.pth``
-    file in the transformers or official layout. Nothing is downloaded. Returns eval mode.
+    file in the transformers, official or mmseg layout. Nothing is downloaded. Returns a
+    :class:`MixTransformer`, or a :class:`SegFormer` when the checkpoint holds SegFormer's decode
+    head (``SegformerForSemanticSegmentation``, a trained mmseg checkpoint); eval mode. Weights
+    left unused are named in an :class:`UnusedWeightsWarning`. Without a ``config.json`` the head
+    counts, strides and GELU of the released variant with the same widths are assumed.
     """
     if not isinstance(path, (str, Path)):
         raise TypeError(f"expected a path (str or pathlib.Path), got {type(path).__name__}")
@@ -332,13 +444,14 @@ def load_pretrained(path) -> MixTransformer:
         path = files[0]
     elif not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    fmt, sd, _ = canonical_state_dict(_read_state_dict(path))
+    fmt, sd, other = canonical_state_dict(_read_state_dict(path))
+    head, unused = _split_head(fmt, other)
     overrides = {}
     if fmt == "transformers":
         overrides = dict(norm_eps=1e-5, embed_norm_eps=1e-5, **hf_fields)
-    model = _empty(MixTransformer, infer_config(sd, **overrides))
-    _load_into(model, sd, str(path))
-    return model.eval()
+    model = _build(infer_config(sd, **overrides), sd, head, str(path))
+    _warn_unused(unused, str(path))
+    return model
 
 
 def to_official_state_dict(model: MixTransformer) -> dict:
@@ -351,21 +464,6 @@ def to_official_state_dict(model: MixTransformer) -> dict:
         key = key.replace(".ffn.dwconv.", ".mlp.dwconv.dwconv.").replace(".ffn.fc", ".mlp.fc")
         out[key] = value
     return out
-
-
-def segformer_from_transformers(cfg: MiTConfig, encoder_sd: dict, head_sd: dict) -> SegFormer:
-    """A :class:`SegFormer` from a transformers ``SegformerForSemanticSegmentation`` state dict,
-    split by :func:`canonical_state_dict` into the (renamed) encoder and the ``decode_head.*``
-    keys. Class count and decoder width are read off the classifier's shape. Eval mode."""
-    sd = {f"encoder.{k}": v for k, v in encoder_sd.items()}
-    sd.update(_rename(head_sd, _HF_HEAD))
-    if "decode_head.classifier.weight" not in sd:
-        raise ValueError("transformers decode head without decode_head.classifier.weight: "
-                         "cannot tell the number of classes")
-    num_classes, decoder_dim = sd["decode_head.classifier.weight"].shape[:2]
-    model = _empty(SegFormer, cfg, int(num_classes), int(decoder_dim))
-    _load_into(model, sd, "from transformers")
-    return model.eval()
 
 
 def save_segformer(model: SegFormer, path, dtype: torch.dtype = torch.float32) -> Path:
@@ -396,14 +494,22 @@ def load_segformer(path=None) -> SegFormer:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             sd = {k: f.get_tensor(k) for k in f.keys()}
-        cfg = MiTConfig(**json.loads(meta["config"]))
+        cfg = MiTConfig(**_upgrade(json.loads(meta["config"])))
         num_classes, decoder_dim = int(meta["num_classes"]), int(meta["decoder_dim"])
     except (SafetensorError, OSError, KeyError, ValueError, TypeError) as e:
         raise ValueError(f"{path} is not a SegFormer checkpoint written by save_segformer "
-                         f"({type(e).__name__}: {e})") from None
+                         f"({type(e).__name__}: {e}); transformers, official and mmseg checkpoints "
+                         "load with load_pretrained") from None
     model = _empty(SegFormer, cfg, num_classes, decoder_dim)
     _load_into(model, sd, str(path))  # a float16 file comes back float32, the model's dtype
     return model.eval()
+
+
+def _upgrade(fields: dict) -> dict:
+    """Files written before per-stage MLP ratios hold one ``mlp_ratio`` for every stage."""
+    if "mlp_ratio" in fields:
+        fields = dict(fields, mlp_ratios=[fields.pop("mlp_ratio")] * len(fields.get("embed_dims", ())))
+    return fields
 
 
 def _config_dict(cfg: MiTConfig) -> dict:

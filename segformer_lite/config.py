@@ -2,11 +2,14 @@
 
 The values follow the released NVlabs code (``mix_transformer.py``), which is what the
 published checkpoints were trained with. Where the paper's Table 6 differs (it lists
-MLP expansion ratios 8, 8, 4, 4) the released code wins: every variant uses 4.
+MLP expansion ratios 8, 8, 4, 4) the released code wins: every variant uses 4. Per-stage
+ratios and other activations are still expressible, for custom transformers configs.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .mix_ffn import ACTIVATIONS
 
 __all__ = ["MiTConfig", "mit_config", "VARIANTS"]
 
@@ -20,7 +23,8 @@ class MiTConfig:
     sr_ratios: tuple[int, ...] = (8, 4, 2, 1)
     patch_sizes: tuple[int, ...] = (7, 3, 3, 3)  # overlapping patch-embed kernel k
     strides: tuple[int, ...] = (4, 2, 2, 2)  # patch-embed stride s (padding is k // 2)
-    mlp_ratio: int = 4
+    mlp_ratios: tuple[int, ...] = (4, 4, 4, 4)  # Mix-FFN hidden width = ratio x stage width
+    hidden_act: str = "gelu"  # Mix-FFN activation, a transformers ACT2FN name (see ACTIVATIONS)
     qkv_bias: bool = True
     drop_path_rate: float = 0.1
     # Two LayerNorm eps values, as in the official code: 1e-6 for the block and stage norms,
@@ -30,7 +34,7 @@ class MiTConfig:
     embed_norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        for name in ("embed_dims", "num_heads", "depths", "sr_ratios", "patch_sizes", "strides"):
+        for name in _PER_STAGE:
             value = getattr(self, name)
             if isinstance(value, list):  # accept lists, store tuples (hashable, immutable)
                 object.__setattr__(self, name, tuple(value))
@@ -40,8 +44,7 @@ class MiTConfig:
             if not all(v > 0 for v in value):
                 raise ValueError(f"{name} must be a tuple of positive ints, got {value!r}")
         n = len(self.embed_dims)
-        lengths = {name: len(getattr(self, name)) for name in
-                   ("num_heads", "depths", "sr_ratios", "patch_sizes", "strides")}
+        lengths = {name: len(getattr(self, name)) for name in _PER_STAGE[1:]}
         if any(length != n for length in lengths.values()):
             raise ValueError(f"every per-stage field needs {n} entries (one per stage of "
                              f"embed_dims={self.embed_dims}), got lengths {lengths}")
@@ -49,12 +52,14 @@ class MiTConfig:
             if dim % heads:
                 raise ValueError(f"stage {i}: num_heads={heads} must divide the stage width "
                                  f"embed_dims[{i}]={dim} (heads split the channels)")
-        for name in ("in_channels", "mlp_ratio"):
-            value = getattr(self, name)
-            if not _is_int(value):
-                raise TypeError(f"{name} must be a positive int, got {value!r}")
-            if value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not _is_int(self.in_channels):
+            raise TypeError(f"in_channels must be a positive int, got {self.in_channels!r}")
+        if self.in_channels <= 0:
+            raise ValueError(f"in_channels must be a positive int, got {self.in_channels!r}")
+        if not isinstance(self.hidden_act, str):
+            raise TypeError(f"hidden_act must be an activation name such as 'gelu', got {self.hidden_act!r}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act={self.hidden_act!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
         for name in ("norm_eps", "embed_norm_eps"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
@@ -74,6 +79,9 @@ class MiTConfig:
             s *= stride
             out.append(s)
         return tuple(out)
+
+
+_PER_STAGE = ("embed_dims", "num_heads", "depths", "sr_ratios", "patch_sizes", "strides", "mlp_ratios")
 
 
 def _is_int(value) -> bool:

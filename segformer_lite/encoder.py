@@ -24,8 +24,8 @@ class Stage(nn.Module):
         self.patch_embed = OverlapPatchEmbed(in_channels, dim, cfg.patch_sizes[i], cfg.strides[i],
                                              eps=cfg.embed_norm_eps)
         self.blocks = nn.ModuleList(
-            Block(dim, cfg.num_heads[i], cfg.sr_ratios[i], cfg.mlp_ratio, cfg.qkv_bias, p,
-                  eps=cfg.norm_eps, embed_eps=cfg.embed_norm_eps)
+            Block(dim, cfg.num_heads[i], cfg.sr_ratios[i], cfg.mlp_ratios[i], cfg.qkv_bias, p,
+                  eps=cfg.norm_eps, embed_eps=cfg.embed_norm_eps, act=cfg.hidden_act)
             for p in drop_paths)
         self.norm = nn.LayerNorm(dim, eps=cfg.norm_eps)
 

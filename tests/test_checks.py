@@ -185,7 +185,7 @@ class StudentStage(nn.Module):
         super().__init__()
         dim = cfg.embed_dims[i]
         self.patch_embed = sl.OverlapPatchEmbed(in_channels, dim, cfg.patch_sizes[i], cfg.strides[i])
-        self.blocks = nn.ModuleList(sl.Block(dim, cfg.num_heads[i], cfg.sr_ratios[i], cfg.mlp_ratio,
+        self.blocks = nn.ModuleList(sl.Block(dim, cfg.num_heads[i], cfg.sr_ratios[i], cfg.mlp_ratios[i],
                                              drop_path=p) for p in drop_paths)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
 

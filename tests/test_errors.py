@@ -135,7 +135,10 @@ def test_num_heads_must_divide_the_width():
     ("depths", (2, 2, 2), ValueError, ["4 entries", "'depths': 3"]),
     ("depths", (True, 2, 2, 2), TypeError, ["depths", "ints", "(True, 2, 2, 2)"]),
     ("embed_dims", (32.0, 64, 160, 256), TypeError, ["embed_dims", "ints", "32.0"]),
-    ("mlp_ratio", 0, ValueError, ["mlp_ratio", "positive int", "0"]),
+    ("mlp_ratios", (4, 4, 0, 4), ValueError, ["mlp_ratios", "positive ints", "(4, 4, 0, 4)"]),
+    ("mlp_ratios", (8, 8, 4), ValueError, ["4 entries", "'mlp_ratios': 3"]),
+    ("hidden_act", "xielu", ValueError, ["hidden_act='xielu'", "not supported", "gelu_new", "relu"]),
+    ("hidden_act", print, TypeError, ["hidden_act", "activation name", "print"]),
     ("in_channels", "3", TypeError, ["in_channels", "positive int", "'3'"]),
     ("norm_eps", 0.0, ValueError, ["norm_eps", "positive", "0.0"]),
     ("drop_path_rate", 1.0, ValueError, ["drop_path_rate", "[0, 1)", "1.0"])])

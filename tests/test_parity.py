@@ -54,7 +54,7 @@ def test_named_config_is_the_released_architecture(pair):
     assert list(cfg.depths) == HF_VARIANTS[variant]["depths"]
     assert list(cfg.num_heads) == HEADS and list(cfg.sr_ratios) == SR_RATIOS
     assert cfg.patch_sizes == (7, 3, 3, 3) and cfg.strides == (4, 2, 2, 2)
-    assert cfg.mlp_ratio == 4 and cfg.qkv_bias is True
+    assert cfg.mlp_ratios == (4, 4, 4, 4) and cfg.hidden_act == "gelu" and cfg.qkv_bias is True
     assert (cfg.norm_eps, cfg.embed_norm_eps) == (1e-6, 1e-5)  # the official code's two eps
 
 

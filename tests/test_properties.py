@@ -58,7 +58,7 @@ def small_configs(draw):
         embed_dims=tuple(h * head_dim for h in heads), num_heads=tuple(heads),
         depths=tuple(draw(st.lists(st.integers(1, 2), min_size=n, max_size=n))),
         sr_ratios=tuple(draw(st.lists(st.sampled_from([1, 2, 3, 4]), min_size=n, max_size=n))),
-        patch_sizes=tuple(patch), strides=tuple(strides), mlp_ratio=draw(st.integers(1, 4)),
+        patch_sizes=tuple(patch), strides=tuple(strides), mlp_ratios=tuple(draw(st.lists(st.integers(1, 4), min_size=n, max_size=n))),
         in_channels=draw(st.integers(1, 4)), drop_path_rate=0.0)
 
 

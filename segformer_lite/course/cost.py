@@ -132,7 +132,7 @@ def encoder_cost(cfg: MiTConfig, height: int, width: int, batch: int = 1) -> Enc
         dim, k = cfg.embed_dims[i], cfg.patch_sizes[i]
         embed = 2 * batch * h * w * dim * in_ch * k * k
         attn = attention_cost(h, w, dim, cfg.num_heads[i], cfg.sr_ratios[i], batch)
-        ffn = mix_ffn_flops(h, w, dim, dim * cfg.mlp_ratio, batch)
+        ffn = mix_ffn_flops(h, w, dim, dim * cfg.mlp_ratios[i], batch)
         stages.append(StageCost(grid=(h, w), dim=dim, depth=cfg.depths[i], patch_embed_flops=embed,
                                 attention=attn, ffn_flops=ffn,
                                 flops=embed + cfg.depths[i] * (attn.flops + ffn)))
