@@ -42,6 +42,9 @@ COUNTING_MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in 
     "count_keys_ceil": ("the keys include the partial windows at the edge (rounded up)",
                         "the reduction conv has no padding, so it rounds down: "
                         "M = (H' // sr_ratio) * (W' // sr_ratio)"),
+    "count_no_reduction": ("the keys are not reduced (M = N, sr_ratio ignored)",
+                           "keys and values come from the grid shrunk by sr_ratio in each direction: "
+                           "M = (H' // sr_ratio) * (W' // sr_ratio)"),
     "count_sr_not_squared": ("the sequence is shrunk by sr_ratio instead of sr_ratio**2",
                              "sr_ratio shrinks both sides: M = (H' // sr_ratio) * (W' // sr_ratio), "
                              "about N / sr_ratio**2"),
@@ -59,7 +62,8 @@ _GRID = {"right": lambda n, k, s: (n + 2 * (k // 2) - k) // s + 1,
 _KEYS = {"right": lambda h, w, sr: (h // sr) * (w // sr),
          "count_keys_from_n": lambda h, w, sr: (h * w) // (sr * sr),
          "count_keys_ceil": lambda h, w, sr: -(-h // sr) * -(-w // sr),
-         "count_sr_not_squared": lambda h, w, sr: (h * w) // sr}
+         "count_sr_not_squared": lambda h, w, sr: (h * w) // sr,
+         "count_no_reduction": lambda h, w, sr: h * w}
 _SCORES = {"right": lambda n, m, heads: heads * n * m,
            "count_full_scores": lambda n, m, heads: heads * n * n,
            "count_no_heads": lambda n, m, heads: n * m}
@@ -87,9 +91,11 @@ def _reference(height, width, sr_ratio, num_heads=1, patch_size=7, stride=4) -> 
 
 
 def _combinations() -> list[tuple[str, ...]]:
-    """Every choice of one way per row (grid, keys, scores), the right one excluded."""
+    """Every choice of one way per row (grid, keys, scores) other than all right, fewest mistakes
+    first: where two combinations count alike (no reduction and N * N scores), the simpler wins."""
     rows = [[m for m in ways if m != "right"] + [None] for ways in (_GRID, _KEYS, _SCORES)]
-    return [tuple(m for m in combo if m) for combo in itertools.product(*rows) if any(combo)]
+    combos = [tuple(m for m in combo if m) for combo in itertools.product(*rows) if any(combo)]
+    return sorted(combos, key=len)
 
 
 def _as_counts(got, where: str) -> tuple[int, int, int]:
