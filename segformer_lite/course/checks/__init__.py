@@ -27,3 +27,5 @@ from .mistakes import MISTAKES, Mistake
 __all__ = ["MISTAKES", "Mistake", "check_overlap_patch_embed", "check_image_to_tokens",
            "check_tokens_to_image", "check_tokens", "check_efficient_self_attention",
            "check_mix_ffn", "check_block", "check_stage", "check_mix_transformer"]
+from .counting import COUNTING_MISTAKES, check_count_attention  # noqa: E402  (notebook 00's exercise)
+__all__ += ["COUNTING_MISTAKES", "check_count_attention"]

@@ -1,0 +1,157 @@
+"""The checker of notebook 00's exercise: count the tokens, keys and scores of one stage-1
+attention layer for an image, without building anything.
+
+``count_attention(height, width, sr_ratio, num_heads=1, patch_size=7, stride=4)`` takes an
+image's size in pixels and returns ``(N, M, scores)``: the patch grid's tokens (the padded
+patch-embedding conv), the keys and values left by sequence reduction, and the entries of the
+score matrices of all heads (batch 1). The reference below is the package's grid arithmetic; the
+catalogued mistakes are planted as independent re-counts, and every combination of them is tried,
+so a learner who makes two of them hears about both.
+"""
+from __future__ import annotations
+
+import itertools
+import operator
+from typing import Callable
+
+from ...grid import conv_output_size, reduced_grid
+from .harness import Report, Unfinished, run_check
+from .mistakes import Mistake
+
+# (image height, width, sr_ratio, num_heads, patch_size, stride): square and non-square, sides
+# that the stride or sr does not divide (75x203), several heads, and a stage-2 conv (k3 s2).
+# Chosen so that every catalogued mistake changes at least one count. Notebook 00's hidden tests
+# grade these same cases against a real Conv2d and a real attention layer.
+CASES = [(512, 512, 8, 1, 7, 4), (224, 224, 8, 1, 7, 4), (75, 203, 8, 1, 7, 4),
+         (300, 451, 4, 2, 7, 4), (61, 37, 2, 5, 7, 4), (64, 96, 2, 2, 3, 2)]
+
+COUNTING_MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
+    "count_no_padding": ("the patch grid is counted without the conv's padding (k7 s4 turns 224 "
+                         "pixels into 55 tokens that way, not 56)",
+                         "the patch embedding pads by patch_size // 2: "
+                         "H' = (H + 2 * (patch_size // 2) - patch_size) // stride + 1"),
+    "count_floor_grid": ("the patch grid is rounded down (H // stride)",
+                         "the padded conv rounds up: 75 pixels give 19 rows at stride 4, not 18; "
+                         "use H' = (H + 2 * (patch_size // 2) - patch_size) // stride + 1"),
+    "count_pixels": ("the pixels are counted as tokens",
+                     "the tokens are the cells of the patch grid: N = H' * W'"),
+    "count_keys_from_n": ("the keys are counted as N // sr**2, dividing the token count instead "
+                          "of each side",
+                          "the reduction conv shrinks each side and drops a partial window at the "
+                          "edge: M = (H' // sr_ratio) * (W' // sr_ratio)"),
+    "count_keys_ceil": ("the keys include the partial windows at the edge (rounded up)",
+                        "the reduction conv has no padding, so it rounds down: "
+                        "M = (H' // sr_ratio) * (W' // sr_ratio)"),
+    "count_no_reduction": ("the keys are not reduced (M = N, sr_ratio ignored)",
+                           "keys and values come from the grid shrunk by sr_ratio in each direction: "
+                           "M = (H' // sr_ratio) * (W' // sr_ratio)"),
+    "count_sr_not_squared": ("the sequence is shrunk by sr_ratio instead of sr_ratio**2",
+                             "sr_ratio shrinks both sides: M = (H' // sr_ratio) * (W' // sr_ratio), "
+                             "about N / sr_ratio**2"),
+    "count_full_scores": ("the scores are counted as N * N, as if there were no reduction",
+                          "each of the N queries meets the M reduced keys: num_heads * N * M"),
+    "count_no_heads": ("the scores of one head are counted, not of all heads",
+                       "every head has its own N x M score matrix: num_heads * N * M"),
+}.items()}
+
+# each way to count, the right one first; a planted variant picks one way per row
+_GRID = {"right": lambda n, k, s: (n + 2 * (k // 2) - k) // s + 1,
+         "count_no_padding": lambda n, k, s: (n - k) // s + 1,
+         "count_floor_grid": lambda n, k, s: n // s,
+         "count_pixels": lambda n, k, s: n}
+_KEYS = {"right": lambda h, w, sr: (h // sr) * (w // sr),
+         "count_keys_from_n": lambda h, w, sr: (h * w) // (sr * sr),
+         "count_keys_ceil": lambda h, w, sr: -(-h // sr) * -(-w // sr),
+         "count_sr_not_squared": lambda h, w, sr: (h * w) // sr,
+         "count_no_reduction": lambda h, w, sr: h * w}
+_SCORES = {"right": lambda n, m, heads: heads * n * m,
+           "count_full_scores": lambda n, m, heads: heads * n * n,
+           "count_no_heads": lambda n, m, heads: n * m}
+
+
+def planted_count(mistakes: tuple[str, ...] = ()) -> Callable[..., tuple[int, int, int]]:
+    """A ``count_attention`` that makes the given catalogued mistakes (none: the right count)."""
+    unknown = set(mistakes) - set(COUNTING_MISTAKES)
+    if unknown:
+        raise ValueError(f"unknown counting mistakes {sorted(unknown)}; known: {sorted(COUNTING_MISTAKES)}")
+    grid, keys, scores = (next((f for m_id, f in ways.items() if m_id in mistakes), ways["right"])
+                          for ways in (_GRID, _KEYS, _SCORES))
+
+    def count(height, width, sr_ratio, num_heads=1, patch_size=7, stride=4):
+        h, w = grid(height, patch_size, stride), grid(width, patch_size, stride)
+        n, m = h * w, keys(h, w, sr_ratio)
+        return n, m, scores(n, m, num_heads)
+    return count
+
+
+def _reference(height, width, sr_ratio, num_heads=1, patch_size=7, stride=4) -> tuple[int, int, int]:
+    h, w = (conv_output_size(v, patch_size, stride, patch_size // 2) for v in (height, width))
+    kh, kw = reduced_grid((h, w), sr_ratio)
+    return h * w, kh * kw, num_heads * h * w * kh * kw
+
+
+def _combinations() -> list[tuple[str, ...]]:
+    """Every choice of one way per row (grid, keys, scores) other than all right, fewest mistakes
+    first: where two combinations count alike (no reduction and N * N scores), the simpler wins."""
+    rows = [[m for m in ways if m != "right"] + [None] for ways in (_GRID, _KEYS, _SCORES)]
+    combos = [tuple(m for m in combo if m) for combo in itertools.product(*rows) if any(combo)]
+    return sorted(combos, key=len)
+
+
+def _as_counts(got, where: str) -> tuple[int, int, int]:
+    if not (isinstance(got, (tuple, list)) and len(got) == 3):
+        raise Report(f"count_attention: {where} it returned {got!r}; it must return three numbers, "
+                     "(N, M, scores).")
+    counts = []
+    for name, v in zip(("N", "M", "scores"), got):
+        try:
+            if isinstance(v, bool):
+                raise TypeError
+            counts.append(operator.index(v))
+        except TypeError:
+            raise Report(f"count_attention: {where} {name} is {v!r} ({type(v).__name__}); counts "
+                         "are whole numbers (int). Use // (floor division), not /, and round "
+                         "nothing by hand.") from None
+    return tuple(counts)
+
+
+def check_count_attention(count_fn: Callable) -> None:
+    """Check ``count_fn(height, width, sr_ratio, num_heads=1, patch_size=7, stride=4)``, which
+    returns ``(N, M, scores)`` for one attention layer on an image of ``height x width`` pixels,
+    on every case of ``CASES``."""
+    title = "count_attention"
+
+    def body() -> str:
+        got = []
+        for h, w, sr, heads, k, s in CASES:
+            where = (f"for a {h}x{w} image, sr_ratio={sr}, num_heads={heads}, patch_size={k}, "
+                     f"stride={s},")
+            try:
+                out = count_fn(h, w, sr, num_heads=heads, patch_size=k, stride=s)
+            except NotImplementedError:
+                raise Unfinished from None
+            except Exception as e:  # the learner's bug, reported with a hint, not a traceback
+                raise Report(f"{title}: {where} it raised {type(e).__name__}: {e}\nKeep the "
+                             "signature count_attention(height, width, sr_ratio, num_heads=1, "
+                             "patch_size=7, stride=4).") from e
+            got.append((where, _as_counts(out, where)))
+        expected = [_reference(*case) for case in CASES]
+        if all(g == e for (_, g), e in zip(got, expected)):
+            return f"right on {len(CASES)} images (square, non-square, sr_ratio 2 to 8, 1 to 5 heads, k7 s4 and k3 s2)"
+        counts = [g for _, g in got]
+        found = [combo for combo in _combinations()
+                 if [planted_count(combo)(*case) for case in CASES] == counts]
+        where, g, e = next((wh, g, e) for (wh, g), e in zip(got, expected) if g != e)
+        lines = [f"{title}: wrong counts {where} (N, M, scores) = {g}, expected {e}"]
+        if found:
+            for m_id in found[0]:
+                lines += [f"Likely mistake: {COUNTING_MISTAKES[m_id].title}.",
+                          f"  How to fix: {COUNTING_MISTAKES[m_id].fix}."]
+        else:
+            first = ("N", "M", "scores")[next(i for i in range(3) if g[i] != e[i])]
+            lines.append(f"No catalogued mistake reproduces your counts; {first} is the first "
+                         "that is wrong. Compute the patch grid (H', W') first, then the key grid, "
+                         "then the scores, and print each.")
+        raise Report("\n".join(lines))
+
+    run_check(title, body)
