@@ -7,9 +7,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["PHOTOS", "load_photo", "photo_tensor", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["PHOTOS", "FIGURES_DIR", "load_photo", "photo_tensor", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 PHOTOS_DIR = Path(__file__).resolve().parent / "photos"  # package data, next to this module
+# the repository's images/ (README figures such as the encoder diagram, which notebook 05 shows):
+# there in a checkout, where the notebooks are, not in an installed wheel
+FIGURES_DIR = Path(__file__).resolve().parents[2] / "images"
 PHOTOS = ("chelsea", "coffee", "astronaut")
 # SegFormer's checkpoints were trained on images normalised with the ImageNet statistics
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
