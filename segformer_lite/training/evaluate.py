@@ -20,7 +20,7 @@ from .data import CLASSES, SyntheticShapes
 from ..checkpoint import load_segformer
 from ..decoder import SegFormer
 
-__all__ = ["confusion_matrix", "iou_per_class", "mean_iou", "evaluate_model", "main"]
+__all__ = ["confusion_matrix", "iou_per_class", "mean_iou", "evaluate_model", "build_parser", "main"]
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -65,7 +65,8 @@ def evaluate_model(model: SegFormer, dataset: SyntheticShapes, batch_size: int =
     return iou_per_class(confusion)
 
 
-def main(argv=None) -> float:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m segformer_lite.evaluate``; every option shows its default once."""
     p = argparse.ArgumentParser(prog="python -m segformer_lite.evaluate", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=None,
@@ -75,9 +76,16 @@ def main(argv=None) -> float:
     p.add_argument("--image-size", type=int, default=64, help="side of the square images in pixels")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None) -> float:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.images < 1:
         p.error(f"--images must be >= 1, got {args.images}")
+    if args.threads < 0:
+        p.error(f"--threads must be >= 0, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

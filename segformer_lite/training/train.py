@@ -83,7 +83,11 @@ def load_state(path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path} is not a readable training state ({type(e).__name__}: {e})") from None
+        # torch's weights-only message is paragraphs of advice (incl. the unsafe weights_only=False):
+        # keep only its reason, on one line
+        reason = str(e).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
+        raise ValueError(f"{path} is not a readable training state ({type(e).__name__}: "
+                         f"{' '.join(reason.split())})") from None
     missing = {"model", "optimizer", "step", "args", "rng"} - set(state if isinstance(state, dict) else ())
     if missing:
         raise ValueError(f"{path} is not a segformer_lite training state (missing {sorted(missing)})")
