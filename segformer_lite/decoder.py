@@ -8,7 +8,8 @@ The head follows the released code (NVlabs ``SegFormerHead``, transformers' ``Se
 4. a 1x1 conv without bias + BatchNorm + ReLU fuses ``4D -> D`` channels (mmcv's ``ConvModule``);
 5. dropout, then a 1x1 conv classifier gives ``num_classes`` logits per stride-4 pixel.
 
-Only the model lives here; reading and writing its weights is ``checkpoint.py``'s job.
+Given labels, ``SegFormer`` also computes the training loss as transformers does. Only the model
+lives here; reading and writing its weights is ``checkpoint.py``'s job.
 """
 from __future__ import annotations
 
