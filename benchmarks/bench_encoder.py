@@ -11,6 +11,9 @@ transformers-eager, segformer_lite and a 2048^3 fp32 GEMM once each, in a rotati
 load from other processes hits all of them alike. Reported: medians, the median of the
 per-repeat ratios with its interquartile range (the noise), achieved GFLOP/s (FLOPs from
 ``sl.encoder_cost``, checked against torch's FlopCounterMode) and that as a % of the GEMM's.
+The same loops also run segformer_lite's stages without the final copy of each feature map to
+contiguous NCHW (``forward`` returns ordinary tensors, so ``f.view(B, -1)`` works): the ratio of
+the two is what the copies cost.
 """
 from __future__ import annotations
 
@@ -59,6 +62,16 @@ def counted_flops(model, x) -> int:
     return counter.get_total_flops()
 
 
+def stages_without_copies(model: sl.MixTransformer, x: torch.Tensor) -> list[torch.Tensor]:
+    """``model(x)`` as it was before the feature maps were made contiguous (channels-last views),
+    less the input checks."""
+    feats = []
+    for stage in model.stages:
+        x = stage(x)
+        feats.append(x)
+    return feats
+
+
 def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -94,7 +107,8 @@ def bench_variant(variant: str, size: int, repeats: int, warmup: int, seed: int)
     a = torch.randn(GEMM_N, GEMM_N)
     b = torch.randn(GEMM_N, GEMM_N)
     runs = {"transformers sdpa": lambda: hf_sdpa(x), "transformers eager": lambda: hf_eager(x),
-            "segformer_lite": lambda: ours(x), "gemm": lambda: a @ b}
+            "segformer_lite": lambda: ours(x), "segformer_lite views": lambda: stages_without_copies(ours, x),
+            "gemm": lambda: a @ b}
     times = {name: [] for name in runs}
     names = list(runs)
     for r in range(warmup + repeats):
@@ -139,6 +153,13 @@ def report(results: list[dict], size: int, repeats: int, load: tuple[float, floa
             f"| {max(res['errors'].values()):.1e} |")
     lines += ["", f"GEMM {GEMM_N}x{GEMM_N} @ {GEMM_N}x{GEMM_N} fp32, measured in the same loops: "
               + ", ".join(f"{r:.1f}" for r in gemm_rates) + " GFLOP/s"]
+    for res in results:
+        q1, med, q3 = quartiles([o / v for o, v in zip(res["times"]["segformer_lite"],
+                                                          res["times"]["segformer_lite views"])])
+        lines.append(f"contiguous feature maps, MiT-{res['variant'].upper()}: segformer_lite / the same "
+                     f"without the copies (channels-last views) {med:.3f} ({q1:.3f}-{q3:.3f}), medians "
+                     f"{statistics.median(res['times']['segformer_lite']) * 1e3:.1f} vs "
+                     f"{statistics.median(res['times']['segformer_lite views']) * 1e3:.1f} ms")
     # under load the fastest run is the best estimate of the uncontended time
     for res in results:
         best = {k: min(v) * 1e3 for k, v in res["times"].items()}

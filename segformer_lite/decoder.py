@@ -8,7 +8,8 @@ The head follows the released code (NVlabs ``SegFormerHead``, transformers' ``Se
 4. a 1x1 conv without bias + BatchNorm + ReLU fuses ``4D -> D`` channels (mmcv's ``ConvModule``);
 5. dropout, then a 1x1 conv classifier gives ``num_classes`` logits per stride-4 pixel.
 
-Only the model lives here; reading and writing its weights is ``checkpoint.py``'s job.
+Given labels, ``SegFormer`` also computes the training loss as transformers does. Only the model
+lives here; reading and writing its weights is ``checkpoint.py``'s job.
 """
 from __future__ import annotations
 
@@ -52,11 +53,13 @@ class SegFormer(nn.Module):
     """MiT encoder + all-MLP decoder. ``forward(images) -> logits (B, num_classes, H/4, W/4)``,
     the same output as transformers' ``SegformerForSemanticSegmentation``.
 
-    With ``return_attention=True`` it also returns the encoder's attention maps (one per block).
-    Upsample the logits to the image size (bilinear) before a loss or an ``argmax``.
+    ``forward(images, labels)`` returns ``(loss, logits)``, the loss computed as transformers
+    does (:meth:`loss`). With ``return_attention=True`` the encoder's attention maps (one per
+    block) come last. Upsample the logits to the image size (bilinear) before an ``argmax``.
     """
 
-    def __init__(self, config: MiTConfig, num_classes: int, decoder_dim: int = 256, dropout: float = 0.1):
+    def __init__(self, config: MiTConfig, num_classes: int, decoder_dim: int = 256, dropout: float = 0.1,
+                 ignore_index: int = 255):
         super().__init__()
         if not isinstance(config, MiTConfig):
             raise TypeError(f"expected an MiTConfig (see segformer_lite.mit_config), got {type(config).__name__}")
@@ -64,18 +67,40 @@ class SegFormer(nn.Module):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise TypeError(f"{name} must be a positive int, got {value!r}")
         self.config, self.num_classes, self.decoder_dim = config, num_classes, decoder_dim
+        self.ignore_index = ignore_index  # label of pixels the loss skips (transformers' semantic_loss_ignore_index)
         self.encoder = MixTransformer(config)
         self.decode_head = AllMLPDecoder(config.embed_dims, num_classes, decoder_dim, dropout)
 
-    def forward(self, images: torch.Tensor, return_attention: bool = False):
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, return_attention: bool = False):
         if return_attention:
             feats, attns = self.encoder(images, return_attention=True)
-            return self.decode_head(feats), attns
-        return self.decode_head(self.encoder(images))
+        else:
+            feats, attns = self.encoder(images), None
+        logits = self.decode_head(feats)
+        out = (logits,) if labels is None else (self.loss(logits, labels), logits)
+        if return_attention:
+            out += (attns,)
+        return out[0] if len(out) == 1 else out
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """transformers' segmentation loss: the logits upsampled (bilinear) to the labels' size,
+        then cross-entropy skipping ``ignore_index``; with one class, binary cross-entropy on the
+        logit, ignored pixels zeroed but still counted in the mean (as transformers does)."""
+        if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise TypeError("expected labels as an integer tensor (B, H, W) of class indices, got "
+                            + (f"dtype {labels.dtype}" if isinstance(labels, torch.Tensor) else type(labels).__name__))
+        if labels.ndim != 3 or labels.shape[0] != logits.shape[0]:
+            raise ValueError(f"expected labels of shape (B, H, W) with B = {logits.shape[0]}, "
+                             f"got {tuple(labels.shape)}")
+        logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)  # (B, K, H, W)
+        if self.num_classes > 1:
+            return F.cross_entropy(logits, labels, ignore_index=self.ignore_index)
+        valid = ((labels >= 0) & (labels != self.ignore_index)).float()
+        loss = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="none")
+        return (loss * valid).mean()
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Class index per pixel at full image resolution, ``(B, H, W)`` int64."""
         logits = self(images)
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False).argmax(1)
-

@@ -43,7 +43,8 @@ class Stage(nn.Module):
 
 
 class MixTransformer(nn.Module):
-    """MiT encoder. ``forward(images) -> [f1, f2, f3, f4]``, ``f_i`` of shape ``(B, C_i, H_i, W_i)``.
+    """MiT encoder. ``forward(images) -> [f1, f2, f3, f4]``, ``f_i`` of shape ``(B, C_i, H_i, W_i)``,
+    ordinary contiguous tensors (so ``f.view(B, -1)`` works, as with the official code).
 
     With ``return_attention=True`` it also returns one attention map per block, in order,
     each ``(B, heads, N_i, M_i)``: ``N_i = H_i * W_i`` and ``M_i = floor(H_i / sr_i) * floor(W_i / sr_i)``
@@ -106,7 +107,8 @@ class MixTransformer(nn.Module):
                 attns += stage_attns
             else:
                 x = stage(x)
-            feats.append(x)
+            # the next stage reads the channels-last view as is; callers get plain NCHW maps
+            feats.append(x.contiguous())
         return (feats, attns) if return_attention else feats
 
 

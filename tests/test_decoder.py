@@ -127,3 +127,52 @@ def test_shipped_checkpoint_is_small_and_loads():
     assert SHIPPED_CHECKPOINT.stat().st_size <= 15 * 2 ** 20
     model = load_segformer()
     assert model.num_classes == len(sl.CLASSES)
+
+
+@pytest.mark.parametrize("num_labels", [5, 1])
+def test_loss_equals_transformers(num_labels):
+    """``model(images, labels)`` gives transformers' loss: logits upsampled to the labels' size
+    (here 2x the image, so the upsampling matters), 255 ignored; one label: BCE with a mask."""
+    hf = _hf_segformer("b0", 64, num_labels=num_labels)
+    model = sl.from_transformers(hf)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 64, 96, generator=g)
+    labels = torch.randint(0, max(num_labels, 2), (2, 128, 192), generator=g)
+    labels[:, :40] = 255  # a band of ignored pixels
+    with torch.no_grad():
+        expected = hf(pixel_values=x, labels=labels)
+        loss, logits = model(x, labels)
+    torch.testing.assert_close(logits, expected.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loss, expected.loss, rtol=1e-5, atol=1e-6)
+    # and the ignored band does matter: the loss without it differs
+    with torch.no_grad():
+        unmasked = model(x, labels.clamp(max=max(num_labels, 2) - 1))[0]
+    assert abs(unmasked.item() - loss.item()) > 1e-3
+
+
+def test_loss_with_attention_and_bad_labels():
+    model = sl.SegFormer(sl.mit_config("b0"), 4, decoder_dim=16).eval()
+    x, labels = torch.rand(1, 3, 64, 64), torch.randint(0, 4, (1, 64, 64))
+    loss, logits, attns = model(x, labels, return_attention=True)
+    assert loss.ndim == 0 and logits.shape == (1, 4, 16, 16) and len(attns) == sum(model.config.depths)
+    loss.backward()  # a training loss: gradients reach the encoder
+    assert model.encoder.stages[0].patch_embed.proj.weight.grad.abs().sum() > 0
+    with pytest.raises(TypeError, match="integer tensor"):
+        model(x, labels.float())
+    with pytest.raises(ValueError, match=r"\(B, H, W\) with B = 1"):
+        model(x, labels[0])
+
+
+def test_feature_maps_are_ordinary_tensors():
+    """Like the official code and transformers, ``feats[i].view(B, -1)`` works: the maps are
+    contiguous NCHW, not channels-last views."""
+    enc = sl.MixTransformer(sl.mit_config("b0")).eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        feats = enc(x)
+        with_attention, _ = enc(x, return_attention=True)
+    for f, g in zip(feats, with_attention):
+        assert f.is_contiguous() and g.is_contiguous()
+        flat = f.view(2, -1)
+        assert torch.equal(flat, f.reshape(2, -1))
+        assert torch.equal(flat[1, :2], f[1, 0, 0, :2])  # NCHW order: channel 0's first row first

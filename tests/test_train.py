@@ -65,21 +65,58 @@ def _run(tmp_path, *extra):
     return train.train(train.parse_args(TINY + ["--output", str(tmp_path / "w.safetensors"), *extra]))
 
 
-def test_resume_equals_uninterrupted_run(tmp_path):
+def test_resume_equals_uninterrupted_run(tmp_path, capsys):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     _run(straight, "--steps", "4", "--eval-every", "2", "--seed", "3")
-    # stop after the checkpoint at step 2 (mIoU >= 0 always holds), then resume to step 4
-    first = _run(resumed, "--steps", "4", "--eval-every", "2", "--seed", "3", "--stop-at-miou", "0")
+    # stop after the checkpoint at step 2 (mIoU >= 0 always holds), then resume to step 4;
+    # the first run asks to resume with no state yet: it says so and starts from scratch
+    capsys.readouterr()
+    first = _run(resumed, "--steps", "4", "--eval-every", "2", "--seed", "3", "--stop-at-miou", "0", "--resume")
+    out = capsys.readouterr().out
+    weights, state_file = resumed / "w.safetensors", resumed / "w.safetensors.state.pt"
+    assert f"--resume: no training state at {state_file}, so starting from scratch" in out
+    assert f"for 4 steps of 1 x 2 images of 32 px, 1 thread(s) per process; weights -> {weights}" in out
+    assert f"wrote the weights of step 2 to {weights} (resumable state: {state_file})" in out
     assert first["step"] == 2
-    state = train.load_state(resumed / "w.safetensors.state.pt")
+    state = train.load_state(state_file)
     assert state["step"] == 2 and state["optimizer"]["state"][0]["step"].item() == 2
     last = _run(resumed, "--steps", "4", "--eval-every", "2", "--seed", "3", "--resume")
+    out = capsys.readouterr().out
+    assert f"resuming from {state_file} at step 2" in out and "from scratch" not in out
+    assert f"wrote the weights of step 4 to {weights}" in out
     assert last["step"] == 4
+    # the schedule scales every group: the head's lr is 10x the encoder's at every step
+    lrs = sorted(g["lr"] for g in train.load_state(state_file)["optimizer"]["param_groups"])
+    assert lrs[-1] == pytest.approx(10 * lrs[0]) and lrs[0] > 0
     a, b = (load_segformer(d / "w.safetensors").state_dict() for d in (straight, resumed))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     assert not torch.equal(a["decode_head.classifier.weight"],
                            sl.SegFormer(sl.mit_config("b0"), 4, 16).state_dict()["decode_head.classifier.weight"])
+
+
+def test_official_parameter_groups():
+    """As the official config's paramwise_cfg: decode head (its BatchNorm included) at 10x lr with
+    weight decay, every encoder LayerNorm without decay, everything else plain. Checked by module
+    type, independently of the name matching the groups are built with."""
+    model = sl.SegFormer(sl.mit_config("b0"), 4, decoder_dim=16)
+    groups = train.param_groups(model, weight_decay=0.01)
+    got = {id(p): (g["lr_mult"], g["weight_decay"]) for g in groups for p in g["params"]}
+    assert sum(len(g["params"]) for g in groups) == len(got) == len(list(model.parameters()))
+    expected, counts = {}, {"head": 0, "norm": 0, "rest": 0}
+    for name, module in model.named_modules():
+        for p in module.parameters(recurse=False):
+            kind = ("head" if name.startswith("decode_head.") else
+                    "norm" if isinstance(module, torch.nn.LayerNorm) else "rest")
+            counts[kind] += 1
+            expected[id(p)] = {"head": (10.0, 0.01), "norm": (1.0, 0.0), "rest": (1.0, 0.01)}[kind]
+    assert got == expected
+    # B0: 8 blocks x (norm1, norm2) + 6 sequence-reduction norms (stage 4 has sr 1, none) + 4
+    # patch-embedding norms + 4 stage norms, weight and bias each; the head: 4 Linear + fuse conv
+    # + BatchNorm + classifier
+    assert counts["norm"] == 2 * (8 * 2 + 6 + 4 + 4) and counts["head"] == 8 + 1 + 2 + 2
+    one = train.param_groups(model, 0.01, paramwise={})  # --param-groups none
+    assert len(one) == 1 and one[0]["weight_decay"] == 0.01 and one[0]["lr_mult"] == 1.0
 
 
 def test_training_lowers_the_held_out_loss(tmp_path):
@@ -99,7 +136,7 @@ def test_training_lowers_the_held_out_loss(tmp_path):
     assert loss(after) < 0.85 * loss(before)  # measured: 1.43 -> 1.05
 
 
-def test_bad_cli_arguments(tmp_path):
+def test_bad_cli_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--seed", "5", "--eval-seed", "5"])
     with pytest.raises(SystemExit):
@@ -110,6 +147,12 @@ def test_bad_cli_arguments(tmp_path):
     corrupt.write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="not a readable training state"):
         _run(tmp_path, "--steps", "2", "--resume")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:  # the command: one line, no traceback, status 2
+        train.main(TINY + ["--output", str(tmp_path / "w.safetensors"), "--steps", "2", "--resume"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "not a readable training state" in err
+    assert "weights_only" not in err  # torch's unsafe advice is dropped
     with pytest.raises(FileNotFoundError):
         train.load_state(tmp_path / "nothing.pt")
 
@@ -233,6 +276,52 @@ def test_shipped_checkpoint_scores_what_readme_states(one_thread):
     assert abs(ious.mean().item() - want_miou) <= tol, f"mIoU {ious.mean().item():.6f}, README states {want_miou}"
 
 
+def test_evaluate_cli_progress_on_stderr_quiet_silences_it(tmp_path, capsys):
+    path = save_segformer(sl.SegFormer(sl.mit_config("b0"), len(sl.CLASSES), decoder_dim=16), tmp_path / "w.safetensors")
+    miou = evaluate.main(["--checkpoint", str(path), "--images", "3", "--seed", "9"])
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert [line.split()[1] for line in lines[:-1]] == list(sl.CLASSES)
+    assert lines[-1] == f"mIoU {miou:.4f}"
+    assert "evaluate" in captured.err  # the progress bar, on stderr
+    evaluate.main(["--checkpoint", str(path), "--images", "3", "--seed", "9", "--quiet"])
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("module", [train, evaluate])
+def test_cli_help_documents_every_default_once(module, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # one line per option
+    parser = module.build_parser()
+    text = parser.format_help().split("options:")[1]
+    # one entry per option, keyed by its flag, whitespace collapsed
+    entries = {e.split()[0]: " ".join(e.split()) for e in re.split(r"\n  (?=-)", text) if e.strip()}
+    for action in parser._actions:
+        if action.dest == "help":
+            continue
+        entry = entries[action.option_strings[0]]
+        assert entry.count("default") == 1, entry
+        assert f"(default: {action.default})" in entry, entry
+
+
+def test_miou_skips_a_class_absent_from_labels_and_predictions():
+    pred = torch.tensor([[0, 0, 1, 1], [3, 3, 0, 0]])
+    target = torch.tensor([[0, 1, 1, 1], [0, 0, 0, 0]])
+    # class 0: TP 3, FN 2 (labelled 0, predicted 3), FP 1 (labelled 1): IoU 3/6;  class 1: TP 2, FN 1: 2/3
+    # class 2: in neither, no IoU;  class 3: predicted only (2 pixels), IoU 0, and it counts
+    iou = evaluate.iou_per_class(evaluate.confusion_matrix(pred, target, 4))
+    assert iou[2].isnan()
+    torch.testing.assert_close(iou[[0, 1, 3]], torch.tensor([3 / 6, 2 / 3, 0.0], dtype=torch.float64))
+    assert evaluate.mean_iou(iou) == pytest.approx((3 / 6 + 2 / 3 + 0.0) / 3)
+
+
+def test_expected_cli_failures_are_one_line_with_exit_status_2(tmp_path):
+    missing = tmp_path / "missing.safetensors"
+    proc = subprocess.run([sys.executable, "-m", "segformer_lite.evaluate", "--checkpoint", str(missing)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == f"python -m segformer_lite.evaluate: error: no SegFormer checkpoint at {missing}\n"
+
+
 def test_iou_by_hand():
     pred = torch.tensor([[0, 0, 1, 1], [2, 2, 2, 0]])
     target = torch.tensor([[0, 1, 1, 1], [2, 2, 0, 0]])
@@ -244,13 +333,13 @@ def test_iou_by_hand():
     torch.testing.assert_close(iou, torch.tensor([2 / 4, 2 / 3, 2 / 3], dtype=torch.float64))
 
 
-def test_evaluate_bad_input(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        evaluate.main(["--checkpoint", str(tmp_path / "missing.safetensors")])
+def test_evaluate_bad_input(tmp_path, capsys):
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"garbage" * 10)
-    with pytest.raises(ValueError, match="not a SegFormer checkpoint"):
+    with pytest.raises(SystemExit) as exit_:
         evaluate.main(["--checkpoint", str(corrupt)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "not a SegFormer checkpoint" in err
     wrong_k = sl.SegFormer(sl.mit_config("b0"), 7, decoder_dim=16)
     with pytest.raises(ValueError, match="7 classes but the data set has 4"):
         evaluate.evaluate_model(wrong_k, sl.SyntheticShapes(2, 64))

@@ -3,11 +3,14 @@
 
 IoU of class ``c`` = pixels labelled ``c`` and predicted ``c`` / pixels labelled or predicted
 ``c``, summed over the whole set (the confusion-matrix definition mmseg and the paper use);
-mIoU is the mean over classes. Predictions are the logits upsampled to full resolution.
+mIoU is the mean over the classes that occur, in the labels or the predictions (mmseg's
+convention: a class with no pixel in either has no IoU and does not count). Predictions are the
+logits upsampled to full resolution.
 """
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
@@ -17,7 +20,7 @@ from .data import CLASSES, SyntheticShapes
 from ..checkpoint import load_segformer
 from ..decoder import SegFormer
 
-__all__ = ["confusion_matrix", "iou_per_class", "evaluate_model", "main"]
+__all__ = ["confusion_matrix", "iou_per_class", "mean_iou", "evaluate_model", "build_parser", "main"]
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -29,10 +32,16 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int)
 
 
 def iou_per_class(confusion: torch.Tensor) -> torch.Tensor:
-    """IoU of every class from a confusion matrix: ``TP / (TP + FP + FN)`` (NaN if absent)."""
+    """IoU of every class from a confusion matrix: ``TP / (TP + FP + FN)``, NaN for a class
+    absent from both labels and predictions (0 / 0: it has no IoU)."""
     tp = confusion.diag().double()
     union = confusion.sum(0).double() + confusion.sum(1).double() - tp
     return tp / union
+
+
+def mean_iou(ious: torch.Tensor) -> float:
+    """mIoU as mmseg computes it: the mean over classes that have an IoU (absent ones, NaN, skipped)."""
+    return float(ious.nanmean())
 
 
 @torch.no_grad()
@@ -56,22 +65,37 @@ def evaluate_model(model: SegFormer, dataset: SyntheticShapes, batch_size: int =
     return iou_per_class(confusion)
 
 
-def main(argv=None) -> float:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m segformer_lite.evaluate``; every option shows its default once."""
     p = argparse.ArgumentParser(prog="python -m segformer_lite.evaluate", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="weights written by segformer_lite.train (default: the shipped checkpoint)")
+                   help="weights written by segformer_lite.train (None: the shipped checkpoint)")
     p.add_argument("--seed", type=int, default=2026, help="seed of the held-out images")
-    p.add_argument("--images", type=int, default=200)
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--images", type=int, default=200, help="number of held-out images")
+    p.add_argument("--image-size", type=int, default=64, help="side of the square images in pixels")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None) -> float:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.images < 1:
         p.error(f"--images must be >= 1, got {args.images}")
-    model = load_segformer(args.checkpoint)
-    ious = evaluate_model(model, SyntheticShapes(args.images, args.image_size, args.seed), progress=False)
+    if args.threads < 0:
+        p.error(f"--threads must be >= 0, got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model = load_segformer(args.checkpoint)
+    except (OSError, ValueError) as e:  # an expected failure (no such file, not a checkpoint): one line
+        p.exit(2, f"{p.prog}: error: {e}\n")
+    ious = evaluate_model(model, SyntheticShapes(args.images, args.image_size, args.seed), progress=not args.quiet)
     for name, iou in zip(CLASSES, ious.tolist()):
-        print(f"IoU {name:<12} {iou:.4f}")
-    miou = float(ious.mean())
+        print(f"IoU {name:<12} " + ("absent (no pixel labelled or predicted)" if math.isnan(iou) else f"{iou:.4f}"))
+    miou = mean_iou(ious)
     print(f"mIoU {miou:.4f}")
     return miou
 

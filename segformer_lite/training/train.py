@@ -6,10 +6,12 @@ takes its statistics over the global batch, as the official code's SyncBN does; 
 ``distributed.py``). Without dropout, two processes of batch ``b`` train the same weights as
 one process of batch ``2b``.
 
-Optimiser as in the paper: AdamW, weight decay 0.01, "poly" learning-rate decay
-``lr * (1 - step / steps) ** 1.0``. The paper fine-tunes an ImageNet-pretrained encoder with
-lr 6e-5 for 160k steps; we start from random weights and have minutes, so the default lr is
-higher (1.5e-3) with a short linear warm-up, which is what makes a from-scratch run converge fast.
+Optimiser as in the official SegFormer config: AdamW, weight decay 0.01, parameter groups as its
+``paramwise_cfg`` (decode head at 10x the learning rate, LayerNorms without weight decay; see
+:func:`param_groups`), "poly" learning-rate decay ``lr * (1 - step / steps) ** 1.0``. The paper
+fine-tunes an ImageNet-pretrained encoder with lr 6e-5 for 160k steps; we start from random
+weights and have minutes, so the default lr is higher (1.5e-3) with a short linear warm-up,
+which is what makes a from-scratch run converge fast.
 
 Training image ``k`` of step ``s`` on rank ``r`` is item ``(s * world + r) * batch + k`` of
 ``SyntheticShapes(seed)``: the data are a function of the step, so a resumed run sees exactly
@@ -26,7 +28,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..config import VARIANTS, mit_config
@@ -35,9 +36,16 @@ from .distributed import sync_batchnorm
 from ..checkpoint import save_segformer
 from ..decoder import SegFormer
 from .._files import atomic_write
-from .evaluate import evaluate_model
+from .evaluate import evaluate_model, mean_iou
 
-__all__ = ["poly_lr", "train", "main", "save_state", "load_state", "parse_args"]
+__all__ = ["poly_lr", "param_groups", "train", "main", "save_state", "load_state", "parse_args",
+           "build_parser", "OFFICIAL_PARAMWISE"]
+
+# The official config's paramwise_cfg custom_keys, matched as mmcv does: a key applies to every
+# parameter whose full name contains it, the longest key first (ties alphabetical), first match
+# wins; so the decode head's BatchNorm gets the head's 10x lr and keeps its weight decay. (The
+# official dict also has 'pos_block': decay 0, a key that names no MiT parameter.)
+OFFICIAL_PARAMWISE = {"head": {"lr_mult": 10.0}, "norm": {"decay_mult": 0.0}}
 
 
 def poly_lr(step: int, steps: int, lr: float, warmup: int, power: float = 1.0) -> float:
@@ -45,6 +53,21 @@ def poly_lr(step: int, steps: int, lr: float, warmup: int, power: float = 1.0) -
     if step < warmup:
         return lr * (step + 1) / warmup
     return lr * (1.0 - (step - warmup) / max(1, steps - warmup)) ** power
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, paramwise: dict | None = None) -> list[dict]:
+    """AdamW parameter groups: ``paramwise`` maps a name fragment to ``lr_mult`` / ``decay_mult``
+    (mmcv's ``custom_keys``, default :data:`OFFICIAL_PARAMWISE`); every group carries its
+    ``lr_mult`` so the schedule can scale it. ``{}`` gives one group, every parameter decayed."""
+    paramwise = OFFICIAL_PARAMWISE if paramwise is None else paramwise
+    keys = sorted(sorted(paramwise), key=len, reverse=True)  # mmcv's order: longest first, then a-z
+    groups: dict[tuple[float, float], list] = {}
+    for name, p in model.named_parameters():
+        rule = next((paramwise[k] for k in keys if k in name), {})
+        mults = (rule.get("lr_mult", 1.0), rule.get("decay_mult", 1.0))
+        groups.setdefault(mults, []).append(p)
+    return [{"params": ps, "lr_mult": lr_mult, "weight_decay": weight_decay * decay_mult}
+            for (lr_mult, decay_mult), ps in groups.items()]
 
 
 def save_state(state: dict, path) -> None:
@@ -60,24 +83,33 @@ def load_state(path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path} is not a readable training state ({type(e).__name__}: {e})") from None
+        # torch's weights-only message is paragraphs of advice (incl. the unsafe weights_only=False):
+        # keep only its reason, on one line
+        reason = str(e).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
+        raise ValueError(f"{path} is not a readable training state ({type(e).__name__}: "
+                         f"{' '.join(reason.split())})") from None
     missing = {"model", "optimizer", "step", "args", "rng"} - set(state if isinstance(state, dict) else ())
     if missing:
         raise ValueError(f"{path} is not a segformer_lite training state (missing {sorted(missing)})")
     return state
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m segformer_lite.train``; every option shows its default once."""
     p = argparse.ArgumentParser(prog="python -m segformer_lite.train", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--variant", default="b0", choices=list(VARIANTS), help="MiT encoder widths/depths")
     p.add_argument("--decoder-dim", type=int, default=128, help="all-MLP decoder width")
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=8, help="per process")
-    p.add_argument("--lr", type=float, default=1.5e-3)
+    p.add_argument("--image-size", type=int, default=64, help="side of the square training images in pixels")
+    p.add_argument("--steps", type=int, default=3000, help="optimizer steps (the shipped checkpoint's run)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per step, per process")
+    p.add_argument("--lr", type=float, default=1.5e-3, help="peak learning rate (the decode head's is "
+                                                               "10x with --param-groups official)")
     p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
-    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    p.add_argument("--param-groups", choices=("official", "none"), default="official",
+                   help="official: decode head at 10x lr, LayerNorms without weight decay, as the "
+                        "official config; none: one group, every parameter decayed")
     p.add_argument("--dropout", type=float, default=0.1, help="decoder dropout before the classifier")
     p.add_argument("--drop-path", type=float, default=0.1, help="encoder stochastic-depth rate (last block)")
     p.add_argument("--seed", type=int, default=0, help="model init and training images")
@@ -85,15 +117,20 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="weights (safetensors); the resumable state goes to OUTPUT.state.pt")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT.state.pt if it exists")
     p.add_argument("--eval-every", type=int, default=250, help="steps between evaluations (0: only at the end)")
-    p.add_argument("--eval-images", type=int, default=100)
+    p.add_argument("--eval-images", type=int, default=100, help="held-out images per evaluation")
     p.add_argument("--eval-seed", type=int, default=1000, help="held-out images: never a training seed")
     p.add_argument("--stop-at-miou", type=float, default=None, help="stop early once eval mIoU reaches this")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads per process (default: torch's choice; torchrun sets 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads per process (0: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--rank-weights", action="store_true",
                    help="every process also writes its final weights to OUTPUT with .rank<r> before "
                         "the suffix (to check that DDP keeps the processes identical)")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     for name in ("dropout", "drop_path"):
         if not 0.0 <= getattr(args, name) < 1.0:
@@ -103,6 +140,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("steps", "batch_size", "image_size", "decoder_dim", "eval_images"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.threads < 0:
+        p.error(f"--threads must be >= 0, got {args.threads}")
     return args
 
 
@@ -121,7 +160,9 @@ def train(args: argparse.Namespace) -> dict:
     model = SegFormer(config, len(CLASSES), args.decoder_dim, args.dropout)
     if distributed:
         sync_batchnorm(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    groups = param_groups(model, args.weight_decay, None if args.param_groups == "official" else {})
+    opt = torch.optim.AdamW(groups, lr=args.lr)
+    say = print if rank == 0 else lambda *a: None
     start, history = 0, []
     if args.resume and state_path.is_file():
         state = load_state(state_path)
@@ -129,13 +170,23 @@ def train(args: argparse.Namespace) -> dict:
         opt.load_state_dict(state["optimizer"])
         start, history = state["step"], list(state.get("history", []))
         torch.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        say(f"resuming from {state_path} at step {start}")
     else:
+        if args.resume:
+            say(f"--resume: no training state at {state_path}, so starting from scratch")
         torch.manual_seed(args.seed + rank)  # dropout / drop-path differ per rank
+    say(f"training SegFormer (MiT-{args.variant.upper()}, decoder {args.decoder_dim}) for {args.steps} steps "
+        f"of {world} x {args.batch_size} images of {args.image_size} px, {torch.get_num_threads()} thread(s) "
+        f"per process; weights -> {args.output}, resumable state -> {state_path}")
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     data = SyntheticShapes(args.steps * args.batch_size * world, args.image_size, args.seed)
     held_out = SyntheticShapes(args.eval_images, args.image_size, args.eval_seed)
 
+    saved = None  # the step whose weights this run wrote
+
     def checkpoint(step: int) -> None:
+        nonlocal saved
+        saved = step
         rngs = [torch.get_rng_state()]
         if distributed:  # every rank's dropout RNG, so a resumed DDP run continues exactly
             rngs = [torch.empty_like(rngs[0]) for _ in range(world)]
@@ -152,13 +203,11 @@ def train(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = poly_lr(step, args.steps, args.lr, args.warmup)
+            group["lr"] = group["lr_mult"] * poly_lr(step, args.steps, args.lr, args.warmup)
         first = (step * world + rank) * args.batch_size
         images, labels = data.batch(range(first, first + args.batch_size))
         model.train()
-        logits = net(images)  # (B, K, H/4, W/4)
-        logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-        loss = F.cross_entropy(logits, labels)  # at full resolution, as transformers does
+        loss, _ = net(images, labels)  # on logits upsampled to the labels, as transformers does
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -167,7 +216,7 @@ def train(args: argparse.Namespace) -> dict:
         if done == args.steps or (args.eval_every and done % args.eval_every == 0):
             if rank == 0:
                 ious = evaluate_model(model, held_out, progress=False)
-                result = {"step": done, "miou": float(ious.mean()), "seconds": time.perf_counter() - t0,
+                result = {"step": done, "miou": mean_iou(ious), "seconds": time.perf_counter() - t0,
                           "loss": float(loss.item())}
                 history.append(result)
                 bar.write(f"step {done}: loss {loss.item():.4f}  held-out mIoU {result['miou']:.4f}  "
@@ -181,6 +230,10 @@ def train(args: argparse.Namespace) -> dict:
                 bar.write(f"reached mIoU >= {args.stop_at_miou} at step {done}; stopping")
                 break
     bar.close()
+    if saved is None:
+        say(f"nothing to do: {state_path} is at step {start} of {args.steps}")
+    else:
+        say(f"wrote the weights of step {saved} to {args.output} (resumable state: {state_path})")
     if args.rank_weights:
         save_segformer(model, args.output.with_name(f"{args.output.stem}.rank{rank}{args.output.suffix}"))
     if distributed:
@@ -190,7 +243,11 @@ def train(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> None:
-    train(parse_args(argv))
+    args = parse_args(argv)
+    try:
+        train(args)
+    except (OSError, ValueError) as e:  # expected failures (unreadable state, unwritable output): one line
+        build_parser().exit(2, f"python -m segformer_lite.train: error: {e}\n")
 
 
 if __name__ == "__main__":
