@@ -17,16 +17,20 @@ import pytest
 from segformer_lite.course import homework
 from segformer_lite.course.checks import MISTAKES
 
-# The round trip grades every submission in full, so it uses one notebook with two exercises
-# (Mix-FFN and Block); the others are graded the same way, and nbval runs all of them, solution
-# and student versions.
-ROUND_TRIP = ["04_mix_ffn_and_block.ipynb"]
+# The round trip grades every submission in full, so it uses two notebooks: one with two exercises
+# (Mix-FFN and Block) and the decoder's; the others are graded the same way, and nbval runs all of
+# them, solution and student versions.
+ROUND_TRIP = ["04_mix_ffn_and_block.ipynb", "06_all_mlp_decoder.ipynb"]
 # one planted mistake: (exercise grade_id, text in its solution, replacement, catalogued mistake)
 PLANT = ("mix_ffn", 'x = F.gelu(rearrange(x, "b c h w -> b (h w) c"))',
          'x = rearrange(x, "b c h w -> b (h w) c")', "no_gelu")
 # an infinite loop in the other exercise: (grade_id, text in its solution, replacement)
 LOOP = ("block", "x = x + self.drop_path(self.attn(self.norm1(x), hw))",
         "while True:  # never returns\n            pass")
+# a planted mistake in the decoder exercise, in a submission of its own: (notebook, grade_id, text
+# in its solution, replacement, catalogued mistake)
+PLANT_DECODER = ("06_all_mlp_decoder.ipynb", "all_mlp_decoder", "x = torch.cat(ups[::-1], dim=1)",
+                 "x = torch.cat(ups, dim=1)", "decoder_concat_order")
 LOOP_TIMEOUT = 20  # seconds per cell in the round trip's course (every course cell runs in less)
 
 
@@ -95,6 +99,10 @@ def test_nbgrader_round_trip(tmp_path):
     looping = read(source)
     edit_solution(looping[ROUND_TRIP[0]], *LOOP)
     submit(course, "looping", looping)
+    planted_decoder = read(source)
+    decoder_nb, decoder_id, decoder_old, decoder_new, decoder_mistake = PLANT_DECODER
+    edit_solution(planted_decoder[decoder_nb], decoder_id, decoder_old, decoder_new)
+    submit(course, "planted_decoder", planted_decoder)
 
     homework.nbgrader(course, "autograde", homework.ASSIGNMENT, timeout=900)
     homework.nbgrader(course, "export")
@@ -107,6 +115,7 @@ def test_nbgrader_round_trip(tmp_path):
     assert scores["untouched"] == (0, total)
     assert scores["planted"] == (total - 1, total)  # one exercise wrong, the others full marks
     assert scores["looping"] == (total - 1, total)  # the loop was interrupted, grading went on
+    assert scores["planted_decoder"] == (total - 1, total)
 
     # untouched student versions run top to bottom: the only notes are "not implemented yet"
     for name in ROUND_TRIP:
@@ -132,6 +141,8 @@ def test_nbgrader_round_trip(tmp_path):
     homework.nbgrader(course, "generate_feedback", homework.ASSIGNMENT)
     html = (course / "feedback" / "planted" / homework.ASSIGNMENT / ROUND_TRIP[0].replace(".ipynb", ".html"))
     assert f"Likely mistake: {MISTAKES[mistake].title}." in html.read_text(encoding="utf-8")
+    html = course / "feedback" / "planted_decoder" / homework.ASSIGNMENT / decoder_nb.replace(".ipynb", ".html")
+    assert f"Likely mistake: {MISTAKES[decoder_mistake].title}." in html.read_text(encoding="utf-8")
     shutil.rmtree(course)
 
 
