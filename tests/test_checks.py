@@ -223,6 +223,43 @@ class StudentMiT(nn.Module):
         return x if self.bug == "encoder_last_only" else feats
 
 
+class StudentDecoder(nn.Module):
+    """The all-MLP head written like the official SegFormerHead (flatten/transpose, F.interpolate)."""
+    bug = None
+
+    def __init__(self, in_dims, num_classes, decoder_dim=256, dropout=0.1):
+        super().__init__()
+        self.linear_c = nn.ModuleList(nn.Linear(c, decoder_dim) for c in in_dims)
+        self.fuse = nn.Conv2d(4 * decoder_dim, decoder_dim, 1, bias=False)
+        self.norm = nn.BatchNorm2d(decoder_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Conv2d(decoder_dim, num_classes, 1)
+
+    def forward(self, feats):
+        n, _, h1, w1 = feats[0].shape
+        outs = []
+        for i, (c, linear) in enumerate(zip(feats, self.linear_c)):
+            h, w = c.shape[2:]
+            if self.bug == "decoder_linear_axis":
+                x = linear(c.reshape(n, h * w, -1))
+            else:
+                x = linear(c.flatten(2).transpose(1, 2))
+            x = x.permute(0, 2, 1).reshape(n, -1, h, w)
+            if self.bug == "decoder_scale_factor":
+                x = F.interpolate(x, scale_factor=2 ** i, mode="bilinear", align_corners=False)
+            else:
+                size = (4 * h1, 4 * w1) if self.bug == "decoder_full_size" else (h1, w1)
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=self.bug == "decoder_align_corners")
+            outs.append(x)
+        x = torch.cat(outs if self.bug == "decoder_concat_order" else outs[::-1], dim=1)
+        x = self.fuse(x)
+        if self.bug != "decoder_no_norm":
+            x = self.norm(x)
+        if self.bug != "decoder_no_relu":
+            x = F.relu(x)
+        return self.classifier(self.dropout(x))
+
+
 def planted(base, bug):
     return type(f"{base.__name__}_{bug}", (base,), {"bug": bug})
 
@@ -246,6 +283,9 @@ CHECKERS = [
     (checks.check_stage, StudentStage,
      ["stage_no_norm", "stage_returns_tokens", "unflatten_no_permute", "sqrt_hw"]),
     (checks.check_mix_transformer, StudentMiT, ["encoder_last_only", "encoder_not_chained"]),
+    (checks.check_all_mlp_decoder, StudentDecoder,
+     ["decoder_concat_order", "decoder_full_size", "decoder_scale_factor", "decoder_align_corners",
+      "decoder_no_norm", "decoder_no_relu", "decoder_linear_axis"]),
 ]
 CLASS_CASES = [(check, base, bug) for check, base, bugs in CHECKERS for bug in bugs]
 TOKEN_CASES = [("image_to_tokens", "flatten_no_permute"), ("image_to_tokens", "column_major"),
@@ -424,3 +464,31 @@ def test_a_check_leaves_the_notebooks_random_stream_alone():
     torch.manual_seed(3)
     checks.check_block(StudentBlock)
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_decoder_variant_with_no_knob_turned_equals_the_package():
+    torch.manual_seed(0)
+    head = sl.AllMLPDecoder((8, 16, 24, 32), num_classes=5, decoder_dim=12).eval()
+    harness.randomize(head)
+    with torch.no_grad():
+        head.norm.running_mean.normal_(0, 0.5)
+        head.norm.running_var.uniform_(0.5, 2.0)
+        feats = [torch.randn(2, c, *hw) for c, hw in zip((8, 16, 24, 32), [(10, 18), (5, 9), (3, 5), (2, 3)])]
+        torch.testing.assert_close(variants.all_mlp_decoder(head, feats), head(feats))
+
+
+class DecoderBothWaysWrong(StudentDecoder):
+    """Channels moved last on the way in, but the projection reshaped to a map without moving them back."""
+
+    def forward(self, feats):
+        n, _, h1, w1 = feats[0].shape
+        outs = [F.interpolate(linear(c.flatten(2).transpose(1, 2)).reshape(n, -1, *c.shape[2:]), size=(h1, w1),
+                              mode="bilinear", align_corners=False) for c, linear in zip(feats, self.linear_c)]
+        return self.classifier(F.relu(self.norm(self.fuse(torch.cat(outs[::-1], dim=1)))))
+
+
+def test_decoder_projection_reshaped_without_permute_is_named():
+    with pytest.raises(AssertionError) as e:
+        checks.check_all_mlp_decoder(DecoderBothWaysWrong)
+    assert f"Likely mistake: {checks.MISTAKES['decoder_linear_axis'].title}." in str(e.value), str(e.value)
+    assert str(e.value).count("Likely mistake:") == 1, str(e.value)

@@ -17,16 +17,20 @@ import pytest
 from segformer_lite.course import homework
 from segformer_lite.course.checks import MISTAKES
 
-# The round trip grades every submission in full, so it uses one notebook with two exercises
-# (Mix-FFN and Block); the others are graded the same way, and nbval runs all of them, solution
-# and student versions.
-ROUND_TRIP = ["04_mix_ffn_and_block.ipynb"]
+# The round trip grades every submission in full, so it uses two notebooks: one with two exercises
+# (Mix-FFN and Block) and the decoder's; the others are graded the same way, and nbval runs all of
+# them, solution and student versions.
+ROUND_TRIP = ["04_mix_ffn_and_block.ipynb", "06_all_mlp_decoder.ipynb"]
 # one planted mistake: (exercise grade_id, text in its solution, replacement, catalogued mistake)
 PLANT = ("mix_ffn", 'x = F.gelu(rearrange(x, "b c h w -> b (h w) c"))',
          'x = rearrange(x, "b c h w -> b (h w) c")', "no_gelu")
 # an infinite loop in the other exercise: (grade_id, text in its solution, replacement)
 LOOP = ("block", "x = x + self.drop_path(self.attn(self.norm1(x), hw))",
         "while True:  # never returns\n            pass")
+# a planted mistake in the decoder exercise, in a submission of its own: (notebook, grade_id, text
+# in its solution, replacement, catalogued mistake)
+PLANT_DECODER = ("06_all_mlp_decoder.ipynb", "all_mlp_decoder", "x = torch.cat(ups[::-1], dim=1)",
+                 "x = torch.cat(ups, dim=1)", "decoder_concat_order")
 # Seconds per cell in the round trip's course. Measured: the slowest cell of 04 (building MiT-B5 to
 # read its drop-path rates) took 11.5 s under nbconvert on the 2-core machine at load average 6.5
 # (about 2 s when quiet); 60 s gives 5x headroom over that and is nbgrader_config.py's own limit.
@@ -110,15 +114,19 @@ def test_nbgrader_round_trip(tmp_path):
     looping = read(source)
     edit_solution(looping[ROUND_TRIP[0]], *LOOP)
     submit(course, "looping", looping)
+    planted_decoder = read(source)
+    decoder_nb, decoder_id, decoder_old, decoder_new, decoder_mistake = PLANT_DECODER
+    edit_solution(planted_decoder[decoder_nb], decoder_id, decoder_old, decoder_new)
+    submit(course, "planted_decoder", planted_decoder)
 
-    try:  # 900 s for all four submissions: this test took 237 s in all at load average 6.5
+    try:  # 900 s for all five submissions: this test took 237 s in all at load average 6.5
         homework.nbgrader(course, "autograde", homework.ASSIGNMENT, timeout=900)
     except RuntimeError as e:  # nbgrader drops a submission whose ungraded cell timed out
         if "timed out" in str(e) or "Timeout waiting" in str(e):
             raise AssertionError(f"autograde: a course cell ran out the per-cell wait "
                                  f"(LOOP_TIMEOUT = {LOOP_TIMEOUT} s); nbgrader's log follows\n{e}") from None
         raise
-    for student in ("solutions", "untouched", "planted"):  # only the loop may run out of time
+    for student in ("solutions", "untouched", "planted", "planted_decoder"):  # only the loop may time out
         timed_out = timed_out_cells(course, student)
         assert not timed_out, (f"{student}: cells {timed_out} ran out the per-cell wait "
                                f"(LOOP_TIMEOUT = {LOOP_TIMEOUT} s) and were interrupted")
@@ -132,6 +140,7 @@ def test_nbgrader_round_trip(tmp_path):
     assert scores["untouched"] == (0, total)
     assert scores["planted"] == (total - 1, total)  # one exercise wrong, the others full marks
     assert scores["looping"] == (total - 1, total)  # the loop was interrupted, grading went on
+    assert scores["planted_decoder"] == (total - 1, total)
 
     # untouched student versions run top to bottom: the only notes are "not implemented yet"
     for name in ROUND_TRIP:
@@ -156,6 +165,8 @@ def test_nbgrader_round_trip(tmp_path):
     homework.nbgrader(course, "generate_feedback", homework.ASSIGNMENT)
     html = (course / "feedback" / "planted" / homework.ASSIGNMENT / ROUND_TRIP[0].replace(".ipynb", ".html"))
     assert f"Likely mistake: {MISTAKES[mistake].title}." in html.read_text(encoding="utf-8")
+    html = course / "feedback" / "planted_decoder" / homework.ASSIGNMENT / decoder_nb.replace(".ipynb", ".html")
+    assert f"Likely mistake: {MISTAKES[decoder_mistake].title}." in html.read_text(encoding="utf-8")
     shutil.rmtree(course)
 
 

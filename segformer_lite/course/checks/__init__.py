@@ -19,13 +19,13 @@ the mistake. The variants are plain ``torch`` code, written independently of the
 Modules: ``mistakes`` (the catalogue), ``variants`` (the planted variants), ``harness`` (build,
 call, compare, name the mistake) and ``checkers`` (the ``check_*`` functions, re-exported here).
 """
-from .checkers import (check_block, check_efficient_self_attention, check_image_to_tokens, check_mix_ffn,
+from .checkers import (check_all_mlp_decoder, check_block, check_efficient_self_attention, check_image_to_tokens, check_mix_ffn,
                        check_mix_transformer, check_overlap_patch_embed, check_stage, check_tokens,
                        check_tokens_to_image)
 from .mistakes import MISTAKES, Mistake
 
 __all__ = ["MISTAKES", "Mistake", "check_overlap_patch_embed", "check_image_to_tokens",
            "check_tokens_to_image", "check_tokens", "check_efficient_self_attention",
-           "check_mix_ffn", "check_block", "check_stage", "check_mix_transformer"]
+           "check_mix_ffn", "check_block", "check_stage", "check_mix_transformer", "check_all_mlp_decoder"]
 from .counting import COUNTING_MISTAKES, check_count_attention  # noqa: E402  (notebook 00's exercise)
 __all__ += ["COUNTING_MISTAKES", "check_count_attention"]

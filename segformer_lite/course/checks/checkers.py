@@ -10,12 +10,14 @@ from torch import nn
 from ...attention import EfficientSelfAttention
 from ...block import Block
 from ...config import MiTConfig
+from ...decoder import AllMLPDecoder
 from ...encoder import MixTransformer, Stage
+from ...grid import stage_grid_sizes
 from ...mix_ffn import MixFFN
 from ...patch_embed import OverlapPatchEmbed
 from ...tokens import image_to_tokens, tokens_to_image
 from . import variants
-from .harness import build, call, close, compare, compare_on_grids, describe, diff, fail, randn, \
+from .harness import Report, build, call, close, compare, compare_on_grids, describe, diff, fail, randn, \
     run_check, tokens_and_hw
 
 _GRIDS = [(8, 8), (4, 16), (6, 10)]  # square; non-square with a square N (sqrt(N) runs, wrongly); neither
@@ -275,5 +277,56 @@ def check_mix_transformer(Student: type) -> None:
             compare(title, list(got) if isinstance(got, tuple) else got, expected, where,
                     planted, True, True)
         return f"matches segformer_lite.MixTransformer on {len(_IMAGE_SIZES)} inputs (square and non-square)"
+
+    run_check(title, body)
+
+
+# square; non-square; sides that are not multiples of 32, so the stage grids round up (10, 5, 3, 2)
+_DECODER_IMAGES = [(64, 64), (64, 96), (40, 72)]
+
+
+def _raises_alike(make: Callable, error: BaseException) -> bool:
+    """Whether ``make()`` raises the same exception, with the same message, as the learner's code."""
+    try:
+        make()
+    except Exception as e:
+        return type(e) is type(error) and str(e) == str(error)
+    return False
+
+
+def check_all_mlp_decoder(Student: type) -> None:
+    """Check ``Student(in_dims, num_classes, decoder_dim)`` (layers ``linear_c``, ``fuse``, ``norm``,
+    ``dropout``, ``classifier``) whose ``forward(feats)``, ``feats`` the four stage maps
+    ``[(B, C_i, H_i, W_i)]``, returns the logits ``(B, num_classes, H_1, W_1)`` (eval mode)."""
+    title = "AllMLPDecoder"
+    knobs = {"decoder_concat_order": dict(order="shallowest_first"), "decoder_full_size": dict(size="image"),
+             "decoder_align_corners": dict(align_corners=True), "decoder_no_norm": dict(norm=False),
+             "decoder_no_relu": dict(relu=False), "decoder_linear_axis": dict(layout="reshape"),
+             "decoder_linear_axis_out": dict(layout="reshape_out")}  # an alias (mistakes.ALIASES)
+    raising = {"decoder_scale_factor": dict(size="scale_factor")}  # runs only on multiples of 32
+
+    def body() -> str:
+        student, ref = build(Student, AllMLPDecoder, (_TINY.embed_dims, 5, 12), {}, title)
+        g = torch.Generator().manual_seed(2)  # BatchNorm statistics worth checking (not 0 and 1)
+        ref.norm.running_mean.copy_(torch.randn(12, generator=g) * 0.5)
+        ref.norm.running_var.copy_(torch.rand(12, generator=g) * 1.5 + 0.5)
+        student.load_state_dict(ref.state_dict())
+        for seed, (h, w) in enumerate(_DECODER_IMAGES):
+            feats = [randn(2, c, *grid, seed=10 * seed + i)
+                     for i, (c, grid) in enumerate(zip(_TINY.embed_dims, stage_grid_sizes(_TINY, h, w)))]
+            where = f"for the stage maps of a batch of two {h}x{w} images, {[tuple(f.shape) for f in feats]}"
+            planted = {m_id: (lambda kw=kw: variants.all_mlp_decoder(ref, feats, **kw)) for m_id, kw in knobs.items()}
+            try:
+                got = call(student, feats, title=title, where=where)
+            except Report as report:  # the learner's code raised: does a planted variant raise alike?
+                cause = report.__cause__
+                named = [m_id for m_id, kw in raising.items()
+                         if _raises_alike(lambda kw=kw: variants.all_mlp_decoder(ref, feats, **kw), cause)]
+                if not named:
+                    raise
+                raise fail(title, f"raised {type(cause).__name__} {where}: {cause}", named) from cause
+            compare(title, got, ref(feats), where, planted, True, True)
+        return (f"matches segformer_lite.AllMLPDecoder on {len(_DECODER_IMAGES)} inputs "
+                "(batch 2, square and non-square, sides not multiples of 32)")
 
     run_check(title, body)

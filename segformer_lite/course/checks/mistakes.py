@@ -99,8 +99,32 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
     "encoder_not_chained": ("each stage is fed the input images instead of the previous "
                             "stage's feature map",
                             "x = stage(x) in the loop: stage i+1 reads stage i's output"),
+    # all-MLP decoder
+    "decoder_concat_order": ("the maps are concatenated shallowest stage first ([c1, c2, c3, c4])",
+                             "concatenate deepest first, torch.cat([c4, c3, c2, c1], dim=1), as the "
+                             "released code does: the fuse conv's first D input channels read stage 4"),
+    "decoder_full_size": ("the maps are upsampled to the image size (4x stage 1's grid) instead of "
+                          "to stage 1's grid",
+                          "upsample every map to size=feats[0].shape[-2:], 1/4 of the image: the "
+                          "head's logits stay at stride 4"),
+    "decoder_scale_factor": ("the maps are upsampled by a fixed factor (2, 4, 8) instead of to stage 1's "
+                             "size, which breaks when a side is not a multiple of 32",
+                             "pass size=feats[0].shape[-2:] to F.interpolate, not scale_factor: the "
+                             "grids round up (a 40-pixel side gives 10, 5, 3, 2 and 3 * 4 = 12, not 10)"),
+    "decoder_align_corners": ("the maps are upsampled with align_corners=True",
+                              "use F.interpolate(x, size=..., mode='bilinear', align_corners=False), "
+                              "as the released code does"),
+    "decoder_no_norm": ("the BatchNorm after the fuse conv is missing",
+                        "apply self.norm between the fuse conv and the ReLU: relu(norm(fuse(x)))"),
+    "decoder_no_relu": ("the ReLU after the fuse conv's BatchNorm is missing",
+                        "fuse, normalise, then torch.relu: relu(norm(fuse(x)))"),
+    "decoder_linear_axis": ("the per-stage Linear is applied along an axis that is not the channels "
+                            "(a reshape without permute)",
+                            "nn.Linear acts on the last axis: move channels last, "
+                            "rearrange(f, 'b c h w -> b (h w) c'), apply the Linear, and go back with "
+                            "rearrange(x, 'b (h w) d -> b d h w', h=h, w=w)"),
 }.items()}
 
 # half-made versions of a catalogued mistake (e.g. only one of two reshapes wrong) -> its id
 ALIASES = {"heads_over_tokens_split_only": "heads_over_tokens", "heads_over_token_blocks": "heads_over_tokens",
-           "conv_channels_last_out": "conv_channels_last"}
+           "conv_channels_last_out": "conv_channels_last", "decoder_linear_axis_out": "decoder_linear_axis"}

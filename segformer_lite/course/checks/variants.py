@@ -13,6 +13,7 @@ from torch import nn
 
 from ...attention import EfficientSelfAttention
 from ...block import Block
+from ...decoder import AllMLPDecoder
 from ...encoder import Stage
 from ...mix_ffn import MixFFN
 from ...patch_embed import OverlapPatchEmbed
@@ -135,3 +136,31 @@ def stage(m: Stage, x: torch.Tensor, norm: bool = True, layout: str = "permute")
     for blk in m.blocks:
         t = blk(t, hw)
     return to_image(layer_norm(t, m.norm) if norm else t, hw, layout)
+
+
+def all_mlp_decoder(m: AllMLPDecoder, feats: list[torch.Tensor], order: str = "deepest_first",
+                    size: str = "stage1", align_corners: bool = False, norm: bool = True,
+                    relu: bool = True, layout: str = "permute") -> torch.Tensor:
+    """[(B, C_i, H_i, W_i)] -> logits (B, K, H_1, W_1), eval mode: per-stage Linear, upsample,
+    concatenate, fuse conv + BatchNorm + ReLU, classifier."""
+    h1, w1 = feats[0].shape[-2:]
+    ups = []
+    for i, (f, linear) in enumerate(zip(feats, m.linear_c)):
+        h, w = f.shape[-2:]
+        # layout: "permute" (right), "reshape" (no permute into the Linear), "reshape_out" (none out of it)
+        t = F.linear(to_tokens(f, "reshape" if layout == "reshape" else "permute"), linear.weight, linear.bias)
+        x = to_image(t, (h, w), "reshape" if layout == "reshape_out" else "permute")  # (B, D, H_i, W_i)
+        if size == "scale_factor":  # stage i is 2**i times coarser than stage 1, on whole multiples only
+            x = F.interpolate(x, scale_factor=2 ** i, mode="bilinear", align_corners=align_corners)
+        else:
+            target = (4 * h1, 4 * w1) if size == "image" else (h1, w1)
+            x = F.interpolate(x, size=target, mode="bilinear", align_corners=align_corners)
+        ups.append(x)
+    x = torch.cat(ups[::-1] if order == "deepest_first" else ups, dim=1)  # (B, 4D, H_1, W_1)
+    x = F.conv2d(x, m.fuse.weight)
+    if norm:
+        bn = m.norm
+        x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+    if relu:
+        x = F.relu(x)
+    return F.conv2d(x, m.classifier.weight, m.classifier.bias)  # dropout is the identity in eval mode
