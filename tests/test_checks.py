@@ -626,3 +626,8 @@ def test_every_graded_exercise_is_tried_with_planted_students():
             "check_block", "check_mix_transformer"} <= graded, graded
     for checker in graded:
         assert len([a for a in AGREEMENT if a[0]["checker"] == checker]) >= 3, checker
+
+
+def test_readme_counts_the_catalogue():
+    readme = (homework.REPO / "README.md").read_text(encoding="utf-8")
+    assert f"({len(checks.MISTAKES)} catalogued" in readme

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import nbformat
@@ -143,3 +144,24 @@ def test_sync_check_notices_a_stale_or_missing_exercise(tmp_path):
                      encoding="utf-8")
     (tmp_path / "02_tokens.ipynb").unlink()
     assert homework.stale_exercises(out_dir=tmp_path) == ["02_tokens.ipynb", "04_mix_ffn_and_block.ipynb"]
+
+
+def test_course_without_notebooks_fails_with_a_message(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(homework, "NOTEBOOKS", tmp_path / "notebooks")  # as in an installed copy
+    (tmp_path / "notebooks").mkdir()
+    assert homework.main(["course", str(tmp_path / "course")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no course notebooks") and str(tmp_path / "notebooks") in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "course").exists()
+
+
+@pytest.mark.parametrize("command", ["generate", "check"])
+def test_generate_and_check_without_nbgrader_say_where_it_comes_from(command, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "nbgrader", None)  # what find_spec reports when it is not installed
+    before = {p: p.read_bytes() for p in homework.EXERCISES.glob("*.ipynb")}
+    assert homework.main([command]) == 1
+    err = capsys.readouterr().err
+    assert "nbgrader is not installed" in err and "requirements-test.txt" in err, err
+    assert "Traceback" not in err
+    assert {p: p.read_bytes() for p in homework.EXERCISES.glob("*.ipynb")} == before  # nothing deleted
