@@ -508,8 +508,8 @@ HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
 
 
 def _source(cell: dict) -> str:
-    # IPython magics and shell escapes are no Python
-    return "".join(line for line in "".join(cell["source"]).splitlines(True) if not line.lstrip().startswith(("%", "!")))
+    lines = "".join(cell["source"]).splitlines(True)
+    return "".join(line for line in lines if not line.lstrip().startswith(("%", "!")))  # no IPython magics
 
 
 def _binds(stmt: ast.stmt) -> set[str]:
