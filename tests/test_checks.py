@@ -7,7 +7,13 @@ planted class differs from the correct one by exactly one bug, selected with ``b
 """
 from __future__ import annotations
 
+import ast
+import builtins
+import contextlib
+import io
+import json
 import math
+import re
 
 import pytest
 import torch
@@ -16,7 +22,7 @@ from einops import rearrange
 from torch import nn
 
 import segformer_lite as sl
-from segformer_lite.course import checks
+from segformer_lite.course import checks, homework
 from segformer_lite.course.checks import harness, variants
 from segformer_lite.block import DropPath
 
@@ -58,6 +64,8 @@ def student_image_to_tokens(x, bug=None):
 def student_tokens_to_image(t, hw, bug=None):
     B, N, C = t.shape
     H, W = hw
+    if bug != "grid_not_checked" and N != H * W:
+        raise ValueError(f"{N} tokens do not fill a {H}x{W} grid")
     if bug == "sqrt_hw":
         H = W = int(math.sqrt(N))
     if bug == "unflatten_no_permute":
@@ -79,7 +87,7 @@ class StudentAttention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         if sr_ratio > 1:
-            self.sr = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)
+            self.sr = nn.Conv2d(dim, dim, sr_ratio, 2 if self.bug == "sr_kernel_stride" else sr_ratio)
             self.norm = nn.LayerNorm(dim)
 
     def heads(self, t):
@@ -88,7 +96,7 @@ class StudentAttention(nn.Module):
             return t.reshape(B, self.num_heads, L, C // self.num_heads)
         return t.reshape(B, L, self.num_heads, C // self.num_heads).permute(0, 2, 1, 3)
 
-    def forward(self, x, hw):
+    def forward(self, x, hw, return_attention=False):
         B, N, C = x.shape
         H, W = hw
         if self.bug == "sqrt_hw":
@@ -97,6 +105,8 @@ class StudentAttention(nn.Module):
         if self.sr_ratio > 1 and self.bug != "no_reduction":
             if self.bug == "conv_channels_last":
                 x_ = self.sr(x.reshape(B, C, H, W)).reshape(B, -1, C)
+            elif self.bug == "conv_channels_last_in":
+                x_ = self.sr(x.reshape(B, C, H, W)).flatten(2).transpose(1, 2)
             else:
                 x_ = self.sr(x.permute(0, 2, 1).reshape(B, C, H, W)).reshape(B, C, -1).permute(0, 2, 1)
             if self.bug != "sr_no_norm":
@@ -119,7 +129,8 @@ class StudentAttention(nn.Module):
             out = out.reshape(B, N, C)
         else:
             out = out.transpose(1, 2).reshape(B, N, C)
-        return out if self.bug == "no_proj" else self.proj(out)
+        out = out if self.bug == "no_proj" else self.proj(out)
+        return (out, attn) if return_attention else out
 
 
 class StudentMixFFN(nn.Module):
@@ -145,6 +156,10 @@ class StudentMixFFN(nn.Module):
             hidden = y.shape[-1]
             if self.bug == "unflatten_no_permute":
                 y = self.dwconv(y.reshape(B, hidden, H, W)).reshape(B, N, hidden)
+            elif self.bug == "unflatten_no_permute_in":
+                y = self.dwconv(y.reshape(B, hidden, H, W)).flatten(2).transpose(1, 2)
+            elif self.bug == "flatten_no_permute":
+                y = self.dwconv(y.transpose(1, 2).reshape(B, hidden, H, W)).reshape(B, N, hidden)
             else:
                 y = self.dwconv(y.transpose(1, 2).reshape(B, hidden, H, W)).flatten(2).transpose(1, 2)
         if self.bug not in ("gelu_before_dwconv", "gelu_after_fc2", "no_gelu"):
@@ -172,6 +187,10 @@ class StudentBlock(nn.Module):
         if self.bug == "post_norm":
             x = self.norm1(x + dp(self.attn(x, hw)))
             return self.norm2(x + dp(self.ffn(x, hw)))
+        if self.bug == "inplace_input":
+            x += dp(self.attn(self.norm1(x), hw))  # overwrites the caller's tensor
+            x += dp(self.ffn(self.norm2(x), hw))
+            return x
         y = dp(self.attn(self.norm1(x), hw))
         x_new = y if self.bug == "no_attn_residual" else x + y
         z = dp(self.ffn(norm2(x if self.bug == "parallel_branches" else x_new), hw))
@@ -206,6 +225,7 @@ class StudentStage(nn.Module):
 
 
 class StudentMiT(nn.Module):
+    """The stage loop the learner writes in notebook 05, over the package's stages."""
     bug = None
 
     def __init__(self, cfg):
@@ -218,8 +238,21 @@ class StudentMiT(nn.Module):
     def forward(self, images):
         feats, x = [], images
         for stage in self.stages:
-            x = stage(images if self.bug == "encoder_not_chained" else x)
-            feats.append(x)
+            x, (H, W) = stage.patch_embed(images if self.bug == "encoder_not_chained" else x)
+            for blk in stage.blocks:
+                x = blk(x, (H, W))
+            if self.bug != "stage_no_norm":
+                x = stage.norm(x)
+            B, N, C = x.shape
+            if self.bug == "unflatten_no_permute":
+                image = x.reshape(B, C, H, W)
+            elif self.bug == "batch_hard_coded":
+                image = x.transpose(1, 2).reshape(1, C, H, W)
+            else:
+                image = x.transpose(1, 2).reshape(B, C, H, W)
+            feats.append(image)
+            if self.bug != "encoder_chains_tokens":
+                x = image
         return x if self.bug == "encoder_last_only" else feats
 
 
@@ -273,24 +306,31 @@ CHECKERS = [
      ["no_padding", "embed_no_norm", "flatten_no_permute", "column_major", "hw_swapped"]),
     (checks.check_efficient_self_attention, StudentAttention,
      ["heads_over_tokens", "merge_no_permute", "no_scale", "scale_dim", "softmax_axis",
-      "conv_channels_last", "sr_no_norm", "no_reduction", "kv_swapped", "no_proj", "sqrt_hw"]),
+      "conv_channels_last", "conv_channels_last_in", "sr_no_norm", "no_reduction", "kv_swapped", "no_proj",
+      "sqrt_hw", "sr_kernel_stride"]),
     (checks.check_mix_ffn, StudentMixFFN,
      ["dwconv_no_groups", "gelu_before_dwconv", "gelu_after_fc2", "no_gelu", "relu", "gelu_tanh",
-      "no_dwconv", "ffn_residual", "unflatten_no_permute", "sqrt_hw"]),
+      "no_dwconv", "ffn_residual", "unflatten_no_permute", "unflatten_no_permute_in", "flatten_no_permute",
+      "sqrt_hw"]),
     (checks.check_block, StudentBlock,
      ["post_norm", "no_attn_residual", "no_ffn_residual", "norm1_twice", "parallel_branches",
-      "no_drop_path"]),
+      "no_drop_path", "inplace_input"]),
     (checks.check_stage, StudentStage,
      ["stage_no_norm", "stage_returns_tokens", "unflatten_no_permute", "sqrt_hw"]),
-    (checks.check_mix_transformer, StudentMiT, ["encoder_last_only", "encoder_not_chained"]),
+    (checks.check_mix_transformer, StudentMiT,
+     ["encoder_last_only", "encoder_not_chained", "encoder_chains_tokens", "stage_no_norm",
+      "unflatten_no_permute", "batch_hard_coded"]),
     (checks.check_all_mlp_decoder, StudentDecoder,
      ["decoder_concat_order", "decoder_full_size", "decoder_scale_factor", "decoder_align_corners",
       "decoder_no_norm", "decoder_no_relu", "decoder_linear_axis"]),
 ]
+# planted bugs that make half of a catalogued mistake, and the mistake they must be named as
+HALF_MADE = {"conv_channels_last_in": "conv_channels_last", "unflatten_no_permute_in": "unflatten_no_permute"}
 CLASS_CASES = [(check, base, bug) for check, base, bugs in CHECKERS for bug in bugs]
 TOKEN_CASES = [("image_to_tokens", "flatten_no_permute"), ("image_to_tokens", "column_major"),
                ("image_to_tokens", "hw_swapped"), ("tokens_to_image", "unflatten_no_permute"),
-               ("tokens_to_image", "sqrt_hw"), ("tokens_to_image", "hw_swapped")]
+               ("tokens_to_image", "sqrt_hw"), ("tokens_to_image", "hw_swapped"),
+               ("tokens_to_image", "grid_not_checked")]
 
 
 @pytest.mark.parametrize("check, base", [(c, b) for c, b, _ in CHECKERS], ids=lambda v: getattr(v, "__name__", ""))
@@ -313,8 +353,9 @@ def test_planted_mistake_is_named(check, base, bug):
     with pytest.raises(AssertionError) as e:
         check(planted(base, bug))
     message = str(e.value)
-    assert f"Likely mistake: {checks.MISTAKES[bug].title}." in message, message
-    assert checks.MISTAKES[bug].fix in message
+    mistake = checks.MISTAKES[HALF_MADE.get(bug, bug)]
+    assert f"Likely mistake: {mistake.title}." in message, message
+    assert mistake.fix in message
     assert message.count("Likely mistake:") == 1, message  # a single bug names one mistake
 
 
@@ -332,7 +373,7 @@ def test_planted_token_mistake_is_named(which, bug):
 
 
 def test_every_catalogued_mistake_is_planted_somewhere():
-    tested = {bug for *_, bug in CLASS_CASES} | {bug for _, bug in TOKEN_CASES}
+    tested = {HALF_MADE.get(bug, bug) for *_, bug in CLASS_CASES} | {bug for _, bug in TOKEN_CASES}
     assert tested == set(checks.MISTAKES)
 
 
@@ -342,13 +383,14 @@ class TokenBlockHeads(StudentAttention):
     def heads(self, t):
         return rearrange(t, "b (h t) e -> b h t e", h=self.num_heads)
 
-    def forward(self, x, hw):
+    def forward(self, x, hw, return_attention=False):
         q = self.heads(self.q(x))
         x_ = self.norm(self.sr(rearrange(x, "b (h w) c -> b c h w", h=hw[0])).flatten(2).transpose(1, 2)) \
             if self.sr_ratio > 1 else x
         k, v = self.kv(x_).chunk(2, dim=-1)
         attn = (q @ self.heads(k).transpose(-2, -1) * self.scale).softmax(-1)
-        return self.proj(rearrange(attn @ self.heads(v), "b h t e -> b (h t) e"))
+        out = self.proj(rearrange(attn @ self.heads(v), "b h t e -> b (h t) e"))
+        return (out, attn) if return_attention else out
 
 
 def test_heads_split_into_token_blocks_is_named():
@@ -359,7 +401,7 @@ def test_heads_split_into_token_blocks_is_named():
 
 
 class Unfinished(StudentAttention):
-    def forward(self, x, hw):
+    def forward(self, x, hw, return_attention=False):
         raise NotImplementedError()
 
 
@@ -433,29 +475,24 @@ def test_planted_variants_with_no_knob_turned_equal_the_package():
         assert hw == ref_hw == (8, 12)
 
 
-class ReturnsAttention(StudentAttention):
-    bug_attn = None
+class AttentionLogits(StudentAttention):
+    """Returns the scores before the softmax with return_attention=True."""
 
     def forward(self, x, hw, return_attention=False):
-        out = super().forward(x, hw)
-        if not return_attention:
-            return out
-        # the probabilities, recomputed the same way as in forward
-        B, N, C = x.shape
-        q = self.heads(self.q(x))
-        x_ = self.norm(self.sr(x.transpose(1, 2).reshape(B, C, *hw)).flatten(2).transpose(1, 2)) \
-            if self.sr_ratio > 1 else x
-        k = self.heads(self.kv(x_)[..., :C])
-        scores = q @ k.transpose(-2, -1) * self.scale
-        return out, (scores if self.bug_attn == "logits" else scores.softmax(-1))
+        out, attn = super().forward(x, hw, return_attention=True)
+        return (out, attn.log()) if return_attention else out
 
 
-def test_attention_maps_are_checked_when_forward_can_return_them(capsys):
-    checks.check_efficient_self_attention(ReturnsAttention)
-    assert capsys.readouterr().out.startswith("✓ ")
-    logits = type("Logits", (ReturnsAttention,), {"bug_attn": "logits"})
-    with pytest.raises(AssertionError, match="attention probabilities returned with return_attention=True"):
-        checks.check_efficient_self_attention(logits)
+class NoAttentionMaps(StudentAttention):
+    def forward(self, x, hw):
+        return super().forward(x, hw)
+
+
+def test_attention_maps_are_required_and_checked():
+    with pytest.raises(AssertionError, match="attention probabilities returned differ"):
+        checks.check_efficient_self_attention(AttentionLogits)
+    with pytest.raises(AssertionError, match="forward has no return_attention argument"):
+        checks.check_efficient_self_attention(NoAttentionMaps)
 
 
 def test_a_check_leaves_the_notebooks_random_stream_alone():
@@ -492,3 +529,179 @@ def test_decoder_projection_reshaped_without_permute_is_named():
         checks.check_all_mlp_decoder(DecoderBothWaysWrong)
     assert f"Likely mistake: {checks.MISTAKES['decoder_linear_axis'].title}." in str(e.value), str(e.value)
     assert str(e.value).count("Likely mistake:") == 1, str(e.value)
+
+
+def test_planted_encoder_loop_with_no_knob_turned_equals_the_package():
+    torch.manual_seed(0)
+    mit = sl.MixTransformer(sl.MiTConfig(embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4),
+                                         depths=(1, 2, 1, 1))).eval()
+    harness.randomize(mit)
+    images = torch.randn(2, 3, 40, 72)
+    with torch.no_grad():
+        for got, want in zip(variants.encoder(mit, images), mit(images), strict=True):
+            torch.testing.assert_close(got, want)
+
+
+def test_a_tuple_that_differs_only_in_values_shows_the_difference():
+    with pytest.raises(AssertionError) as e:
+        checks.check_overlap_patch_embed(planted(StudentPatchEmbed, "embed_no_norm"))
+    assert "([0]: max |difference| " in str(e.value), str(e.value)
+    with pytest.raises(AssertionError) as e:
+        checks.check_overlap_patch_embed(planted(StudentPatchEmbed, "hw_swapped"))
+    assert "([1]: expected (8, 12), got (12, 8))" in str(e.value), str(e.value)
+
+
+class BlockEps(StudentBlock):
+    def __init__(self, dim, num_heads, sr_ratio, mlp_ratio=4, qkv_bias=True, drop_path=0.0):
+        super().__init__(dim, num_heads, sr_ratio, mlp_ratio, qkv_bias, drop_path)
+        self.norm2 = nn.LayerNorm(dim)  # torch's default eps, 1e-5, where the released model has 1e-6
+
+
+def test_layer_settings_unlike_the_reference_are_listed():
+    with pytest.raises(AssertionError) as e:
+        checks.check_block(BlockEps)
+    assert "self.norm2 has eps=1e-05, segformer_lite.Block's has eps=1e-06" in str(e.value), str(e.value)
+    assert "Likely mistake" not in str(e.value)
+
+
+# --- a check mark means full marks: each checker against its notebook's hidden tests ---------------
+#
+# The hidden tests are read from the course notebooks (so this follows them when they change) and
+# run in a namespace holding what they read from the notebook (its imports and the few names such
+# as `cfg` they use, found by their last assignment in an earlier cell), with the exercise's name
+# bound to each planted student. The checker, run as the graded cell's visible code, and the hidden
+# tests must pass or fail together.
+
+HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
+
+
+def _source(cell: dict) -> str:
+    lines = "".join(cell["source"]).splitlines(True)
+    return "".join(line for line in lines if not line.lstrip().startswith(("%", "!")))  # no IPython magics
+
+
+def _binds(stmt: ast.stmt) -> set[str]:
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in stmt.names}
+    if isinstance(stmt, (ast.FunctionDef, ast.ClassDef)):
+        return {stmt.name}
+    if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        return {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return set()
+
+
+def _reads(tree: ast.AST) -> set[str]:
+    loads = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    stores = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return loads - stores - set(dir(builtins))
+
+
+def _context(earlier: list[str], needed: set[str], exercise: set[str]) -> list[str]:
+    """The earlier top-level statements that bind what ``needed`` reads, transitively, in order."""
+    statements = [stmt for src in earlier for stmt in ast.parse(src).body]
+    chosen, seen, todo = set(), set(exercise), set(needed) - set(exercise)
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        binders = [i for i, stmt in enumerate(statements) if name in _binds(stmt)]
+        if binders and binders[-1] not in chosen:
+            chosen.add(binders[-1])
+            todo |= _reads(statements[binders[-1]]) - seen
+    return [ast.unparse(statements[i]) for i in sorted(chosen)]
+
+
+def graded_exercises() -> list[dict]:
+    """One entry per graded cell of the course notebooks: its checker, visible code, hidden tests,
+    the names its exercise defines and the statements its hidden tests need."""
+    found = []
+    for path in homework.solution_notebooks():
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        code = [c for c in cells if c["cell_type"] == "code"]
+        for i, cell in enumerate(code):
+            meta = cell["metadata"].get("nbgrader", {})
+            if not meta.get("grade"):
+                continue
+            source = _source(cell)
+            hidden = HIDDEN.search(source)
+            assert hidden, f"{path.name}: graded cell {meta['grade_id']} has no hidden tests"
+            visible = HIDDEN.sub("", source)
+            [solution] = [c for c in code[:i] if c["metadata"].get("nbgrader", {}).get("solution")][-1:]
+            exercise = {s.name for s in ast.parse(_source(solution)).body
+                        if isinstance(s, (ast.FunctionDef, ast.ClassDef))}
+            earlier = [_source(c) for c in code[:i]]
+            found.append(dict(notebook=path.name, grade_id=meta["grade_id"], visible=visible,
+                              hidden=hidden.group(1), exercise=sorted(exercise),
+                              checker=re.search(r"\b(check_\w+)\(", visible).group(1),
+                              context=_context(earlier, _reads(ast.parse(hidden.group(1))), exercise)))
+    return found
+
+
+def notebook_students(checker: str, names: list[str]) -> list[tuple[str, dict]]:
+    """(bug, {exercise name: student}) for the correct student and every planted one."""
+    if checker == "check_tokens":
+        assert names == ["image_to_tokens", "tokens_to_image"], names
+        students = [("correct", dict(zip(names, functions(None))))]
+        for which, bug in TOKEN_CASES:
+            fns = dict(zip(names, functions(None)))
+            fns[which] = dict(zip(names, functions(bug)))[which]
+            students.append((f"{which}-{bug}", fns))
+        return students
+    [name] = names
+    extra = {"check_efficient_self_attention": [("token_blocks", TokenBlockHeads), ("logits", AttentionLogits)]}
+    planted_classes = [(bug, planted(base, bug)) for check, base, bugs in CHECKERS if check.__name__ == checker
+                       for bug in bugs]
+    correct = [("correct", base) for check, base, _ in CHECKERS if check.__name__ == checker]
+    if not correct:  # test_every_graded_exercise_is_tried_with_planted_students says so
+        return []
+    return [(bug, {name: cls}) for bug, cls in correct + planted_classes + extra.get(checker, [])]
+
+
+def _run(code: str, namespace: dict) -> tuple[Exception | None, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            exec(compile(code, "<graded cell>", "exec"), namespace)
+        except Exception as e:  # the hidden tests' verdict
+            return e, out.getvalue(), err.getvalue()
+    return None, out.getvalue(), err.getvalue()
+
+
+AGREEMENT = [(ex, bug, students) for ex in graded_exercises()
+             for bug, students in notebook_students(ex["checker"], ex["exercise"])]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exercise, bug, students", AGREEMENT,
+                         ids=[f"{ex['grade_id']}-{bug}" for ex, bug, _ in AGREEMENT])
+def test_checker_and_hidden_tests_agree(exercise, bug, students):
+    namespace = {}
+    for stmt in exercise["context"]:
+        exec(stmt, namespace)
+    namespace.update(students)
+    error, out, err = _run(exercise["visible"], dict(namespace))
+    checker_passes = error is None and err == "" and "✓ " in out
+    hidden_error, hidden_out, _ = _run(exercise["hidden"], dict(namespace))
+    assert not isinstance(hidden_error, NameError), f"the hidden tests need more of the notebook: {hidden_error}"
+    assert checker_passes == (hidden_error is None), (
+        f"{exercise['notebook']} {exercise['grade_id']}, student {bug}: checker "
+        f"{'passes' if checker_passes else 'fails'}, hidden tests {'pass' if hidden_error is None else 'fail'}\n"
+        f"checker: {out}{err}{error or ''}\nhidden tests: {hidden_out}{hidden_error!r}")
+    assert checker_passes == (bug == "correct")
+
+
+# graded exercises whose checker-vs-hidden-tests agreement is tested in a file of their own
+AGREEMENT_ELSEWHERE = {"check_count_attention": "tests/test_checks_counting.py"}
+
+
+def test_every_graded_exercise_is_tried_with_planted_students():
+    graded = {ex["checker"] for ex in graded_exercises()}
+    assert {"check_overlap_patch_embed", "check_tokens", "check_efficient_self_attention", "check_mix_ffn",
+            "check_block", "check_mix_transformer"} <= graded, graded
+    for checker in graded - set(AGREEMENT_ELSEWHERE):
+        tried = [bug for ex, bug, _ in AGREEMENT if ex["checker"] == checker]
+        assert "correct" in tried and len(tried) >= 4, f"add {checker}'s students and planted bugs to CHECKERS"
+
+
+def test_readme_counts_the_catalogue():
+    readme = (homework.REPO / "README.md").read_text(encoding="utf-8")
+    assert f"({len(checks.MISTAKES)} catalogued" in readme

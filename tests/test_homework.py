@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import nbformat
@@ -97,7 +98,9 @@ def edit_solution(nb: nbformat.NotebookNode, grade_id: str, old: str, new: str) 
 @pytest.mark.slow
 def test_nbgrader_round_trip(tmp_path):
     sources = [homework.NOTEBOOKS / name for name in ROUND_TRIP]
-    course = homework.make_course(tmp_path / "course", sources, timeout=LOOP_TIMEOUT)
+    # the instructors' per-cell limit: a shorter one (20 s) cut notebook 04's b0/b5 cell (21 s on a
+    # loaded 2-core machine) and failed an untouched submission for a reason that is not hers
+    course = homework.make_course(tmp_path / "course", sources, timeout=homework.CELL_TIMEOUT)
     homework.nbgrader(course, "generate_assignment", homework.ASSIGNMENT)
     release = course / "release" / homework.ASSIGNMENT
     source = course / "source" / homework.ASSIGNMENT
@@ -120,7 +123,7 @@ def test_nbgrader_round_trip(tmp_path):
     submit(course, "planted_decoder", planted_decoder)
 
     try:  # 900 s for all five submissions: this test took 237 s in all at load average 6.5
-        homework.nbgrader(course, "autograde", homework.ASSIGNMENT, timeout=900)
+        log = homework.nbgrader(course, "autograde", homework.ASSIGNMENT, timeout=900).stderr
     except RuntimeError as e:  # nbgrader drops a submission whose ungraded cell timed out
         if "timed out" in str(e) or "Timeout waiting" in str(e):
             raise AssertionError(f"autograde: a course cell ran out the per-cell wait "
@@ -130,6 +133,12 @@ def test_nbgrader_round_trip(tmp_path):
         timed_out = timed_out_cells(course, student)
         assert not timed_out, (f"{student}: cells {timed_out} ran out the per-cell wait "
                                f"(LOOP_TIMEOUT = {LOOP_TIMEOUT} s) and were interrupted")
+    # the checksum warnings the README documents: one per graded cell of a submission made from
+    # the release (hidden tests stripped), none for those made from the source
+    graded_ids = [c["metadata"]["nbgrader"]["grade_id"] for s in sources for c in nbgrader_cells(s)
+                  if c["metadata"]["nbgrader"]["grade"]]
+    for grade_id in graded_ids:
+        assert log.count(f"Attribute 'checksum' for cell {grade_id} has changed!") == 1, log
     homework.nbgrader(course, "export")
     with open(course / "grades.csv", newline="") as f:
         scores = {row["student_id"]: (float(row["score"]), float(row["max_score"])) for row in csv.DictReader(f)}
@@ -178,3 +187,24 @@ def test_sync_check_notices_a_stale_or_missing_exercise(tmp_path):
                      encoding="utf-8")
     (tmp_path / "02_tokens.ipynb").unlink()
     assert homework.stale_exercises(out_dir=tmp_path) == ["02_tokens.ipynb", "04_mix_ffn_and_block.ipynb"]
+
+
+def test_course_without_notebooks_fails_with_a_message(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(homework, "NOTEBOOKS", tmp_path / "notebooks")  # as in an installed copy
+    (tmp_path / "notebooks").mkdir()
+    assert homework.main(["course", str(tmp_path / "course")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no course notebooks") and str(tmp_path / "notebooks") in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "course").exists()
+
+
+@pytest.mark.parametrize("command", ["generate", "check"])
+def test_generate_and_check_without_nbgrader_say_where_it_comes_from(command, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "nbgrader", None)  # what find_spec reports when it is not installed
+    before = {p: p.read_bytes() for p in homework.EXERCISES.glob("*.ipynb")}
+    assert homework.main([command]) == 2
+    err = capsys.readouterr().err
+    assert "nbgrader is not installed" in err and "requirements-test.txt" in err, err
+    assert "Traceback" not in err
+    assert {p: p.read_bytes() for p in homework.EXERCISES.glob("*.ipynb")} == before  # nothing deleted

@@ -11,11 +11,13 @@ versions (solutions replaced by a stub, outputs cleared, checksums recorded) and
     python -m segformer_lite.homework check      # exit 1 if notebooks/exercises/ is out of date
     python -m segformer_lite.homework course DIR # an nbgrader course directory with the source
 
-nbgrader is an instructor's tool, pinned in requirements-test.txt, not needed to take the course.
+nbgrader is an instructor's tool, pinned in requirements-test.txt, not needed to take the course;
+without it, or without course notebooks, the commands say so in one line and exit 1.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -26,8 +28,8 @@ from pathlib import Path
 
 from .._files import atomic_write
 
-__all__ = ["ASSIGNMENT", "CELL_TIMEOUT", "solution_notebooks", "make_course", "nbgrader",
-           "generate_exercises", "stale_exercises"]
+__all__ = ["ASSIGNMENT", "CELL_TIMEOUT", "HomeworkError", "solution_notebooks", "course_notebooks",
+           "make_course", "nbgrader", "generate_exercises", "stale_exercises"]
 
 ASSIGNMENT = "segformer-lite"
 CELL_TIMEOUT = 60  # seconds per cell when grading: an infinite loop is interrupted, not waited on
@@ -49,6 +51,11 @@ c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplemente
 """
 
 
+class HomeworkError(RuntimeError):
+    """Something the instructor must fix first (no course notebooks, nbgrader missing): the
+    command line prints it in one line instead of a traceback."""
+
+
 def solution_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
     """The notebooks in ``folder`` that contain at least one nbgrader cell, in course order."""
     found = []
@@ -59,10 +66,23 @@ def solution_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
     return found
 
 
+def course_notebooks(folder: Path | None = None) -> list[Path]:
+    """``solution_notebooks(folder)`` (default ``notebooks/``), refusing to find none: an empty
+    course would grade nothing, and ``generate`` would delete every exercise."""
+    folder = NOTEBOOKS if folder is None else Path(folder)
+    found = solution_notebooks(folder)
+    if not found:
+        raise HomeworkError(f"no course notebooks (notebooks with nbgrader cells) in {folder}: run this "
+                            "from a checkout of the segformer-lite repository, whose notebooks/ holds them")
+    return found
+
+
 def make_course(root: Path, notebooks: list[Path], assignment: str = ASSIGNMENT,
                 timeout: int = CELL_TIMEOUT) -> Path:
     """Lay out an nbgrader course directory: ``nbgrader_config.py`` and
     ``source/<assignment>/`` holding copies of ``notebooks``. Returns ``root``."""
+    if not notebooks:
+        raise HomeworkError("no notebooks to put in the course")
     root = Path(root).resolve()
     source = root / "source" / assignment
     source.mkdir(parents=True, exist_ok=True)
@@ -74,6 +94,9 @@ def make_course(root: Path, notebooks: list[Path], assignment: str = ASSIGNMENT,
 
 def nbgrader(root: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
     """Run ``nbgrader <args>`` in the course directory ``root``; raise with its log on failure."""
+    if importlib.util.find_spec("nbgrader") is None:
+        raise HomeworkError(f"nbgrader is not installed for {sys.executable}: it is an instructor's tool "
+                            "that comes with the test requirements (pip install -r requirements-test.txt)")
     cmd = [sys.executable, "-m", "nbgrader", *args]
     # nbgrader shells out to `alembic` (its database migrations): put this Python's bin on PATH
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
@@ -101,7 +124,7 @@ def _generate(notebooks: list[Path], out_dir: Path) -> list[Path]:
 def generate_exercises(notebooks: list[Path] | None = None, out_dir: Path = EXERCISES) -> list[Path]:
     """Rewrite ``out_dir`` (default ``notebooks/exercises/``) with the student versions of the
     solution notebooks, removing exercise notebooks whose source no longer has exercises."""
-    notebooks = solution_notebooks() if notebooks is None else notebooks
+    notebooks = course_notebooks() if notebooks is None else notebooks
     made = _generate(notebooks, Path(out_dir))
     for old in set(Path(out_dir).glob("*.ipynb")) - set(made):
         old.unlink()
@@ -110,7 +133,7 @@ def generate_exercises(notebooks: list[Path] | None = None, out_dir: Path = EXER
 
 def stale_exercises(notebooks: list[Path] | None = None, out_dir: Path = EXERCISES) -> list[str]:
     """Names of exercise notebooks that are missing, extra, or differ from a fresh generation."""
-    notebooks = solution_notebooks() if notebooks is None else notebooks
+    notebooks = course_notebooks() if notebooks is None else notebooks
     with tempfile.TemporaryDirectory(prefix="segformer-exercises-") as tmp:
         fresh = {p.name: p.read_bytes() for p in _generate(notebooks, Path(tmp))}
     stored = {p.name: p.read_bytes() for p in Path(out_dir).glob("*.ipynb")}
@@ -127,9 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     course.add_argument("root", type=Path)
     course.add_argument("--timeout", type=int, default=CELL_TIMEOUT, help="seconds per cell when grading")
     args = parser.parse_args(argv)
-    if not NOTEBOOKS.is_dir():  # a wheel ships the package, not the course's notebooks
-        parser.error(f"no course notebooks at {NOTEBOOKS}: homework needs a clone of the repository "
-                     "(installed with pip install -e .), not an installed wheel")
+    try:
+        return _run(args)
+    except HomeworkError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2  # an expected failure: one line, exit status 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "generate":
         for path in generate_exercises():
             print(f"wrote {path.relative_to(REPO)}")
@@ -141,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print("notebooks/exercises/ is in sync with the solution notebooks")
     else:
-        root = make_course(args.root, solution_notebooks(), timeout=args.timeout)
+        root = make_course(args.root, course_notebooks(), timeout=args.timeout)
         print(f"course directory {root}: source/{ASSIGNMENT}/ and nbgrader_config.py\n"
               f"next: cd {root} && nbgrader generate_assignment {ASSIGNMENT}")
     return 0

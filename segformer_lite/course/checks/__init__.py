@@ -3,7 +3,11 @@ what is wrong, not just that something is.
 
 Each ``check_<exercise>(Student)`` builds the learner's module and the package's reference with
 the same constructor arguments, copies the reference's weights into the learner's, and compares
-outputs on fresh random inputs of several shapes, square and non-square. Three outcomes:
+outputs on fresh random inputs of several shapes: batches of 2, square and non-square grids,
+every sr_ratio the hidden tests use, and the error contract where the exercise has one. A
+checker tries at least everything its notebook's hidden tests grade, at a tolerance no looser,
+so its check mark means full marks (``tests/test_checks.py`` runs every planted student through
+both and requires that they agree). Three outcomes:
 
 * right: prints one line starting with ``✓`` and returns ``None``;
 * unfinished (``forward`` raises ``NotImplementedError``): prints "... not implemented yet" to
@@ -13,8 +17,12 @@ outputs on fresh random inputs of several shapes, square and non-square. Three o
 
 The diagnosis is empirical: each exercise has a catalogue of classic mistakes (``MISTAKES``),
 each one re-implemented here as a "planted variant" that runs on the reference's weights. When
-the learner's output differs from the reference, the variant whose output it reproduces names
-the mistake. The variants are plain ``torch`` code, written independently of the package.
+the learner's output differs from the reference (or their code raises), the variant whose output
+(or error) it reproduces names the mistake; failing that, a batch size hard-coded to 1 (right on
+the first image alone) or a grid guessed as sqrt(N) (right on square grids only). Before any of
+that, the settings of the layers built in ``__init__`` (padding, groups, kernel and stride, eps)
+are compared with the reference's, and an input tensor changed in place fails. The variants are
+plain ``torch`` code, written independently of the package.
 
 Modules: ``mistakes`` (the catalogue), ``variants`` (the planted variants), ``harness`` (build,
 call, compare, name the mistake) and ``checkers`` (the ``check_*`` functions, re-exported here).

@@ -1,11 +1,11 @@
 """The checkers, one per exercise: ``check_<exercise>(Student)`` (see the package docstring)."""
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Callable
 
 import torch
-from torch import nn
 
 from ...attention import EfficientSelfAttention
 from ...block import Block
@@ -17,13 +17,28 @@ from ...mix_ffn import MixFFN
 from ...patch_embed import OverlapPatchEmbed
 from ...tokens import image_to_tokens, tokens_to_image
 from . import variants
-from .harness import Report, build, call, close, compare, compare_on_grids, describe, diff, fail, randn, \
+from .harness import Report, Unfinished, build, call, close, compare, compare_on_grids, describe, diff, fail, randn, \
     run_check, tokens_and_hw
 
 _GRIDS = [(8, 8), (4, 16), (6, 10)]  # square; non-square with a square N (sqrt(N) runs, wrongly); neither
+
+
+def _grids(sr_ratio: int) -> list[tuple[int, int]]:
+    """_GRIDS's three kinds of grid, each side a multiple of sr_ratio so the reduction keeps every token."""
+    return _GRIDS if sr_ratio <= 2 else [(2 * sr_ratio, 2 * sr_ratio), (sr_ratio, 4 * sr_ratio),
+                                          (2 * sr_ratio, 3 * sr_ratio)]
+
+
+_TOKEN_GRIDS = _GRIDS + [(1, 9)]  # and one row of pixels
 _TINY = MiTConfig(embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4), depths=(1, 2, 1, 1),
                   drop_path_rate=0.0)
 _IMAGE_SIZES = [(64, 64), (64, 96), (40, 72)]
+
+
+def _listed(values) -> str:
+    """1, 2, 4 and 8."""
+    *rest, last = sorted(set(values))
+    return f"{', '.join(map(str, rest))} and {last}" if rest else str(last)
 
 
 def check_overlap_patch_embed(Student: type) -> None:
@@ -72,9 +87,9 @@ def check_image_to_tokens(image_to_tokens_fn: Callable) -> None:
         return (x,), f"for x of shape {tuple(x.shape)}", planted
 
     def body() -> str:
-        n = compare_on_grids(title, image_to_tokens_fn, image_to_tokens, _GRIDS, case,
-                             sqrt_hw_on_error=False, accept=accept)
-        return f"matches segformer_lite.image_to_tokens on {n} grids (square and non-square)"
+        n = compare_on_grids(title, image_to_tokens_fn, image_to_tokens, _TOKEN_GRIDS, case,
+                             sqrt_hw_on_error=False, accept=accept, exact=True)
+        return f"matches segformer_lite.image_to_tokens exactly on {n} grids (square, non-square, one row)"
 
     run_check(title, body)
 
@@ -91,8 +106,22 @@ def check_tokens_to_image(tokens_to_image_fn: Callable) -> None:
         return (t, hw), f"for tokens of shape {tuple(t.shape)} and hw={hw}", planted
 
     def body() -> str:
-        n = compare_on_grids(title, tokens_to_image_fn, tokens_to_image, _GRIDS, case)
-        return f"matches segformer_lite.tokens_to_image on {n} grids (square and non-square)"
+        n = compare_on_grids(title, tokens_to_image_fn, tokens_to_image, _TOKEN_GRIDS, case, exact=True)
+        t = randn(2, 60, 5, seed=9)
+        for hw in [(8, 8), (6, 5)]:  # 64 cells for 60 tokens; 30 cells, which reshape(B, -1, 6, 5) fills
+            where = f"for tokens of shape {tuple(t.shape)} and hw={hw}"
+            try:
+                tokens_to_image_fn(t, hw)
+            except ValueError:
+                continue
+            except NotImplementedError:
+                raise Unfinished from None
+            except Exception as e:
+                raise fail(title, f"raised {type(e).__name__}, not ValueError, {where}: {e}",
+                           ["grid_not_checked"]) from e
+            raise fail(title, f"accepted a grid that does not fit the tokens {where}", ["grid_not_checked"])
+        return (f"matches segformer_lite.tokens_to_image exactly on {n} grids (square, non-square, "
+                "one row) and refuses grids that do not fit with ValueError")
 
     run_check(title, body)
 
@@ -117,7 +146,8 @@ def check_tokens(image_to_tokens_fn: Callable, tokens_to_image_fn: Callable) -> 
 
 def check_efficient_self_attention(Student: type) -> None:
     """Check ``Student(dim, num_heads, sr_ratio)`` (layers ``q``, ``kv``, ``proj`` and, when
-    ``sr_ratio > 1``, ``sr``, ``norm``) whose ``forward(x (B, N, C), (H, W))`` returns ``(B, N, C)``."""
+    ``sr_ratio > 1``, ``sr``, ``norm``) whose ``forward(x (B, N, C), (H, W))`` returns ``(B, N, C)``
+    and, with ``return_attention=True``, ``(out, attn (B, heads, N, M))``."""
     title = "EfficientSelfAttention"
     knobs = {"heads_over_tokens": dict(split="tokens", merge="reshape"),
              "merge_no_permute": dict(merge="reshape"), "no_scale": dict(scale="none"),
@@ -129,12 +159,18 @@ def check_efficient_self_attention(Student: type) -> None:
              # half-made mistakes, named through mistakes.ALIASES
              "heads_over_tokens_split_only": dict(split="tokens"),
              "heads_over_token_blocks": dict(split="token_blocks", merge="reshape"),
-             "conv_channels_last_out": dict(layout="reshape_out")}
+             "conv_channels_last_out": dict(layout="reshape_out"),
+             "conv_channels_last_in": dict(layout="reshape_in")}
+    configs = [(16, 2, 2), (24, 3, 1), (16, 2, 4), (32, 4, 8)]  # (dim, num_heads, sr_ratio)
 
     def body() -> str:
         cases = 0
-        for args in [(16, 2, 2), (24, 3, 1)]:
+        for args in configs:
             student, ref = build(Student, EfficientSelfAttention, args, {}, title)
+            if "return_attention" not in inspect.signature(student.forward).parameters:
+                raise fail(title, "forward has no return_attention argument",
+                           extra="Keep the skeleton's signature forward(self, x, hw, return_attention=False)"
+                                 " and return (out, attn) when it is True.")
 
             def case(seed, hw):
                 x = randn(2, hw[0] * hw[1], args[0], seed=seed)
@@ -145,26 +181,20 @@ def check_efficient_self_attention(Student: type) -> None:
                 return (x, hw), where, planted
 
             def attention_maps(inputs, where):
-                got = call(student, *inputs, True, title=title, where=where + " with return_attention=True")
+                where += " with return_attention=True"
+                got = call(functools.partial(student, return_attention=True), *inputs, title=title, where=where)
                 want = ref(*inputs, return_attention=True)
                 if not (isinstance(got, (tuple, list)) and len(got) == 2 and close(got[1], want[1])):
-                    raise fail(title, "the attention probabilities returned with return_attention=True "
-                                      f"differ {where}", extra="Return (out, attn) with attn the "
-                               "softmax of the scaled scores, (B, heads, N, M), that multiplies v.")
+                    raise fail(title, f"the attention probabilities returned differ {where}",
+                               extra="Return (out, attn) with attn the softmax of the scaled scores, "
+                                     "(B, heads, N, M), that multiplies v.")
+                compare(title, got[0], want[0], where, {})
 
-            maps = "return_attention" in inspect.signature(student.forward).parameters
-            cases += compare_on_grids(title, student, ref, _GRIDS, case, then=attention_maps if maps else None)
-        return (f"matches segformer_lite.EfficientSelfAttention on {cases} inputs "
-                "(square and non-square, sr_ratio 1 and 2)")
+            cases += compare_on_grids(title, student, ref, _grids(args[2]), case, then=attention_maps)
+        return (f"matches segformer_lite.EfficientSelfAttention on {cases} inputs, attention maps "
+                f"included (square and non-square, sr_ratio {_listed(c[2] for c in configs)})")
 
     run_check(title, body)
-
-
-def _dwconv_groups(student: nn.Module) -> list[str]:
-    conv = getattr(student, "dwconv", None)
-    if isinstance(conv, nn.Conv2d) and conv.groups != conv.in_channels:
-        return ["dwconv_no_groups"]
-    return []
 
 
 def check_mix_ffn(Student: type) -> None:
@@ -175,10 +205,12 @@ def check_mix_ffn(Student: type) -> None:
              "no_gelu": dict(act_at="none"), "relu": dict(act="relu"),
              "gelu_tanh": dict(act="tanh"), "unflatten_no_permute": dict(layout="reshape"),
              "no_dwconv": dict(dwconv=False), "ffn_residual": dict(residual=True),
-             "sqrt_hw": dict(layout="sqrt"), "hw_swapped": dict(layout="swap")}
+             "sqrt_hw": dict(layout="sqrt"), "hw_swapped": dict(layout="swap"),
+             "flatten_no_permute": dict(layout="reshape_out"),
+             "unflatten_no_permute_in": dict(layout="reshape_in")}  # named through mistakes.ALIASES
 
     def body() -> str:
-        student, ref = build(Student, MixFFN, (8, 32), {}, title, structural=_dwconv_groups)
+        student, ref = build(Student, MixFFN, (8, 32), {}, title)
 
         def case(seed, hw):
             x = randn(2, hw[0] * hw[1], 8, seed=seed)
@@ -199,19 +231,22 @@ def check_block(Student: type) -> None:
     knobs = {"post_norm": dict(post_norm=True), "no_attn_residual": dict(attn_residual=False),
              "no_ffn_residual": dict(ffn_residual=False), "norm1_twice": dict(norm1_twice=True),
              "parallel_branches": dict(parallel=True), "no_drop_path": dict(drop_path=False)}
+    configs = [(16, 2, 2), (16, 1, 8)]  # (dim, num_heads, sr_ratio)
 
     def body() -> str:
-        student, ref = build(Student, Block, (16, 2, 2), {"drop_path": 0.5}, title)
+        n = 0
+        for args in configs:
+            student, ref = build(Student, Block, args, {"drop_path": 0.5}, title)
 
-        def case(seed, hw):
-            x = randn(2, hw[0] * hw[1], 16, seed=seed)
-            planted = {m_id: (lambda kw=kw: variants.block(ref, x, hw, **kw)) for m_id, kw in knobs.items()}
-            return (x, hw), f"for x of shape {tuple(x.shape)}, hw={hw} (eval mode)", planted
+            def case(seed, hw):
+                x = randn(2, hw[0] * hw[1], 16, seed=seed)
+                planted = {m_id: (lambda kw=kw: variants.block(ref, x, hw, **kw)) for m_id, kw in knobs.items()}
+                return (x, hw), f"for x of shape {tuple(x.shape)}, hw={hw}, sr_ratio={args[2]} (eval mode)", planted
 
-        n = compare_on_grids(title, student, ref, _GRIDS, case)
-        # training mode: DropPath draws one mask per branch; same seed -> same masks
+            n += compare_on_grids(title, student, ref, _grids(args[2]), case)
+        # training mode (the last config): DropPath draws one mask per branch; same seed -> same masks
         student.train(), ref.train()
-        x, hw = randn(8, 24, 16, seed=5), (4, 6)
+        x, hw = randn(8, 24 * 16, 16, seed=5), (16, 24)
 
         def seeded(fn: Callable, *args, **kwargs):
             torch.manual_seed(1234)
@@ -220,8 +255,9 @@ def check_block(Student: type) -> None:
         where = f"for x of shape {tuple(x.shape)}, hw={hw} (training mode, drop_path=0.5)"
         got = call(seeded, student, x, hw, title=title, where=where)
         planted = {m_id: (lambda kw=kw: seeded(variants.block, ref, x, hw, **kw)) for m_id, kw in knobs.items()}
-        compare(title, got, seeded(ref, x, hw), where, planted, True, True)
-        return f"matches segformer_lite.Block on {n + 1} inputs (square, non-square, training mode)"
+        compare(title, got, seeded(ref, x, hw), where, planted)
+        return (f"matches segformer_lite.Block on {n + 1} inputs (square, non-square, "
+                f"sr_ratio {_listed(c[2] for c in configs)}, training mode)")
 
     run_check(title, body)
 
@@ -259,24 +295,28 @@ def check_stage(Student: type) -> None:
 
 def check_mix_transformer(Student: type) -> None:
     """Check ``Student(cfg)`` (layer ``stages``) whose ``forward(images)`` returns the list of
-    the four stages' feature maps ``[(B, C_i, H_i, W_i)]``."""
+    the four stages' feature maps ``[(B, C_i, H_i, W_i)]``: the stage loop of notebook 05."""
     title = "MixTransformer"
+    knobs = {"stage_no_norm": dict(norm=False), "unflatten_no_permute": dict(layout="reshape"),
+             "encoder_chains_tokens": dict(chain="tokens"), "encoder_not_chained": dict(chain="input")}
 
     def body() -> str:
         student, ref = build(Student, MixTransformer, (_TINY,), {}, title)
-        for seed, (h, w) in enumerate(_IMAGE_SIZES):
-            x = randn(1, 3, h, w, seed=seed)
-            where = f"for images of shape {tuple(x.shape)}"
-            got = call(student, x, title=title, where=where, on_error=["encoder_not_chained"])
-            expected = ref(x)
+
+        def case(seed, hw):
+            x = randn(2, 3, *hw, seed=seed)
+            planted = {m_id: (lambda kw=kw: variants.encoder(ref, x, **kw)) for m_id, kw in knobs.items()}
+            return (x,), f"for images of shape {tuple(x.shape)}", planted
+
+        def accept(got, expected, where):
             if isinstance(got, torch.Tensor):
                 mistakes = ["encoder_last_only"] if close(got, expected[-1]) else []
                 raise fail(title, f"forward must return a list of {_TINY.num_stages} feature maps, "
                                   f"got a {describe(got)}", mistakes)
-            planted = {"encoder_last_only": lambda: [expected[-1]]}
-            compare(title, list(got) if isinstance(got, tuple) else got, expected, where,
-                    planted, True, True)
-        return f"matches segformer_lite.MixTransformer on {len(_IMAGE_SIZES)} inputs (square and non-square)"
+            return list(got) if isinstance(got, tuple) else got
+
+        n = compare_on_grids(title, student, ref, _IMAGE_SIZES, case, sqrt_hw_on_error=False, accept=accept)
+        return f"matches segformer_lite.MixTransformer on {n} batches of 2 images (square and non-square)"
 
     run_check(title, body)
 

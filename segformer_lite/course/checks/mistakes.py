@@ -29,6 +29,9 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
                              "tokens.reshape(B, C, H, W) scrambles channels and pixels; use "
                              "tokens.transpose(1, 2).reshape(B, C, H, W) or "
                              "rearrange(t, 'b (h w) c -> b c h w', h=H, w=W)"),
+    "grid_not_checked": ("a grid that does not fit the tokens is not refused with ValueError",
+                         "check first: if N != H * W, raise ValueError(...); a reshape to the wrong "
+                         "grid either fails with an unrelated error or, with -1, silently succeeds"),
     "sqrt_hw": ("H and W are computed as sqrt(N), which is only right for square grids",
                 "use the (H, W) that travels with the tokens (the hw argument), never sqrt(N)"),
     # efficient self-attention
@@ -57,6 +60,9 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
                      "when sr_ratio > 1 compute kv from self.norm(self.sr(image)) tokens"),
     "kv_swapped": ("K and V are swapped when splitting the fused kv projection",
                    "the first dim outputs of self.kv are K, the last dim are V"),
+    "sr_kernel_stride": ("the sequence-reduction conv's kernel or stride is not sr_ratio",
+                         "self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio): each "
+                         "key summarises one sr x sr patch, with no overlap and no gap"),
     "no_proj": ("the output projection self.proj is not applied",
                 "end with self.proj(out) after merging the heads"),
     # Mix-FFN
@@ -89,6 +95,13 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
                           "update x after attention, then feed that x to norm2 and the FFN"),
     "no_drop_path": ("DropPath is not applied to the residual branches",
                      "wrap both branches: x = x + self.drop_path(...)"),
+    # any exercise
+    "inplace_input": ("forward changes its input tensor in place (x += ... or an in-place op on a view of x)",
+                      "write x = x + ...: an in-place update overwrites the caller's tensor, which the "
+                      "caller may still need (here, to compute the reference)"),
+    "batch_hard_coded": ("the batch size is hard-coded to 1: right for one image, wrong for a batch",
+                         "read the batch size from the input (B = x.shape[0]) or let reshape infer it "
+                         "with -1; never write 1 for it"),
     # Stage and encoder
     "stage_no_norm": ("the stage's final LayerNorm is missing",
                       "apply self.norm to the tokens after the last block"),
@@ -99,6 +112,9 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
     "encoder_not_chained": ("each stage is fed the input images instead of the previous "
                             "stage's feature map",
                             "x = stage(x) in the loop: stage i+1 reads stage i's output"),
+    "encoder_chains_tokens": ("the next stage is fed tokens (B, N, C) instead of the feature map",
+                              "stage i+1's patch embedding is a Conv2d: feed it "
+                              "x = tokens_to_image(stage.norm(x), hw), the map you also collect"),
     # all-MLP decoder
     "decoder_concat_order": ("the maps are concatenated shallowest stage first ([c1, c2, c3, c4])",
                              "concatenate deepest first, torch.cat([c4, c3, c2, c1], dim=1), as the "
@@ -127,4 +143,5 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
 
 # half-made versions of a catalogued mistake (e.g. only one of two reshapes wrong) -> its id
 ALIASES = {"heads_over_tokens_split_only": "heads_over_tokens", "heads_over_token_blocks": "heads_over_tokens",
-           "conv_channels_last_out": "conv_channels_last", "decoder_linear_axis_out": "decoder_linear_axis"}
+           "conv_channels_last_out": "conv_channels_last", "conv_channels_last_in": "conv_channels_last",
+           "unflatten_no_permute_in": "unflatten_no_permute", "decoder_linear_axis_out": "decoder_linear_axis"}

@@ -14,7 +14,7 @@ from torch import nn
 from ...attention import EfficientSelfAttention
 from ...block import Block
 from ...decoder import AllMLPDecoder
-from ...encoder import Stage
+from ...encoder import MixTransformer, Stage
 from ...mix_ffn import MixFFN
 from ...patch_embed import OverlapPatchEmbed
 
@@ -42,6 +42,14 @@ def to_image(t: torch.Tensor, hw: tuple[int, int], how: str = "permute") -> torc
     if how == "column":
         return t.transpose(1, 2).reshape(b, c, w, h).transpose(2, 3)
     return t.transpose(1, 2).reshape(b, c, h, w)
+
+
+def through_image(t: torch.Tensor, hw: tuple[int, int], conv, layout: str = "permute") -> torch.Tensor:
+    """Tokens -> image -> ``conv`` -> tokens, done right ("permute") or with a classic layout
+    mistake: "reshape" (no permute either way), "reshape_in" / "reshape_out" (only on the way
+    in / out), "sqrt" or "swap" (wrong grid)."""
+    into = {"reshape_in": "reshape", "reshape_out": "permute"}.get(layout, layout)
+    return to_tokens(conv(to_image(t, hw, into)), "reshape" if layout in ("reshape", "reshape_out") else "permute")
 
 
 def layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
@@ -77,11 +85,7 @@ def attention(m: EfficientSelfAttention, x: torch.Tensor, hw: tuple[int, int], s
     q = split_heads(F.linear(x, m.q.weight, m.q.bias))
     kv_in = x
     if m.sr_ratio > 1 and reduce:
-        # layout: "permute" (right), "reshape" (no permute either way), "reshape_out" (only on
-        # the way back to tokens), "sqrt" or "swap" (wrong grid)
-        img = to_image(x, hw, layout if layout in ("reshape", "sqrt", "swap") else "permute")
-        red = to_tokens(F.conv2d(img, m.sr.weight, m.sr.bias, m.sr.stride),
-                        "reshape" if layout in ("reshape", "reshape_out") else "permute")
+        red = through_image(x, hw, lambda img: F.conv2d(img, m.sr.weight, m.sr.bias, m.sr.stride), layout)
         kv_in = layer_norm(red, m.norm) if sr_norm else red
     kv = F.linear(kv_in, m.kv.weight, m.kv.bias)
     k, v = kv[..., :c], kv[..., c:]
@@ -105,8 +109,8 @@ def mix_ffn(m: MixFFN, x: torch.Tensor, hw: tuple[int, int], act_at: str = "dwco
         y = activation(y)
     if dwconv:
         conv = m.dwconv
-        img = F.conv2d(to_image(y, hw, layout), conv.weight, conv.bias, padding=1, groups=conv.groups)
-        y = to_tokens(img, "reshape" if layout == "reshape" else "permute")
+        y = through_image(y, hw, lambda img: F.conv2d(img, conv.weight, conv.bias, padding=1,
+                                                       groups=conv.groups), layout)
     if act_at == "dwconv":
         y = activation(y)
     y = F.linear(y, m.fc2.weight, m.fc2.bias)
@@ -130,12 +134,29 @@ def block(m: Block, x: torch.Tensor, hw: tuple[int, int], post_norm: bool = Fals
     return x_attn + z if ffn_residual else z
 
 
-def stage(m: Stage, x: torch.Tensor, norm: bool = True, layout: str = "permute") -> torch.Tensor:
-    """(B, C_in, H, W) -> (B, C, H', W'): patch embedding, blocks, LayerNorm, back to an image."""
+def stage_tokens(m: Stage, x: torch.Tensor, norm: bool = True):
+    """(B, C_in, H, W) -> tokens (B, H'*W', C) and their grid: patch embedding, blocks, LayerNorm."""
     t, hw = m.patch_embed(x)
     for blk in m.blocks:
         t = blk(t, hw)
-    return to_image(layer_norm(t, m.norm) if norm else t, hw, layout)
+    return (layer_norm(t, m.norm) if norm else t), hw
+
+
+def stage(m: Stage, x: torch.Tensor, norm: bool = True, layout: str = "permute") -> torch.Tensor:
+    """(B, C_in, H, W) -> (B, C, H', W'): a stage, then back to an image."""
+    return to_image(*stage_tokens(m, x, norm), layout)
+
+
+def encoder(m: MixTransformer, images: torch.Tensor, norm: bool = True, layout: str = "permute",
+            chain: str = "image") -> list[torch.Tensor]:
+    """The stage loop, feeding each stage the previous stage's image ("image", right), its
+    tokens ("tokens") or the input images ("input")."""
+    features, x = [], images
+    for s in m.stages:
+        t, hw = stage_tokens(s, images if chain == "input" else x, norm)
+        features.append(to_image(t, hw, layout))  # (B, C_i, H_i, W_i)
+        x = t if chain == "tokens" else features[-1]
+    return features
 
 
 def all_mlp_decoder(m: AllMLPDecoder, feats: list[torch.Tensor], order: str = "deepest_first",
