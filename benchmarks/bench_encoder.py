@@ -34,13 +34,15 @@ TOLERANCE = 1e-5
 GEMM_N = 2048
 
 
-def hf_model(variant: str, seed: int):
-    """A transformers SegformerModel with the released MiT architecture, random weights."""
+def hf_model(variant: str, seed: int, sr_ratios: tuple[int, ...] | None = None):
+    """A transformers SegformerModel with the released MiT architecture (or other ``sr_ratios``:
+    (1, 1, 1, 1) is full attention), random weights."""
     from transformers import SegformerConfig, SegformerModel
 
     cfg = sl.mit_config(variant)
     hf_cfg = SegformerConfig(hidden_sizes=list(cfg.embed_dims), depths=list(cfg.depths),
-                             num_attention_heads=list(cfg.num_heads), sr_ratios=list(cfg.sr_ratios))
+                             num_attention_heads=list(cfg.num_heads),
+                             sr_ratios=list(sr_ratios or cfg.sr_ratios))
     torch.manual_seed(seed)
     model = SegformerModel(hf_cfg).eval()
     with torch.no_grad():  # random init leaves biases 0 and norms 1: make them informative

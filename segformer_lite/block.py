@@ -48,5 +48,6 @@ class Block(nn.Module):
         else:
             y, attn = self.attn(self.norm1(x), hw), None
         x = x + self.drop_path(y)
+        del y  # free the attention output: alive through the Mix-FFN it adds one (B, N, C) to the peak
         x = x + self.drop_path(self.ffn(self.norm2(x), hw))
         return (x, attn) if return_attention else x
