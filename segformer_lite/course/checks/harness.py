@@ -209,8 +209,8 @@ def build(Student: type, Reference: type, args: tuple, kwargs: dict, title: str)
         student.load_state_dict(ref.state_dict())
     except RuntimeError as e:
         raise fail(title, f"its parameters do not match segformer_lite.{Reference.__name__}'s:\n{e}",
-                   extra="Keep the skeleton's layer names and shapes in __init__ "
-                         "(only forward is yours to write).") from e
+                   extra="Keep the layer names the skeleton gives in __init__ (the weights are copied "
+                         "in by name) and build each with the shapes the released model uses.") from e
     return student.eval(), ref.eval()
 
 
