@@ -24,7 +24,8 @@ SLIDERS = {
     "03_efficient_self_attention": 4,  # query row, query col, sr_ratio, head
     "04_mix_ffn_and_block": 0,
     "05_mix_transformer_encoder": 4,  # query row, query col, block, head
-    "06_train_and_look_inside": 4,  # query row, query col, block, head
+    "06_all_mlp_decoder": 0,
+    "07_train_and_look_inside": 4,  # query row, query col, block, head
 }
 
 
