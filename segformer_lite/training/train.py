@@ -182,6 +182,11 @@ def train(args: argparse.Namespace) -> dict:
     start, history = 0, []
     if args.resume and state_path.is_file():
         state = load_state(state_path)
+        for key, before_tasks in (("model", "segformer"), ("task", "hints")):  # states older than both
+            was = state["args"].get(key, before_tasks)
+            if was != getattr(args, key):
+                raise ValueError(f"{state_path} is a run with --{key} {was}, not {getattr(args, key)}: "
+                                 "pass the same option, or another --output")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, history = state["step"], list(state.get("history", []))
