@@ -4,7 +4,9 @@
   files, converted to :class:`MixTransformer`; a checkpoint with SegFormer's all-MLP decode head
   (transformers ``SegformerForSemanticSegmentation``, a trained mmseg checkpoint) to :class:`SegFormer`;
 * this package's own SegFormer files: :func:`save_segformer` / :func:`load_segformer`
-  (safetensors, the architecture in the metadata), and the shipped trained checkpoint.
+  (safetensors, the architecture in the metadata), and the shipped trained checkpoint;
+* any model the training command trains, SegFormer or a local baseline, with the task it was
+  trained on: :func:`save_model` / :func:`load_model`.
 
 Three key layouts are understood, all renamed to this package's own names:
 
@@ -36,9 +38,11 @@ from .config import VARIANTS, MiTConfig
 from .decoder import SegFormer
 from .encoder import MixTransformer
 from .mix_ffn import ACTIVATIONS
+from .training.baselines import BASELINES
+from .training.data import TASKS
 
 __all__ = ["from_transformers", "load_pretrained", "to_official_state_dict", "canonical_state_dict",
-           "save_segformer", "load_segformer", "SHIPPED_CHECKPOINT", "UnusedWeightsWarning"]
+           "save_segformer", "load_segformer", "save_model", "load_model", "SHIPPED_CHECKPOINT", "UnusedWeightsWarning"]
 
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "segformer_shapes.safetensors"
 
@@ -469,20 +473,51 @@ def to_official_state_dict(model: MixTransformer) -> dict:
 def save_segformer(model: SegFormer, path, dtype: torch.dtype = torch.float32) -> Path:
     """Write ``model``'s weights and architecture to a ``.safetensors`` file, atomically
     (a temporary file in the same folder, then ``os.replace``: never a half-written file)."""
-    from safetensors.torch import save_file
-
     if not isinstance(model, SegFormer):
         raise TypeError(f"expected a SegFormer, got {type(model).__name__}")
-    meta = {"config": json.dumps(_config_dict(model.config)), "num_classes": str(model.num_classes),
+    return _write(model, path, _segformer_meta(model), dtype)
+
+
+def save_model(model: torch.nn.Module, path, task: str = "hints", dtype: torch.dtype = torch.float32) -> Path:
+    """Write a model that ``python -m segformer_lite.train`` trains (a :class:`SegFormer`, or a
+    baseline: ``PixelMLP``, ``LocalCNN``) with its kind and the ``task`` it was trained on, as
+    :func:`save_segformer` does; :func:`load_model` reads it back."""
+    if isinstance(model, SegFormer):
+        meta = _segformer_meta(model)
+    elif isinstance(model, tuple(BASELINES.values())):
+        meta = {"model": model.kind, "num_classes": str(model.num_classes), "width": str(model.width)}
+    else:
+        raise TypeError(f"expected a SegFormer or a baseline ({', '.join(c.__name__ for c in BASELINES.values())}), "
+                        f"got {type(model).__name__}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(map(repr, TASKS))}, got {task!r}")
+    return _write(model, path, {**meta, "task": task}, dtype)
+
+
+def _segformer_meta(model: SegFormer) -> dict:
+    return {"config": json.dumps(_config_dict(model.config)), "num_classes": str(model.num_classes),
             "decoder_dim": str(model.decoder_dim)}
+
+
+def _write(model: torch.nn.Module, path, meta: dict, dtype: torch.dtype) -> Path:
+    from safetensors.torch import save_file
+
     sd = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
     return atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta))
+
+
+def _read_own(path: Path) -> tuple[dict, dict]:
+    """Metadata and tensors of a safetensors file (raises safetensors' and the OS's errors)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
 
 
 def load_segformer(path=None) -> SegFormer:
     """A :class:`SegFormer` from a file written by :func:`save_segformer` (default: the
     shipped checkpoint trained on the synthetic shapes). Returned in eval mode, float32."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
 
     path = SHIPPED_CHECKPOINT if path is None else path
     if not isinstance(path, (str, Path)):
@@ -491,18 +526,51 @@ def load_segformer(path=None) -> SegFormer:
     if not path.is_file():
         raise FileNotFoundError(f"no SegFormer checkpoint at {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            sd = {k: f.get_tensor(k) for k in f.keys()}
+        meta, sd = _read_own(path)
+    except (SafetensorError, OSError) as e:
+        raise _not_a_segformer_file(path, e) from None
+    if meta.get("model", "segformer") != "segformer":
+        raise ValueError(f"{path} holds a {meta['model']} baseline, not a SegFormer: load it with load_model(path)")
+    try:
         cfg = MiTConfig(**_upgrade(json.loads(meta["config"])))
         num_classes, decoder_dim = int(meta["num_classes"]), int(meta["decoder_dim"])
-    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as e:
-        raise ValueError(f"{path} is not a SegFormer checkpoint written by save_segformer "
-                         f"({type(e).__name__}: {e}); transformers, official and mmseg checkpoints "
-                         "load with load_pretrained") from None
+    except (KeyError, ValueError, TypeError) as e:
+        raise _not_a_segformer_file(path, e) from None
     model = _empty(SegFormer, cfg, num_classes, decoder_dim)
     _load_into(model, sd, str(path))  # a float16 file comes back float32, the model's dtype
     return model.eval()
+
+
+def _not_a_segformer_file(path: Path, error: Exception) -> ValueError:
+    return ValueError(f"{path} is not a SegFormer checkpoint written by save_segformer "
+                      f"({type(error).__name__}: {error}); transformers, official and mmseg checkpoints "
+                      "load with load_pretrained")
+
+
+def load_model(path=None) -> tuple[torch.nn.Module, str]:
+    """``(model, task)`` from a file written by :func:`save_model` or :func:`save_segformer`
+    (default: the shipped checkpoint): a :class:`SegFormer` or a baseline, in eval mode, and the
+    task it was trained on (``"hints"`` for files that record none: they predate the tasks)."""
+    from safetensors import SafetensorError
+
+    path = SHIPPED_CHECKPOINT if path is None else path
+    try:
+        meta = _read_own(Path(path))[0] if isinstance(path, (str, Path)) else {}
+    except (SafetensorError, OSError):
+        meta = {}  # not readable: load_segformer says why, in its words
+    kind, task = meta.get("model", "segformer"), meta.get("task", "hints")
+    if kind == "segformer":
+        return load_segformer(path), task
+    if kind not in BASELINES or task not in TASKS:
+        raise ValueError(f"{path}: unknown model kind {kind!r} or task {task!r} (expected one of "
+                         f"segformer, {', '.join(BASELINES)} and one of {', '.join(TASKS)})")
+    _, sd = _read_own(Path(path))
+    try:
+        model = _empty(BASELINES[kind], int(meta["num_classes"]), int(meta["width"]))
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"{path}: the {kind} metadata is incomplete ({type(e).__name__}: {e})") from None
+    _load_into(model, sd, str(path))
+    return model.eval(), task
 
 
 def _upgrade(fields: dict) -> dict:

@@ -21,7 +21,26 @@ from torch import nn
 from .config import MiTConfig
 from .encoder import MixTransformer
 
-__all__ = ["AllMLPDecoder", "SegFormer"]
+__all__ = ["AllMLPDecoder", "SegFormer", "segmentation_loss"]
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """transformers' segmentation loss: the logits ``(B, K, h, w)`` upsampled (bilinear) to the
+    labels' size ``(B, H, W)``, then cross-entropy skipping ``ignore_index``; with one class,
+    binary cross-entropy on the logit, ignored pixels zeroed but still counted in the mean (as
+    transformers does)."""
+    if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise TypeError("expected labels as an integer tensor (B, H, W) of class indices, got "
+                        + (f"dtype {labels.dtype}" if isinstance(labels, torch.Tensor) else type(labels).__name__))
+    if labels.ndim != 3 or labels.shape[0] != logits.shape[0]:
+        raise ValueError(f"expected labels of shape (B, H, W) with B = {logits.shape[0]}, "
+                         f"got {tuple(labels.shape)}")
+    logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)  # (B, K, H, W)
+    if logits.shape[1] > 1:
+        return F.cross_entropy(logits, labels, ignore_index=ignore_index)
+    valid = ((labels >= 0) & (labels != ignore_index)).float()
+    loss = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="none")
+    return (loss * valid).mean()
 
 
 class AllMLPDecoder(nn.Module):
@@ -83,21 +102,8 @@ class SegFormer(nn.Module):
         return out[0] if len(out) == 1 else out
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """transformers' segmentation loss: the logits upsampled (bilinear) to the labels' size,
-        then cross-entropy skipping ``ignore_index``; with one class, binary cross-entropy on the
-        logit, ignored pixels zeroed but still counted in the mean (as transformers does)."""
-        if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-            raise TypeError("expected labels as an integer tensor (B, H, W) of class indices, got "
-                            + (f"dtype {labels.dtype}" if isinstance(labels, torch.Tensor) else type(labels).__name__))
-        if labels.ndim != 3 or labels.shape[0] != logits.shape[0]:
-            raise ValueError(f"expected labels of shape (B, H, W) with B = {logits.shape[0]}, "
-                             f"got {tuple(labels.shape)}")
-        logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)  # (B, K, H, W)
-        if self.num_classes > 1:
-            return F.cross_entropy(logits, labels, ignore_index=self.ignore_index)
-        valid = ((labels >= 0) & (labels != self.ignore_index)).float()
-        loss = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="none")
-        return (loss * valid).mean()
+        """transformers' segmentation loss on this model's logits (:func:`segmentation_loss`)."""
+        return segmentation_loss(logits, labels, self.ignore_index)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,30 +1,42 @@
 """A synthetic segmentation set: textured shapes on a noisy background, made from a seed.
 
 No data can be downloaded, so the course draws its own. Every image is a pure function of
-``(seed, index)``: the same pair always gives the same pixels, on any machine, and two seeds
-give unrelated images (training and held-out sets never overlap).
+``(seed, index, task)``: the same triple always gives the same pixels, on any machine, and two
+seeds give unrelated images (training and held-out sets never overlap).
 
-Each image holds a few shapes (disc, box, triangle) of random size, aspect ratio and rotation,
-in a colour near their class's hue (red, blue, green) on a greyish background, each filled with
-a texture (flat, stripes, checks, waves); shapes drawn later hide the
-ones below (occlusion), and pixel noise covers everything. A shape wears its class's own
-texture 9 times in 10 and another one otherwise: texture is a strong hint, and where it
-misleads, only the outline tells the class.
+Each image holds a few shapes (disc, box, triangle) of random size, aspect ratio and rotation on
+a smoothly shaded background, each filled with a texture (flat, stripes, checks, waves) between
+two colours; shapes drawn later hide the ones below (occlusion), and pixel noise covers
+everything. Two tasks draw them under two laws:
+
+* ``"hints"`` (the shipped checkpoint's task): a shape's colour stays near its class's hue (red,
+  blue, green) on a greyish background, and it wears its class's own texture 9 times in 10. The
+  class can be read off single pixels: a per-pixel MLP (1x1 convolutions, no spatial context)
+  reaches mIoU 0.93 on it (issue 10), so it cannot show what any part of the encoder is for.
+* ``"context"``: colour and texture are independent of the class, the background's colours
+  included (every colour from one law, every texture equally likely on every class), and the
+  shapes are large (half-sizes 10 to 24 px), painted largest first so smaller ones hide parts of
+  larger ones but never a whole one. A pixel, or a small patch inside a shape, says nothing about
+  the class: the interior of a big disc and of a big box look the same. Only the outline does
+  (curved, four right angles, three sharp corners), and it spans tens of pixels, so seeing it
+  needs a large receptive field.
 """
 from __future__ import annotations
 
 import colorsys
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["CLASSES", "SyntheticShapes", "render_shapes"]
+__all__ = ["CLASSES", "TASKS", "SyntheticShapes", "render_shapes"]
 
 CLASSES = ("background", "disc", "box", "triangle")
 TEXTURES = ("flat", "stripes", "checks", "waves")
-_HUES = (None, 0.0, 0.6, 0.3)  # each class's hue (red, blue, green), jittered per shape
-_PREFERRED_TEXTURE = 0.9  # chance a shape wears its class's own texture (disc: flat, box: stripes, ...)
+_HUES = (None, 0.0, 0.6, 0.3)  # hints: each class's hue (red, blue, green), jittered per shape
+_PREFERRED_TEXTURE = 0.9  # hints: chance a shape wears its class's own texture (disc: flat, box: stripes, ...)
+_CONTEXT_HALF_SIZE = (10.0, 24.0)  # context: half-widths in pixels, large against a 7-pixel receptive field
 
 
 def _texture(kind: str, u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -39,13 +51,10 @@ def _texture(kind: str, u: np.ndarray, v: np.ndarray, rng: np.random.Generator) 
     return 0.5 + 0.5 * np.sin(2 * np.pi * u / period) * np.sin(2 * np.pi * v / period)  # waves
 
 
-def _colour(rng: np.random.Generator, hue: float | None) -> np.ndarray:
-    """An RGB colour: near ``hue`` and saturated for a shape, any hue but greyish for the background."""
-    if hue is None:
-        h, sat = rng.uniform(0, 1), rng.uniform(0.0, 0.35)
-    else:
-        h, sat = (hue + rng.uniform(-0.08, 0.08)) % 1.0, rng.uniform(0.5, 1.0)
-    return np.array(colorsys.hsv_to_rgb(h, sat, rng.uniform(0.35, 1.0)), dtype=np.float32)
+def _hsv(rng: np.random.Generator, hue: float, saturation: tuple, value: tuple) -> np.ndarray:
+    """An RGB colour of hue ``hue``, saturation and value drawn uniformly from their ranges."""
+    sat = rng.uniform(*saturation)
+    return np.array(colorsys.hsv_to_rgb(hue, sat, rng.uniform(*value)), dtype=np.float32)
 
 
 def _inside(cls: int, u: np.ndarray, v: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -58,54 +67,125 @@ def _inside(cls: int, u: np.ndarray, v: np.ndarray, a: float, b: float) -> np.nd
     return (v <= b) & (np.abs(u) <= a * (v + b) / (2 * b))
 
 
-def render_shapes(seed: int, index: int, size: int | tuple[int, int] = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Image ``(H, W, 3)`` float32 in ``[0, 1]`` and label map ``(H, W)`` int64 for ``(seed, index)``.
+class _Shape(NamedTuple):
+    cls: int
+    a: float  # half-width, pixels
+    b: float  # half-height, pixels
+    cx: float
+    cy: float
+    theta: float  # rotation, radians
 
-    Shape sizes are in pixels (half-sizes 7 to 22), so a larger canvas holds more shapes
-    of the same look rather than bigger ones.
+
+# --- "hints": colour and texture tell the class ---------------------------------------------------
+
+def _hints_colour(rng: np.random.Generator, cls: int) -> np.ndarray:
+    """Near the class's hue and saturated for a shape; any hue but greyish for the background."""
+    if cls == 0:
+        return _hsv(rng, rng.uniform(0, 1), (0.0, 0.35), (0.35, 1.0))
+    return _hsv(rng, (_HUES[cls] + rng.uniform(-0.08, 0.08)) % 1.0, (0.5, 1.0), (0.35, 1.0))
+
+
+def _hints_texture(rng: np.random.Generator, cls: int) -> str:
+    """The class's own texture 9 times in 10, another one otherwise."""
+    own = TEXTURES[cls - 1]
+    return own if rng.uniform() < _PREFERRED_TEXTURE else str(rng.choice([t for t in TEXTURES if t != own]))
+
+
+def _hints_layout(rng: np.random.Generator, h: int, w: int, per_canvas: int) -> Iterator[_Shape]:
+    """2 to 4 shapes per 64x64, half-sizes 7 to 22 px (aspect 1:2 to 2:1, capped at 24), anywhere."""
+    for _ in range(rng.integers(2, 5) * per_canvas):
+        cls = int(rng.integers(1, len(CLASSES)))
+        a = rng.uniform(7.0, 22.0)
+        b = min(a * np.exp(rng.uniform(np.log(0.5), np.log(2.0))), 24.0)
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        yield _Shape(cls, a, b, cx, cy, rng.uniform(0, 2 * np.pi))
+
+
+# --- "context": only the outline tells the class ---------------------------------------------------
+
+def _context_colour(rng: np.random.Generator, cls: int) -> np.ndarray:
+    """Any hue, saturation and brightness: one law for every class, the background's included."""
+    return _hsv(rng, rng.uniform(0, 1), (0.0, 1.0), (0.2, 1.0))
+
+
+def _context_texture(rng: np.random.Generator, cls: int) -> str:
+    """Any texture on any class."""
+    return str(rng.choice(TEXTURES))
+
+
+def _context_layout(rng: np.random.Generator, h: int, w: int, per_canvas: int) -> Iterator[_Shape]:
+    """1 to 3 shapes per 64x64, half-sizes 10 to 24 px (aspect 3:5 to 5:3), largest first so the
+    smaller ones occlude it; centres far enough in that most of each outline is on the canvas."""
+    for a in np.sort(rng.uniform(*_CONTEXT_HALF_SIZE, size=int(rng.integers(1, 4)) * per_canvas))[::-1]:
+        cls = int(rng.integers(1, len(CLASSES)))
+        b = a * np.exp(rng.uniform(np.log(0.6), np.log(1.0 / 0.6)))
+        margin = 0.5 * max(a, b)
+        cx = rng.uniform(min(margin, w / 2), max(w - margin, w / 2))
+        cy = rng.uniform(min(margin, h / 2), max(h - margin, h / 2))
+        yield _Shape(cls, a, b, cx, cy, rng.uniform(0, 2 * np.pi))
+
+
+class _Law(NamedTuple):
+    colour: Callable  # (rng, cls) -> RGB; cls 0 is the background
+    texture: Callable  # (rng, cls) -> a name in TEXTURES
+    layout: Callable  # (rng, h, w, per_canvas) -> shapes, drawn lazily (see render_shapes)
+
+
+_LAWS = {"hints": _Law(_hints_colour, _hints_texture, _hints_layout),
+         "context": _Law(_context_colour, _context_texture, _context_layout)}
+TASKS = tuple(_LAWS)
+
+
+def _check_task(task) -> str:
+    if task not in _LAWS:
+        raise ValueError(f"task must be one of {', '.join(map(repr, TASKS))}, got {task!r}")
+    return task
+
+
+def render_shapes(seed: int, index: int, size: int | tuple[int, int] = 64,
+                  task: str = "hints") -> tuple[np.ndarray, np.ndarray]:
+    """Image ``(H, W, 3)`` float32 in ``[0, 1]`` and label map ``(H, W)`` int64 for ``(seed, index)``
+    under ``task`` (``"hints"`` or ``"context"``, see the module docstring).
+
+    Shape sizes are in pixels, so a larger canvas holds more shapes of the same look rather
+    than bigger ones.
     """
+    law = _LAWS[_check_task(task)]
     h, w = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng([int(seed), int(index)])
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
 
     # background: a colour gradient in a random direction, plus faint waves
-    c0, c1 = _colour(rng, None), _colour(rng, None)
+    c0, c1 = law.colour(rng, 0), law.colour(rng, 0)
     angle = rng.uniform(0, 2 * np.pi)
     ramp = ((np.cos(angle) * xx + np.sin(angle) * yy) / max(h, w) + 1) / 2  # (H, W) in [0, 1]
     image = c0 + (c1 - c0) * ramp[..., None]  # (H, W, 3)
     image += 0.08 * _texture("waves", xx, yy, rng)[..., None] * rng.uniform(-1, 1, 3).astype(np.float32)
     label = np.zeros((h, w), dtype=np.int64)
 
-    n_shapes = rng.integers(2, 5) * max(1, round(h * w / 64 ** 2))
-    for _ in range(n_shapes):
-        cls = int(rng.integers(1, len(CLASSES)))
-        a = rng.uniform(7.0, 22.0)
-        b = a * np.exp(rng.uniform(np.log(0.5), np.log(2.0)))  # aspect ratio 1:2 ... 2:1
-        b = min(b, 24.0)
-        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
-        theta = rng.uniform(0, 2 * np.pi)
-        u = np.cos(theta) * (xx - cx) + np.sin(theta) * (yy - cy)  # the shape's own axes
-        v = -np.sin(theta) * (xx - cx) + np.cos(theta) * (yy - cy)
-        mask = _inside(cls, u, v, a, b)
-        own = TEXTURES[cls - 1]
-        kind = own if rng.uniform() < _PREFERRED_TEXTURE else str(rng.choice([t for t in TEXTURES if t != own]))
-        t = _texture(kind, u, v, rng)[..., None]  # (H, W, 1)
-        col_a, col_b = _colour(rng, _HUES[cls]), _colour(rng, _HUES[cls])
+    # the layout yields one shape at a time and each shape's texture and colours are drawn before
+    # the next shape: one fixed order of random draws, so (seed, index) fixes every pixel
+    for s in law.layout(rng, h, w, max(1, round(h * w / 64 ** 2))):
+        u = np.cos(s.theta) * (xx - s.cx) + np.sin(s.theta) * (yy - s.cy)  # the shape's own axes
+        v = -np.sin(s.theta) * (xx - s.cx) + np.cos(s.theta) * (yy - s.cy)
+        mask = _inside(s.cls, u, v, s.a, s.b)
+        t = _texture(law.texture(rng, s.cls), u, v, rng)[..., None]  # (H, W, 1)
+        col_a, col_b = law.colour(rng, s.cls), law.colour(rng, s.cls)
         fill = col_a + (col_b - col_a) * t  # (H, W, 3)
         image[mask] = fill[mask]  # later shapes occlude earlier ones, in pixels and labels
-        label[mask] = cls
+        label[mask] = s.cls
 
     image += rng.normal(0.0, rng.uniform(0.02, 0.08), size=image.shape).astype(np.float32)
     return np.clip(image, 0.0, 1.0).astype(np.float32), label
 
 
 class SyntheticShapes(Dataset):
-    """``num_images`` images of :func:`render_shapes`; item ``i`` is
+    """``num_images`` images of :func:`render_shapes` for ``task``; item ``i`` is
     ``(image (3, H, W) float32 in [0, 1], labels (H, W) int64)``, rendered on demand."""
 
     classes = CLASSES
 
-    def __init__(self, num_images: int, image_size: int = 64, seed: int = 0):
+    def __init__(self, num_images: int, image_size: int = 64, seed: int = 0, task: str = "hints"):
         for name, value in (("num_images", num_images), ("image_size", image_size), ("seed", seed)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -115,6 +195,7 @@ class SyntheticShapes(Dataset):
             raise ValueError(f"image_size must be at least 32 pixels (MiT's coarsest stage has "
                              f"stride 32), got {image_size}")
         self.num_images, self.image_size, self.seed = int(num_images), int(image_size), int(seed)
+        self.task = _check_task(task)
 
     def __len__(self) -> int:
         return self.num_images
@@ -122,7 +203,7 @@ class SyntheticShapes(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not -self.num_images <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} images")
-        image, label = render_shapes(self.seed, index % self.num_images, self.image_size)
+        image, label = render_shapes(self.seed, index % self.num_images, self.image_size, self.task)
         return torch.from_numpy(image).permute(2, 0, 1).contiguous(), torch.from_numpy(label)  # (3, H, W), (H, W)
 
     def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,8 @@
 """Per-class IoU and mIoU on held-out synthetic images:
-``python -m segformer_lite.evaluate [--checkpoint PATH] [--seed S] [--images N]``.
+``python -m segformer_lite.evaluate [--checkpoint PATH] [--seed S] [--images N] [--task T]``.
+
+The checkpoint is any model ``python -m segformer_lite.train`` writes (SegFormer or a local
+baseline); it is scored on the task recorded in its file unless ``--task`` says otherwise.
 
 IoU of class ``c`` = pixels labelled ``c`` and predicted ``c`` / pixels labelled or predicted
 ``c``, summed over the whole set (the confusion-matrix definition mmseg and the paper use);
@@ -16,8 +19,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .data import CLASSES, SyntheticShapes
-from ..checkpoint import load_segformer
+from .baselines import BASELINES
+from .data import CLASSES, TASKS, SyntheticShapes
+from ..checkpoint import load_model
 from ..decoder import SegFormer
 
 __all__ = ["confusion_matrix", "iou_per_class", "mean_iou", "evaluate_model", "build_parser", "main"]
@@ -45,11 +49,13 @@ def mean_iou(ious: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate_model(model: SegFormer, dataset: SyntheticShapes, batch_size: int = 25,
+def evaluate_model(model: torch.nn.Module, dataset: SyntheticShapes, batch_size: int = 25,
                    progress: bool = True) -> torch.Tensor:
-    """Per-class IoU of ``model`` on ``dataset`` (eval mode; the model's mode is restored)."""
-    if not isinstance(model, SegFormer):
-        raise TypeError(f"expected a SegFormer, got {type(model).__name__}")
+    """Per-class IoU of ``model`` (a SegFormer or a baseline) on ``dataset`` (eval mode; the
+    model's mode is restored)."""
+    if not isinstance(model, (SegFormer, *BASELINES.values())):
+        raise TypeError(f"expected a SegFormer or a baseline "
+                        f"({', '.join(c.__name__ for c in BASELINES.values())}), got {type(model).__name__}")
     if model.num_classes != len(dataset.classes):
         raise ValueError(f"the model predicts {model.num_classes} classes but the data set has "
                          f"{len(dataset.classes)} ({', '.join(dataset.classes)})")
@@ -70,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m segformer_lite.evaluate", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="weights written by segformer_lite.train (None: the shipped checkpoint)")
+                   help="weights written by segformer_lite.train, SegFormer or baseline (None: the shipped checkpoint)")
+    p.add_argument("--task", choices=TASKS, default=None,
+                   help="synthetic task to score on (None: the one recorded in the checkpoint)")
     p.add_argument("--seed", type=int, default=2026, help="seed of the held-out images")
     p.add_argument("--images", type=int, default=200, help="number of held-out images")
     p.add_argument("--image-size", type=int, default=64, help="side of the square images in pixels")
@@ -89,10 +97,11 @@ def main(argv=None) -> float:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        model = load_segformer(args.checkpoint)
+        model, task = load_model(args.checkpoint)
     except (OSError, ValueError) as e:  # an expected failure (no such file, not a checkpoint): one line
         p.exit(2, f"{p.prog}: error: {e}\n")
-    ious = evaluate_model(model, SyntheticShapes(args.images, args.image_size, args.seed), progress=not args.quiet)
+    data = SyntheticShapes(args.images, args.image_size, args.seed, task=args.task or task)
+    ious = evaluate_model(model, data, progress=not args.quiet)
     for name, iou in zip(CLASSES, ious.tolist()):
         print(f"IoU {name:<12} " + ("absent (no pixel labelled or predicted)" if math.isnan(iou) else f"{iou:.4f}"))
     miou = mean_iou(ious)

@@ -1,5 +1,10 @@
 """Train a SegFormer on the synthetic shapes: ``python -m segformer_lite.train --help``.
 
+``--task`` picks the shapes' law (``hints``: colour and texture hint at the class, the shipped
+checkpoint's task; ``context``: only the outline tells it, see ``data.py``), ``--model`` the
+network: SegFormer, or a local baseline (``pixel-mlp``, ``local-cnn``, see ``baselines.py``)
+trained by the same loop, loss and schedule.
+
 Runs as one process, or unchanged under ``torchrun --nproc_per_node=2`` (DDP over gloo on
 CPU: each process draws its own images, gradients are averaged, and the decoder's BatchNorm
 takes its statistics over the global batch, as the official code's SyncBN does; see
@@ -31,9 +36,10 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ..config import VARIANTS, mit_config
-from .data import CLASSES, SyntheticShapes
+from .baselines import BASELINES
+from .data import CLASSES, TASKS, SyntheticShapes
 from .distributed import sync_batchnorm
-from ..checkpoint import save_segformer
+from ..checkpoint import save_model
 from ..decoder import SegFormer
 from .._files import atomic_write
 from .evaluate import evaluate_model, mean_iou
@@ -98,8 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m segformer_lite.train``; every option shows its default once."""
     p = argparse.ArgumentParser(prog="python -m segformer_lite.train", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--variant", default="b0", choices=list(VARIANTS), help="MiT encoder widths/depths")
-    p.add_argument("--decoder-dim", type=int, default=128, help="all-MLP decoder width")
+    p.add_argument("--task", default="hints", choices=TASKS,
+                   help="hints: colour and texture hint at the class (the shipped checkpoint's task); "
+                        "context: only a shape's outline tells its class")
+    p.add_argument("--model", default="segformer", choices=("segformer", *BASELINES),
+                   help="segformer, or a local baseline: pixel-mlp (1x1 convs), local-cnn (receptive field 7 px)")
+    p.add_argument("--variant", default="b0", choices=list(VARIANTS), help="MiT encoder widths/depths (segformer)")
+    p.add_argument("--decoder-dim", type=int, default=128, help="all-MLP decoder width (segformer)")
     p.add_argument("--image-size", type=int, default=64, help="side of the square training images in pixels")
     p.add_argument("--steps", type=int, default=3000, help="optimizer steps (the shipped checkpoint's run)")
     p.add_argument("--batch-size", type=int, default=8, help="images per step, per process")
@@ -110,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param-groups", choices=("official", "none"), default="official",
                    help="official: decode head at 10x lr, LayerNorms without weight decay, as the "
                         "official config; none: one group, every parameter decayed")
-    p.add_argument("--dropout", type=float, default=0.1, help="decoder dropout before the classifier")
-    p.add_argument("--drop-path", type=float, default=0.1, help="encoder stochastic-depth rate (last block)")
+    p.add_argument("--dropout", type=float, default=0.1, help="decoder dropout before the classifier (segformer)")
+    p.add_argument("--drop-path", type=float, default=0.1, help="encoder stochastic-depth rate, last block (segformer)")
     p.add_argument("--seed", type=int, default=0, help="model init and training images")
     p.add_argument("--output", type=Path, default=Path("runs/segformer_shapes.safetensors"),
                    help="weights (safetensors); the resumable state goes to OUTPUT.state.pt")
@@ -156,8 +167,13 @@ def train(args: argparse.Namespace) -> dict:
     state_path = args.output.with_name(args.output.name + ".state.pt")
 
     torch.manual_seed(args.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
-    config = dataclasses.replace(mit_config(args.variant), drop_path_rate=args.drop_path)
-    model = SegFormer(config, len(CLASSES), args.decoder_dim, args.dropout)
+    if args.model == "segformer":
+        config = dataclasses.replace(mit_config(args.variant), drop_path_rate=args.drop_path)
+        model = SegFormer(config, len(CLASSES), args.decoder_dim, args.dropout)
+        name = f"SegFormer (MiT-{args.variant.upper()}, decoder {args.decoder_dim})"
+    else:
+        model = BASELINES[args.model](len(CLASSES))
+        name = f"{type(model).__name__} ({args.model}, width {model.width})"
     if distributed:
         sync_batchnorm(model)
     groups = param_groups(model, args.weight_decay, None if args.param_groups == "official" else {})
@@ -166,6 +182,11 @@ def train(args: argparse.Namespace) -> dict:
     start, history = 0, []
     if args.resume and state_path.is_file():
         state = load_state(state_path)
+        for key, before_tasks in (("model", "segformer"), ("task", "hints")):  # states older than both
+            was = state["args"].get(key, before_tasks)
+            if was != getattr(args, key):
+                raise ValueError(f"{state_path} is a run with --{key} {was}, not {getattr(args, key)}: "
+                                 "pass the same option, or another --output")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, history = state["step"], list(state.get("history", []))
@@ -175,12 +196,12 @@ def train(args: argparse.Namespace) -> dict:
         if args.resume:
             say(f"--resume: no training state at {state_path}, so starting from scratch")
         torch.manual_seed(args.seed + rank)  # dropout / drop-path differ per rank
-    say(f"training SegFormer (MiT-{args.variant.upper()}, decoder {args.decoder_dim}) for {args.steps} steps "
+    say(f"training {name} on the {args.task} task for {args.steps} steps "
         f"of {world} x {args.batch_size} images of {args.image_size} px, {torch.get_num_threads()} thread(s) "
         f"per process; weights -> {args.output}, resumable state -> {state_path}")
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
-    data = SyntheticShapes(args.steps * args.batch_size * world, args.image_size, args.seed)
-    held_out = SyntheticShapes(args.eval_images, args.image_size, args.eval_seed)
+    data = SyntheticShapes(args.steps * args.batch_size * world, args.image_size, args.seed, args.task)
+    held_out = SyntheticShapes(args.eval_images, args.image_size, args.eval_seed, args.task)
 
     saved = None  # the step whose weights this run wrote
 
@@ -195,7 +216,7 @@ def train(args: argparse.Namespace) -> dict:
             save_state({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                         "args": {k: str(v) for k, v in vars(args).items()}, "rng": rngs,
                         "history": history}, state_path)
-            save_segformer(model, args.output)
+            save_model(model, args.output, args.task)
 
     result = history[-1] if history else {}
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="train",
@@ -235,7 +256,7 @@ def train(args: argparse.Namespace) -> dict:
     else:
         say(f"wrote the weights of step {saved} to {args.output} (resumable state: {state_path})")
     if args.rank_weights:
-        save_segformer(model, args.output.with_name(f"{args.output.stem}.rank{rank}{args.output.suffix}"))
+        save_model(model, args.output.with_name(f"{args.output.stem}.rank{rank}{args.output.suffix}"), args.task)
     if distributed:
         dist.barrier()  # no rank tears gloo down while another is still at work (it can abort)
         dist.destroy_process_group()
