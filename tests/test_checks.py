@@ -430,7 +430,7 @@ class Renamed(StudentMixFFN):
 
 
 def test_renamed_layers_are_explained():
-    with pytest.raises(AssertionError, match="Keep the skeleton's layer names") as e:
+    with pytest.raises(AssertionError, match="Keep the layer names the skeleton gives") as e:
         checks.check_mix_ffn(Renamed)
     assert "dwconv.weight" in str(e.value)
 
