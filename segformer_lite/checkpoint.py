@@ -368,7 +368,7 @@ def _read_state_dict(path: Path) -> dict:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any failure to parse means: this file is not a checkpoint
         raise ValueError(f"{path} is not a readable checkpoint: expected a torch.save'd or safetensors "
-                         f"state dict ({type(e).__name__}: {_reason(e)})") from None
+                         f"state dict ({type(e).__name__}: {why_unreadable(e)})") from None
     if {"config", "num_classes", "decoder_dim"} <= meta.keys():  # written by save_segformer
         raise ValueError(f"{path} is a SegFormer file written by save_segformer: load it with "
                          "load_segformer(path), which restores its exact architecture")
@@ -389,7 +389,7 @@ def _read_state_dict(path: Path) -> dict:
 _UNPICKLER_ERROR = r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\. Please|\n\n|$)"
 
 
-def _reason(error: Exception) -> str:
+def why_unreadable(error: Exception) -> str:
     """Why torch or safetensors could not read a file, in one short sentence. torch's refusals
     under weights_only=True run to paragraphs advising weights_only=False, which would run
     whatever code the file holds: only the diagnosis is kept."""
@@ -555,16 +555,15 @@ def load_model(path=None) -> tuple[torch.nn.Module, str]:
 
     path = SHIPPED_CHECKPOINT if path is None else path
     try:
-        meta = _read_own(Path(path))[0] if isinstance(path, (str, Path)) else {}
+        meta, sd = _read_own(Path(path)) if isinstance(path, (str, Path)) else ({}, {})
     except (SafetensorError, OSError):
-        meta = {}  # not readable: load_segformer says why, in its words
+        meta, sd = {}, {}  # not readable: load_segformer says why, in its words
     kind, task = meta.get("model", "segformer"), meta.get("task", "hints")
     if kind == "segformer":
         return load_segformer(path), task
     if kind not in BASELINES or task not in TASKS:
         raise ValueError(f"{path}: unknown model kind {kind!r} or task {task!r} (expected one of "
                          f"segformer, {', '.join(BASELINES)} and one of {', '.join(TASKS)})")
-    _, sd = _read_own(Path(path))
     try:
         model = _empty(BASELINES[kind], int(meta["num_classes"]), int(meta["width"]))
     except (KeyError, ValueError, TypeError) as e:

@@ -39,7 +39,7 @@ from ..config import VARIANTS, mit_config
 from .baselines import BASELINES
 from .data import CLASSES, TASKS, SyntheticShapes
 from .distributed import sync_batchnorm
-from ..checkpoint import save_model
+from ..checkpoint import save_model, why_unreadable
 from ..decoder import SegFormer
 from .._files import atomic_write
 from .evaluate import evaluate_model, mean_iou
@@ -88,12 +88,9 @@ def load_state(path) -> dict:
         raise FileNotFoundError(f"no training state at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        # torch's weights-only message is paragraphs of advice (incl. the unsafe weights_only=False):
-        # keep only its reason, on one line
-        reason = str(e).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
+    except Exception as e:  # torch's diagnosis only, without its advice (see why_unreadable)
         raise ValueError(f"{path} is not a readable training state ({type(e).__name__}: "
-                         f"{' '.join(reason.split())})") from None
+                         f"{why_unreadable(e)})") from None
     missing = {"model", "optimizer", "step", "args", "rng"} - set(state if isinstance(state, dict) else ())
     if missing:
         raise ValueError(f"{path} is not a segformer_lite training state (missing {sorted(missing)})")
