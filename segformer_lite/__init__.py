@@ -17,7 +17,7 @@ SegFormer itself, at the top level, in course order:
 Scaffolding, in sub-packages:
 
     course/      what teaches it: exercise checkers, homework, widgets, plots, photos, cost, trace
-    training/    what trains it: synthetic data, the training loop, evaluation
+    training/    what trains it: synthetic data, local baselines, the training loop, DDP BatchNorm, evaluation
 
 ``train.py``, ``evaluate.py`` and ``homework.py`` at the top are only the entry points of
 ``python -m segformer_lite.train`` / ``.evaluate`` / ``.homework``.
