@@ -44,7 +44,7 @@ from ..decoder import SegFormer
 from .._files import atomic_write
 from .evaluate import evaluate_model, mean_iou
 
-__all__ = ["poly_lr", "param_groups", "train", "main", "save_state", "load_state", "parse_args",
+__all__ = ["poly_lr", "param_groups", "train_step", "train", "main", "save_state", "load_state", "parse_args",
            "build_parser", "OFFICIAL_PARAMWISE"]
 
 # The official config's paramwise_cfg custom_keys, matched as mmcv does: a key applies to every
@@ -74,6 +74,22 @@ def param_groups(model: torch.nn.Module, weight_decay: float, paramwise: dict | 
         groups.setdefault(mults, []).append(p)
     return [{"params": ps, "lr_mult": lr_mult, "weight_decay": weight_decay * decay_mult}
             for (lr_mult, decay_mult), ps in groups.items()]
+
+
+def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, data: SyntheticShapes, step: int,
+               args: argparse.Namespace, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """One optimizer step of the schedule in ``args`` (``steps``, ``lr``, ``warmup``,
+    ``batch_size``) on this rank's images of ``step``; returns the loss."""
+    for group in opt.param_groups:
+        group["lr"] = group["lr_mult"] * poly_lr(step, args.steps, args.lr, args.warmup)
+    first = (step * world + rank) * args.batch_size
+    images, labels = data.batch(range(first, first + args.batch_size))
+    net.train()
+    loss, _ = net(images, labels)  # on logits upsampled to the labels, as transformers does
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
 
 
 def save_state(state: dict, path) -> None:
@@ -220,15 +236,7 @@ def train(args: argparse.Namespace) -> dict:
                disable=rank != 0 or args.quiet, file=sys.stdout, dynamic_ncols=True)
     t0 = time.perf_counter()
     for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = group["lr_mult"] * poly_lr(step, args.steps, args.lr, args.warmup)
-        first = (step * world + rank) * args.batch_size
-        images, labels = data.batch(range(first, first + args.batch_size))
-        model.train()
-        loss, _ = net(images, labels)  # on logits upsampled to the labels, as transformers does
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = train_step(net, opt, data, step, args, rank, world)
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         done = step + 1
         if done == args.steps or (args.eval_every and done % args.eval_every == 0):
