@@ -136,14 +136,16 @@ def _feature_maps(model: torch.nn.Module, images: torch.Tensor) -> list[torch.Te
 
 
 def effective_receptive_field(model: torch.nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
-    """Per feature map, ``(H, W)``: ``|d (centre feature, summed over channels) / d pixel|``, summed
-    over RGB, averaged over ``images`` and scaled to a maximum of 1 (Luo et al. 2016, the ERF the
-    paper's Figure 3 draws)."""
+    """Per feature map, ``(H, W)``: ``|d (centre feature) / d pixel|``, summed over RGB, averaged over
+    ``images`` and scaled to a maximum of 1: the effective receptive field of Luo et al. (2016) that
+    the paper's Figure 3 draws. The centre feature is ``relu(f[:, :, h/2, w/2]).sum()``, as in
+    RepLKNet's ERF script: a plain channel sum would cancel, since every MiT stage ends in a
+    LayerNorm, whose outputs sum to a constant when its scale is 1 (as at initialisation)."""
     images = images.clone().requires_grad_(True)
     maps = _feature_maps(model, images)
     out = []
     for i, f in enumerate(maps):  # (B, C, h, w)
-        centre = f[:, :, f.shape[-2] // 2, f.shape[-1] // 2].sum()  # images are independent in eval mode
+        centre = torch.relu(f[:, :, f.shape[-2] // 2, f.shape[-1] // 2]).sum()  # images independent in eval mode
         (grad,) = torch.autograd.grad(centre, images, retain_graph=i < len(maps) - 1)
         erf = grad.abs().sum(1).mean(0)  # (H, W)
         out.append(erf / erf.max())
@@ -240,7 +242,8 @@ def report(names, runs: dict, seeds, recipe: Recipe, eval_images: int) -> dict:
             if name == "erf":
                 maps = torch.tensor([r["erf"] for r in rs]).mean(0)  # (maps, H, W), mean over seeds
                 designs[d]["erf"] = [[[round(v, 4) for v in row] for row in m] for m in maps.tolist()]
-                designs[d]["erf_side"] = [[erf_extent(torch.tensor(m)) for m in r["erf"]] for r in rs]
+                for key, mass in (("erf_side", 0.9), ("erf_side50", 0.5)):  # per seed, per map
+                    designs[d][key] = [[erf_extent(torch.tensor(m), mass) for m in r["erf"]] for r in rs]
         comparisons = []
         for label, a, b, claim, margin, metric in spec["comparisons"]:
             stats = paired([_metric(runs[(a, s)], metric) for s in seeds],

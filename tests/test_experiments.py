@@ -1,0 +1,214 @@
+"""Issue 10 part 2: the ablation designs, the experiment loop, the verdicts, and the committed
+results file they produced."""
+import json
+import math
+import statistics
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import segformer_lite as sl
+from segformer_lite.checkpoint import load_model
+from segformer_lite.training import experiments as ex
+from segformer_lite.training import train
+from segformer_lite.training.ablations import (DESIGNS, HeadOn, PlainMLP, PositionalEmbedding,
+                                               build_design)
+from segformer_lite.training.baselines import LocalCNN
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_train_design_is_the_train_command(tmp_path, one_thread):
+    # the experiments train with the same loop, data and schedule as the documented command
+    out = tmp_path / "w.safetensors"
+    train.train(train.parse_args(["--task", "context", "--steps", "3", "--batch-size", "2", "--lr", "2e-3",
+                                  "--warmup", "2", "--dropout", "0", "--drop-path", "0", "--param-groups", "none",
+                                  "--seed", "5", "--eval-every", "0", "--eval-images", "1", "--quiet",
+                                  "--output", str(out)]))
+    cli_model, task = load_model(out)
+    assert task == "context"
+    mine = ex.train_design("mit", 5, ex.Recipe(steps=3, batch_size=2, warmup=2))
+    theirs = cli_model.state_dict()
+    assert mine.state_dict().keys() == theirs.keys()
+    for k, v in mine.state_dict().items():
+        assert torch.equal(v, theirs[k]), k
+
+
+def test_every_design_builds_and_runs_at_other_sizes():
+    torch.manual_seed(0)
+    for design in DESIGNS:
+        model = build_design(design).eval()
+        for size in (64, 96):
+            assert model(torch.rand(1, 3, size, size)).shape[1] == len(sl.CLASSES), design
+    with pytest.raises(ValueError, match="design must be one of"):
+        build_design("vit")
+
+
+def test_pos_embed_design_swaps_exactly_the_two_parts():
+    torch.manual_seed(0)
+    model = build_design("pos-embed")
+    stages = model.encoder.stages
+    assert all(isinstance(s.patch_embed, PositionalEmbedding) for s in stages)
+    assert all(isinstance(b.ffn, PlainMLP) for s in stages for b in s.blocks)
+    assert not any(isinstance(m, sl.MixFFN) for m in model.modules())
+    assert [tuple(s.patch_embed.pos.shape[-2:]) for s in stages] == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    # the swapped parts only: widths, heads and sr ratios stay MiT-B0's
+    assert model.encoder.config == build_design("mit").encoder.config
+
+
+def test_positional_embedding_adds_the_table_resized_bicubically():
+    torch.manual_seed(0)
+    embed = sl.OverlapPatchEmbed(3, 8, 7, 4)
+    pe = PositionalEmbedding(embed, (4, 4))
+    for size, grid in ((16, 4), (24, 6)):
+        x = torch.rand(2, 3, size, size)
+        tokens, hw = pe(x)
+        plain, _ = embed(x)
+        table = pe.pos if grid == 4 else F.interpolate(pe.pos, size=(grid, grid), mode="bicubic", align_corners=False)
+        assert hw == (grid, grid)
+        torch.testing.assert_close(tokens - plain, table.flatten(2).transpose(1, 2).expand(2, -1, -1))
+
+
+def test_plain_mlp_mixes_no_tokens():
+    torch.manual_seed(0)
+    mlp = PlainMLP(8, 32)
+    x = torch.rand(1, 16, 8)
+    y = x.clone()
+    y[0, 5] += 1.0
+    changed = (mlp(y, (4, 4)) - mlp(x, (4, 4))).abs().sum(-1)[0] > 0
+    assert changed.tolist() == [i == 5 for i in range(16)]
+    mix = sl.MixFFN(8, 32)  # the control: its 3x3 depthwise conv reaches token 5's 8 grid neighbours
+    assert int(((mix(y, (4, 4)) - mix(x, (4, 4))).abs().sum(-1)[0] > 0).sum()) == 9
+
+
+def test_head_on_all_stages_is_the_released_head():
+    # resizing before the per-pixel Linear equals resizing after it (what the released head does)
+    torch.manual_seed(0)
+    dims = (32, 64, 160, 256)
+    head = HeadOn((0, 1, 2, 3), dims, 4, 16, 0.0).eval()
+    released = sl.AllMLPDecoder(dims, 4, 16, 0.0).eval()
+    released.load_state_dict({k.removeprefix("head."): v for k, v in head.state_dict().items()})
+    feats = [torch.rand(2, c, 16 // 2 ** i, 16 // 2 ** i) for i, c in enumerate(dims)]
+    torch.testing.assert_close(head(feats), released(feats), atol=1e-5, rtol=1e-5)
+    one = HeadOn((3,), dims, 4, 16, 0.0)
+    assert one(feats).shape == (2, 4, 16, 16)  # decoded on stage 1's grid, from stage 4 only
+    assert [lin.in_features for lin in one.head.linear_c] == [256]
+
+
+def test_erf_of_the_local_cnn_stays_in_its_receptive_field():
+    torch.manual_seed(0)
+    cnn = LocalCNN(4).eval()
+    (erf,) = ex.effective_receptive_field(cnn, torch.rand(3, 3, 33, 33))
+    rows, cols = torch.nonzero(erf > 0, as_tuple=True)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (13, 19, 13, 19)  # 7x7 around (16, 16)
+    assert erf.max() == 1.0 and ex.erf_extent(erf) <= 7
+
+
+def test_erf_of_mit_reaches_across_the_image():
+    torch.manual_seed(0)
+    maps = ex.effective_receptive_field(build_design("mit").eval(), torch.rand(2, 3, 64, 64))
+    assert [m.shape for m in maps] == [(64, 64)] * 4
+    # attention (even sr-reduced) connects every token: every pixel reaches the centre of every stage
+    assert all((m > 0).all() for m in maps)
+
+
+def test_erf_extent_by_hand():
+    delta = torch.zeros(9, 9)
+    delta[4, 4] = 1.0
+    assert ex.erf_extent(delta) == 1
+    assert ex.erf_extent(torch.ones(64, 64)) == 61  # 61*61 / 64**2 = 0.908 >= 0.9 > 59*59 / 64**2
+    ring = torch.zeros(9, 9)
+    ring[4, 4], ring[4, 6] = 1.0, 9.0  # 90 % of the mass sits 2 px right of the centre
+    assert ex.erf_extent(ring) == 5
+
+
+def test_paired_interval_and_verdicts_by_hand():
+    s = ex.paired([0.7, 0.8, 0.9], [0.5, 0.7, 0.6])  # differences 0.2, 0.1, 0.3: mean 0.2, sd 0.1
+    half = 4.303 * 0.1 / math.sqrt(3)
+    assert s["diffs"] == pytest.approx([0.2, 0.1, 0.3])
+    assert (s["mean"], s["low"], s["high"]) == pytest.approx((0.2, 0.2 - half, 0.2 + half))
+    assert ex.verdict(s) == "inconclusive"  # all three seeds agree, but low = 0.2 - 0.248 < 0
+    tight = ex.paired([0.5, 0.6, 0.7], [0.4, 0.5, 0.61])
+    assert ex.verdict(tight) == "agrees"
+    assert ex.verdict(ex.paired([0.4, 0.5, 0.61], [0.5, 0.6, 0.7])) == "disagrees"
+    close = ex.paired([0.50, 0.61, 0.70], [0.50, 0.60, 0.70])
+    assert ex.verdict(close, "within", 0.02) == "agrees"
+    assert ex.verdict(ex.paired([0.6, 0.7, 0.8], [0.5, 0.6, 0.7]), "within", 0.02) == "disagrees"
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        ex.paired([0.5], [0.4])
+    with pytest.raises(ValueError, match="claim must be"):
+        ex.verdict(tight, "bigger")
+
+
+def test_cli_runs_resumes_and_reports(tmp_path, capsys, one_thread):
+    argv = ["decoder", "--steps", "1", "--eval-images", "2", "--seeds", "0", "1",
+            "--work-dir", str(tmp_path / "runs"), "--output", str(tmp_path / "r.json")]
+    ex.main(argv)
+    out = capsys.readouterr().out
+    assert "6 runs of 1 steps x 16 images for decoder: 0 done" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert list(report["experiments"]) == ["decoder"] and report["seeds"] == [0, 1]
+    table = report["experiments"]["decoder"]
+    assert set(table["designs"]) == {"mit", "head-stage1", "head-stage4"}
+    first = table["comparisons"][0]
+    a, b = table["designs"][first["a"]]["miou"]["64"], table["designs"][first["b"]]["miou"]["64"]
+    assert first["diffs"] == pytest.approx([x - y for x, y in zip(a, b)])
+    assert not list((tmp_path / "runs").glob("*.claim"))
+    ex.main(argv)  # resumed: nothing left to train, the same report
+    assert "6 done" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r.json").read_text())["experiments"] == report["experiments"]
+
+
+def test_cli_leaves_runs_claimed_by_another_process(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    for seed in (0, 1):
+        (tmp_path / "runs" / f"local-cnn_s{seed}_1x16_2img.claim").touch()
+    for seed in (0, 1):
+        (tmp_path / "runs" / f"mit_s{seed}_1x16_2img.claim").touch()
+    ex.main(["erf", "--steps", "1", "--eval-images", "2", "--seeds", "0", "1",
+             "--work-dir", str(tmp_path / "runs"), "--output", str(tmp_path / "r.json")])
+    assert "4 runs are still being trained by another process" in capsys.readouterr().out
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["vit"], "unknown experiment 'vit'"),
+    (["--seeds", "0"], "at least 2 distinct seeds"),
+    (["--seeds", "0", "2026"], "the held-out seed"),
+    (["--steps", "0"], "must be >= 1"),
+])
+def test_cli_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        ex.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_committed_results_are_complete_and_consistent():
+    results = ex.load_results()
+    seeds = results["seeds"]
+    assert len(seeds) == 3 and ex.EVAL_SEED not in seeds and results["eval_images"] == 200
+    assert set(results["experiments"]) == set(ex.EXPERIMENTS)
+    for name, spec in ex.EXPERIMENTS.items():
+        got = results["experiments"][name]
+        assert set(got["designs"]) == set(spec["designs"])
+        for c in got["comparisons"]:
+            if c["metric"].startswith("miou"):  # recompute from the per-design table
+                a, b = (got["designs"][d]["miou"][c["metric"][4:]] for d in (c["a"], c["b"]))
+                assert c["diffs"] == pytest.approx([x - y for x, y in zip(a, b)])
+            stats = ex.paired([0.0] * len(seeds), [-d for d in c["diffs"]])
+            assert (c["mean"], c["low"], c["high"]) == pytest.approx((stats["mean"], stats["low"], stats["high"]))
+            assert c["verdict"] == ex.verdict(c, c["claim"], c["margin"])
+    position = results["experiments"]["position"]["designs"]
+    assert all(set(d["miou"]) == {"64", "96", "128"} for d in position.values())
+    erf = results["experiments"]["erf"]["designs"]
+    assert [len(erf["mit"]["erf"]), len(erf["local-cnn"]["erf"])] == [4, 1]
+    assert statistics.fmean(erf["mit"]["erf_side"][0]) >= 1
+    with pytest.raises(FileNotFoundError, match="no experiment results"):
+        ex.load_results("/nonexistent/r.json")
