@@ -12,7 +12,7 @@ import torch
 
 import segformer_lite as sl
 from segformer_lite.training import evaluate, train
-from segformer_lite.checkpoint import load_segformer, save_segformer
+from segformer_lite.checkpoint import load_model, load_segformer, save_segformer
 
 # a tiny run: B0 widths at the smallest image B0 takes, a narrow decoder
 TINY = ["--image-size", "32", "--batch-size", "2", "--decoder-dim", "16", "--eval-images", "2",
@@ -269,7 +269,9 @@ def test_shipped_checkpoint_scores_what_readme_states(one_thread):
     images, seed, stated = _readme_evaluation()
     want_classes, want_miou = _printed_ious(stated)
     tol = 0.5 * 10.0 ** -len(stated.split()[-1].split(".")[1])
-    ious = evaluate.evaluate_model(load_segformer(None), sl.SyntheticShapes(images, 64, seed), progress=False)
+    model, task = load_model()
+    assert task == "context"
+    ious = evaluate.evaluate_model(model, sl.SyntheticShapes(images, 64, seed, task), progress=False)
     assert list(want_classes) == list(sl.CLASSES)
     for (name, want), got in zip(want_classes.items(), ious.tolist()):
         assert abs(got - want) <= tol, f"IoU {name}: {got:.6f}, README states {want}"

@@ -1,7 +1,7 @@
 """Train a SegFormer on the synthetic shapes: ``python -m segformer_lite.train --help``.
 
-``--task`` picks the shapes' law (``hints``: colour and texture hint at the class, the shipped
-checkpoint's task; ``context``: only the outline tells it, see ``data.py``), ``--model`` the
+``--task`` picks the shapes' law (``context``, the default and the shipped checkpoint's task: only
+a shape's outline tells its class; ``hints``: colour and texture hint at it, see ``data.py``), ``--model`` the
 network: SegFormer, or a local baseline (``pixel-mlp``, ``local-cnn``, see ``baselines.py``)
 trained by the same loop, loss and schedule.
 
@@ -117,9 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m segformer_lite.train``; every option shows its default once."""
     p = argparse.ArgumentParser(prog="python -m segformer_lite.train", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--task", default="hints", choices=TASKS,
-                   help="hints: colour and texture hint at the class (the shipped checkpoint's task); "
-                        "context: only a shape's outline tells its class")
+    p.add_argument("--task", default="context", choices=TASKS,
+                   help="context: only a shape's outline tells its class (the shipped checkpoint's task); "
+                        "hints: colour and texture hint at the class")
     p.add_argument("--model", default="segformer", choices=("segformer", *BASELINES),
                    help="segformer, or a local baseline: pixel-mlp (1x1 convs), local-cnn (receptive field 7 px)")
     p.add_argument("--variant", default="b0", choices=list(VARIANTS), help="MiT encoder widths/depths (segformer)")
