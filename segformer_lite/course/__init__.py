@@ -2,5 +2,6 @@
 
 checks/ and homework: the exercises' checkers and the nbgrader assignment; widgets/ and plots:
 the interactive pictures; images: the course photos; cost and trace: FLOPs, memory and shape
-tables for the notebooks; measure: time and peak memory of a call.
+tables for the notebooks; measure: time and peak memory of a call; regions: where a
+query lies inside a shape and where its attention lands (notebook 07).
 """
