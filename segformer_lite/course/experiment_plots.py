@@ -16,10 +16,6 @@ __all__ = ["seed_table", "comparison_table", "explain", "position_figure", "erf_
            "decoder_figure", "sr_figure"]
 
 
-def _mean_min_max(values: Sequence[float]) -> tuple[float, float, float]:
-    return statistics.fmean(values), min(values), max(values)
-
-
 def seed_table(rows: Mapping[str, Sequence[float]], seeds: Sequence[int], digits: int = 4,
                unit: str = "") -> str:
     """One line per row label: its value for every seed, their mean and their min-max."""
@@ -32,10 +28,9 @@ def seed_table(rows: Mapping[str, Sequence[float]], seeds: Sequence[int], digits
     head = [f"seed {s}" for s in seeds] + ["mean", "min-max"]
     lines = [f"{'':<{label_w}}  " + "  ".join(f"{h:>{width}}" for h in head[:-1]) + f"  {head[-1]}"]
     for label, values in rows.items():
-        mean, low, high = _mean_min_max(values)
-        cells = [fmt(v) for v in values] + [fmt(mean)]
+        cells = [fmt(v) for v in values] + [fmt(statistics.fmean(values))]
         lines.append(f"{label:<{label_w}}  " + "  ".join(f"{c:>{width}}" for c in cells)
-                     + f"  {fmt(low)}-{fmt(high)}")
+                     + f"  {min(values):.{digits}f}-{max(values):.{digits}f}{unit}")
     return "\n".join(lines)
 
 
@@ -62,9 +57,8 @@ def explain(comparison: Mapping) -> str:
     c = comparison
     digits, unit = _unit(c["metric"])
     n, line = len(c["diffs"]), (0.0 if c["claim"] == "greater" else c["margin"])
-    side = ("above" if c["low"] > line else "below" if c["high"] < line else "across")
     claim = f"{c['a']} minus {c['b']} {'>' if c['claim'] == 'greater' else '<'} {line:g}"
-    where = f"lies {side} {line:g}" if side != "across" else f"contains {line:g}"
+    where = ("lies above" if c["low"] > line else "lies below" if c["high"] < line else "contains") + f" {line:g}"
     tail = {"agrees": "the results agree with the claim",
             "disagrees": "the results contradict the claim",
             "inconclusive": "inconclusive: with this noise, the difference is not resolved"}[c["verdict"]]
@@ -91,10 +85,11 @@ def position_figure(experiment: Mapping, train_size: int = 64):
         means = [statistics.fmean(d["miou"][s]) for s in sizes]
         ax.plot([int(s) + offset for s in sizes], means, "-o", color=colour, label=f"{design} (mean)")
     ax.axvline(train_size, color="0.6", linestyle=":", linewidth=1, label=f"training size ({train_size} px)")
-    ax.set_xticks(sorted({int(s) for d in designs.values() for s in d["miou"]}))
+    sizes = sorted({int(s) for d in designs.values() for s in d["miou"]})
+    ax.set_xticks(sizes)
     ax.set_xlabel("test image size (px)")
     ax.set_ylabel("held-out mIoU")
-    ax.set_title("trained at one size, tested at three (dots: seeds)")
+    ax.set_title(f"trained at one size, tested at {len(sizes)} (dots: seeds)")
     ax.legend(fontsize=8)
     return fig
 
@@ -123,6 +118,8 @@ def erf_figure(maps: Mapping[str, Sequence], vmin: float = 1e-4, title: str | No
                 fig.delaxes(ax)  # this model has fewer maps
                 continue
             m = np.asarray(model_maps[k], dtype=float)  # (H, W)
+            if not np.isfinite(m).all():
+                raise ValueError(f"{name}, map {k + 1}: not finite (an all-zero gradient scaled to max 1?)")
             h, w = m.shape
             im = ax.imshow(np.clip(m, vmin, 1.0), norm=norm, cmap="magma")  # 0 would be off a log scale
             side = erf_extent(torch.from_numpy(m))
@@ -171,10 +168,7 @@ def sr_figure(experiment: Mapping, size: str = "64"):
                 ax.plot(x, statistics.fmean(values), "D", color=f"C{k}", markersize=7)
                 ax.annotate(design, (x, statistics.fmean(values)), textcoords="offset points",
                             xytext=(5, 5), fontsize=8)
-            ax.set_xscale("log")  # full attention costs many times more at 512 px
-            xs = sorted(c[key][d] for d in experiment["designs"])
-            ax.minorticks_off()
-            ax.set_xticks(xs, [f"{x:.3g}" for x in xs])  # ticks at the designs: readable on a log axis
+            ax.set_xlim(0, 1.25 * max(c[key].values()))  # from 0: distances read as cost ratios
             ax.set_xlabel(f"encoder {xlabel} for one {at} image")
         row[0].set_ylabel(f"held-out mIoU at {size} px")
     fig.suptitle("accuracy against cost (diamond: mean; dots: seeds)")
