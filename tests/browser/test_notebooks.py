@@ -26,6 +26,7 @@ SLIDERS = {
     "05_mix_transformer_encoder": 4,  # query row, query col, block, head
     "06_all_mlp_decoder": 0,
     "07_train_and_look_inside": 4,  # query row, query col, block, head
+    "08_do_the_parts_matter": 0,
 }
 
 

@@ -1,0 +1,147 @@
+"""Notebook 08's tables and figures, drawn from a results dict that experiments.report builds
+from made-up runs (so the expected numbers are known here), on a headless (Agg) canvas."""
+import numpy as np
+import pytest
+from matplotlib.colors import LogNorm
+
+from segformer_lite.course import experiment_plots as ep
+from segformer_lite.training import experiments as ex
+from segformer_lite.training.ablations import DESIGNS
+
+SEEDS = [0, 1, 2]
+SIGMAS = (2.0, 5.0, 10.0, 30.0)  # made-up ERF widths of MiT's four stages
+
+
+def fake_miou(design: str, seed: int, size: int) -> float:
+    return 0.1 * DESIGNS.index(design) + 0.01 * seed - size / 10_000
+
+
+def gaussian(sigma: float, n: int = 64) -> list:
+    yy, xx = np.mgrid[:n, :n] - n // 2
+    return np.exp(-(yy ** 2 + xx ** 2) / (2 * sigma ** 2)).tolist()
+
+
+def local_square(n: int = 64, side: int = 7) -> list:
+    """An ERF that is 1 on the centred side x side square and 0 elsewhere: 90 % within `side` px."""
+    m = np.zeros((n, n))
+    lo = n // 2 - side // 2
+    m[lo:lo + side, lo:lo + side] = 1.0
+    return m.tolist()
+
+
+def fake_run(design: str, seed: int) -> dict:
+    sizes = ex.SIZES if design in ex.EXPERIMENTS["position"]["designs"] else (64,)
+    run = {"design": design, "seed": seed, "train_wall_s": 1.0, "train_cpu_s": 1.0,
+           "miou": {str(s): fake_miou(design, seed, s) for s in sizes}}
+    if design == "mit":
+        run["erf"] = [gaussian(s + seed) for s in SIGMAS]
+    elif design == "local-cnn":
+        run["erf"] = [local_square()]
+    return run
+
+
+@pytest.fixture(scope="module")
+def results():
+    runs = {(d, s): fake_run(d, s) for d in DESIGNS for s in SEEDS}
+    with pytest.MonkeyPatch.context() as mp:  # timing real encoders at 512 px takes seconds
+        mp.setattr(ex, "_time_encoders", lambda designs, size, batch: {d: 0.010 + 0.001 * i for i, d in enumerate(designs)})
+        out = ex.report(list(ex.EXPERIMENTS), runs, SEEDS, ex.Recipe(steps=2), eval_images=4)
+    return out["experiments"]
+
+
+def test_seed_table_prints_each_seed_the_mean_and_the_range():
+    table = ep.seed_table({"a": [0.1, 0.2, 0.6], "longer label": [1.0, 1.0, 1.0]}, [0, 1, 7], digits=2)
+    head, a, b = table.splitlines()
+    assert head.split() == ["seed", "0", "seed", "1", "seed", "7", "mean", "min-max"]
+    assert a.split() == ["a", "0.10", "0.20", "0.60", "0.30", "0.10-0.60"]
+    assert b.split()[-2:] == ["1.00", "1.00-1.00"]
+    with pytest.raises(ValueError, match="one value per seed"):
+        ep.seed_table({"a": [0.1, 0.2]}, [0, 1, 2])
+
+
+def test_comparison_table_and_explain_follow_the_numbers(results):
+    decoder = results["decoder"]["comparisons"]
+    lines = ep.comparison_table(decoder).splitlines()
+    assert len(lines) == 1 + len(decoder)
+    # all four stages ("mit") minus stage 1 alone: the made-up mIoUs differ by 0.1 x their design index
+    expected = 0.1 * (DESIGNS.index("mit") - DESIGNS.index("head-stage1"))
+    assert lines[1].split()[-4] == f"{expected:+.4f}"
+    assert lines[1].endswith(decoder[0]["verdict"])
+    erf = ep.comparison_table(results["erf"]["comparisons"])
+    assert " px" in erf and "agrees" in erf  # MiT's stage-4 Gaussians are far wider than a 7 px square
+
+
+@pytest.mark.parametrize("low, high, verdict, words", [
+    (0.01, 0.03, "agrees", "lies above 0: the results agree"),
+    (-0.03, -0.01, "disagrees", "lies below 0: the results contradict"),
+    (-0.01, 0.03, "inconclusive", "contains 0: inconclusive"),
+])
+def test_explain_reads_the_interval_against_the_claims_line(low, high, verdict, words):
+    c = {"comparison": "x minus y", "a": "x", "b": "y", "metric": "miou64", "claim": "greater",
+         "margin": 0.0, "diffs": [low, high], "mean": (low + high) / 2, "low": low, "high": high,
+         "verdict": verdict}
+    text = ep.explain(c)
+    assert words in text and "over 2 seeds" in text and "x minus y > 0" in text
+    within = dict(c, claim="within", margin=0.05, verdict="agrees")
+    assert "x minus y < 0.05" in ep.explain(within) and "lies below 0.05" in ep.explain(within)
+
+
+def test_position_figure_draws_each_designs_mean_over_the_test_sizes(results):
+    exp = results["position"]
+    fig = ep.position_figure(exp)
+    (ax,) = fig.axes
+    means = {line.get_label(): line.get_ydata() for line in ax.get_lines() if "(mean)" in line.get_label()}
+    assert set(means) == {"mit (mean)", "pos-embed (mean)"}
+    expected = [np.mean([fake_miou("pos-embed", s, size) for s in SEEDS]) for size in ex.SIZES]
+    assert means["pos-embed (mean)"] == pytest.approx(expected)
+    assert len(ax.collections) == 2 * len(ex.SIZES)  # every seed's dots, per design and size
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["64", "96", "128"]
+    assert ax.get_xlabel() and ax.get_ylabel() == "held-out mIoU"
+    assert {t.get_text() for t in ax.get_legend().get_texts()} >= {"mit (mean)", "pos-embed (mean)"}
+
+
+def test_erf_figure_shares_one_log_scale_and_a_colour_bar(results):
+    maps = {d: v["erf"] for d, v in results["erf"]["designs"].items()}
+    fig = ep.erf_figure(maps, vmin=1e-3)
+    panels = [ax for ax in fig.axes if ax.images]
+    colourbars = [ax for ax in fig.axes if not ax.images]
+    assert len(panels) == 4 + 1 and len(colourbars) == 1
+    norms = {id(ax.images[0].norm) for ax in panels}
+    assert len(norms) == 1  # one colour scale for every map
+    norm = panels[0].images[0].norm
+    assert isinstance(norm, LogNorm) and (norm.vmin, norm.vmax) == (1e-3, 1.0)
+    assert "log" in colourbars[0].get_ylabel()
+    assert [ax.get_title() for ax in panels] == ["mit, stage 1", "mit, stage 2", "mit, stage 3", "mit, stage 4",
+                                                 "local-cnn"]
+    assert panels[-1].get_xlabel() == "90 % within 7 px"  # the square local ERF of the fake runs
+    centre = [line.get_xydata()[0].tolist() for line in panels[0].get_lines()]
+    assert centre == [[32.0, 32.0]]
+    with pytest.raises(ValueError, match="vmin"):
+        ep.erf_figure(maps, vmin=0)
+    with pytest.raises(ValueError, match="not finite"):
+        ep.erf_figure({"flat": [np.full((8, 8), np.nan)]})
+
+
+def test_decoder_figure_has_a_bar_per_design_at_the_mean(results):
+    exp = results["decoder"]
+    fig = ep.decoder_figure(exp)
+    (ax,) = fig.axes
+    heights = [p.get_height() for p in ax.patches]
+    expected = [np.mean([fake_miou(d, s, 64) for s in SEEDS]) for d in exp["designs"]]
+    assert heights == pytest.approx(expected)
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(exp["designs"])
+    assert sum(len(c.get_offsets()) for c in ax.collections) == len(SEEDS) * len(exp["designs"])
+    assert "mIoU" in ax.get_ylabel()
+
+
+def test_sr_figure_puts_each_design_at_its_cost(results):
+    exp = results["sr"]
+    fig = ep.sr_figure(exp)
+    assert len(fig.axes) == 2 * len(exp["cost"])  # GFLOPs and ms, per measured image size
+    ax = fig.axes[2]  # 512 px, GFLOPs
+    assert "GFLOPs" in ax.get_xlabel() and "512 px" in ax.get_xlabel() and ax.get_xlim()[0] == 0
+    diamonds = sorted(line.get_xdata()[0] for line in ax.get_lines())
+    assert diamonds == pytest.approx(sorted(exp["cost"]["512 px"]["gflops"].values()))
+    assert sorted(t.get_text() for t in ax.texts) == sorted(exp["designs"])
+    ms = sorted(line.get_xdata()[0] for line in fig.axes[1].get_lines())
+    assert ms == pytest.approx([10.0, 11.0, 12.0])  # the fake timings, in ms
