@@ -42,9 +42,12 @@ from .training.baselines import BASELINES
 from .training.data import TASKS
 
 __all__ = ["from_transformers", "load_pretrained", "to_official_state_dict", "canonical_state_dict",
-           "save_segformer", "load_segformer", "save_model", "load_model", "SHIPPED_CHECKPOINT", "UnusedWeightsWarning"]
+           "save_segformer", "load_segformer", "save_model", "load_model", "SHIPPED_CHECKPOINT", "SHIPPED_BASELINES",
+           "UnusedWeightsWarning"]
 
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "segformer_shapes.safetensors"
+# the local baselines trained on the context task at MiT's budget (README, "A task that needs context")
+SHIPPED_BASELINES = {kind: SHIPPED_CHECKPOINT.with_name(f"{kind}_context.safetensors") for kind in BASELINES}
 
 # transformers <= 5.8 names -> transformers >= 5.9 names (as transformers' own conversion map)
 _HF_LEGACY = [

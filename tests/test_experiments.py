@@ -164,6 +164,12 @@ def test_cli_runs_resumes_and_reports(tmp_path, capsys, one_thread):
     ex.main(argv)  # resumed: nothing left to train, the same report
     assert "6 done" in capsys.readouterr().out
     assert json.loads((tmp_path / "r.json").read_text())["experiments"] == report["experiments"]
+    ex.main(argv + ["--show"])  # the tables of the report, nothing trained
+    shown = capsys.readouterr().out
+    assert "runs of" not in shown and shown.startswith("## decoder: " + table["claim"])
+    mean = statistics.fmean(a)
+    assert "mit mIoU at 64 px" in shown and f"{mean:.4f}" in shown
+    assert all(c["comparison"] in shown and c["verdict"] in shown for c in table["comparisons"])
 
 
 def test_cli_leaves_runs_claimed_by_another_process(tmp_path, capsys):

@@ -48,7 +48,7 @@ from .evaluate import evaluate_model, mean_iou
 from .train import param_groups, train_step
 
 __all__ = ["Recipe", "EXPERIMENTS", "RESULTS", "train_design", "score", "effective_receptive_field",
-           "erf_extent", "paired", "verdict", "run_design", "report", "load_results", "main"]
+           "erf_extent", "paired", "verdict", "run_design", "report", "show", "load_results", "main"]
 
 RESULTS = Path(__file__).resolve().parent / "results" / "experiments.json"
 EVAL_SEED = 2026  # held-out images: never a training seed
@@ -284,7 +284,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", type=Path, default=Path("runs/experiments"), help="one JSON file per finished run")
     p.add_argument("--output", type=Path, default=RESULTS, help="the report (default: the committed results file)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's choice)")
+    p.add_argument("--show", action="store_true", help="train nothing: print the tables of the results in --output")
     return p
+
+
+def show(results: dict, names) -> str:
+    """The tables of ``results`` (a :func:`report`) for the experiments ``names``, as text: per design
+    and seed the held-out mIoU (and the sides of the ERFs' 90 % and 50 % squares), then every comparison and its verdict."""
+    from ..course.experiment_plots import comparison_table, seed_table  # plotting stays out of training
+
+    seeds, out = results["seeds"], []
+    for name in names:
+        exp = results["experiments"][name]
+        rows = {f"{d} mIoU at {size} px": v for d, r in exp["designs"].items() for size, v in r["miou"].items()}
+        out += [f"## {name}: {exp['claim']}", seed_table(rows, seeds)]
+        for key, mass in (("erf_side", 90), ("erf_side50", 50)):
+            sides = {f"{d} ERF side ({mass} %), map {k + 1}": [seed_sides[k] for seed_sides in r[key]]
+                     for d, r in exp["designs"].items() if key in r for k in range(len(r[key][0]))}
+            if sides:
+                out.append(seed_table(sides, seeds, 0, " px"))
+        out += [comparison_table(exp["comparisons"]), ""]
+    return "\n".join(out)
 
 
 def main(argv=None) -> None:
@@ -301,6 +321,9 @@ def main(argv=None) -> None:
         p.error(f"--seeds: at most {max(_T975) + 1} seeds, got {len(args.seeds)}")
     if args.steps < 1 or args.eval_images < 1:
         p.error(f"--steps and --eval-images must be >= 1, got {args.steps} and {args.eval_images}")
+    if args.show:
+        print(show(load_results(args.output), names))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = Recipe(steps=args.steps)
