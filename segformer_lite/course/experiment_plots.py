@@ -165,11 +165,10 @@ def sr_figure(experiment: Mapping, size: str = "64"):
             for k, (design, d) in enumerate(experiment["designs"].items()):
                 x, values = c[key][design], d["miou"][size]
                 _per_seed(ax, x, values, f"C{k}")
-                ax.plot(x, statistics.fmean(values), "D", color=f"C{k}", markersize=7)
-                ax.annotate(design, (x, statistics.fmean(values)), textcoords="offset points",
-                            xytext=(5, 5), fontsize=8)
+                ax.plot(x, statistics.fmean(values), "D", color=f"C{k}", markersize=7, label=design)
             ax.set_xlim(0, 1.25 * max(c[key].values()))  # from 0: distances read as cost ratios
             ax.set_xlabel(f"encoder {xlabel} for one {at} image")
         row[0].set_ylabel(f"held-out mIoU at {size} px")
+    axes[0][0].legend(title="design", fontsize=8)  # a legend, not labels: close points overlap
     fig.suptitle("accuracy against cost (diamond: mean; dots: seeds)")
     return fig
