@@ -120,7 +120,7 @@ def test_official_parameter_groups():
 
 
 def test_training_lowers_the_held_out_loss(tmp_path):
-    _run(tmp_path, "--steps", "30", "--eval-every", "15", "--lr", "2e-3", "--seed", "0")
+    _run(tmp_path, "--task", "hints", "--steps", "30", "--eval-every", "15", "--lr", "2e-3", "--seed", "0")
     state = train.load_state(tmp_path / "w.safetensors.state.pt")
     assert [h["step"] for h in state["history"]] == [15, 30]
     torch.manual_seed(0)  # the initial weights, as train() draws them
@@ -241,7 +241,7 @@ def test_evaluate_cli_prints_per_class_iou_and_miou(capsys, one_thread):
     assert list(per_class) == list(sl.CLASSES)
     # independently: the model's logits, upsampled and argmaxed here, counted with numpy
     model = load_segformer(None).eval()
-    images, labels = sl.SyntheticShapes(n, 64, seed=seed).batch(range(n))
+    images, labels = sl.SyntheticShapes(n, 64, seed=seed, task="context").batch(range(n))  # the checkpoint's task
     with torch.no_grad():
         logits = torch.nn.functional.interpolate(model(images), size=(64, 64), mode="bilinear")
     expected = _numpy_ious(logits.argmax(1), labels, len(sl.CLASSES))
