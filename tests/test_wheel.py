@@ -155,9 +155,17 @@ def test_installed_wheel_works_outside_the_checkout(wheel, tmp_path):
     assert int(n_all) > 0
     assert not any(p and Path(p).resolve() == REPO for p in path), f"the checkout is on sys.path: {path}"
 
-    out = run("-m", "segformer_lite.evaluate", "--images", "8").stdout
+    out = run("-m", "segformer_lite.evaluate", "--images", "40").stdout
     miou = float(re.search(r"^mIoU (\S+)$", out, re.M).group(1))
-    assert miou > 0.8, f"the shipped checkpoint should segment the shapes (mIoU 0.96 on 200 images), got:\n{out}"
+    # a random model scores about 0.16 ("background everywhere"); README: 0.8506 on 200 images
+    assert miou > 0.75, f"the shipped checkpoint should segment the context shapes, got:\n{out}"
+    for kind in ("pixel-mlp", "local-cnn"):  # the shipped baselines are package data too
+        out = run("-m", "segformer_lite.evaluate", "--checkpoint", str(purelib / "segformer_lite" / "checkpoints"
+                  / f"{kind}_context.safetensors"), "--images", "4", "--quiet").stdout
+        assert re.search(r"^mIoU \S+$", out, re.M), out
+    out = run("-c", "from segformer_lite.training.experiments import load_results; "
+                    "print(*sorted(load_results()['experiments']))").stdout  # notebook 08's results file
+    assert out.split() == ["decoder", "erf", "position", "sr"]
 
     weights = tmp_path / "run" / "w.safetensors"
     run("-m", "segformer_lite.train", "--steps", "2", "--image-size", "32", "--batch-size", "2",
