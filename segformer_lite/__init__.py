@@ -17,10 +17,11 @@ SegFormer itself, at the top level, in course order:
 Scaffolding, in sub-packages:
 
     course/      what teaches it: exercise checkers, homework, widgets, plots, photos, cost, trace
-    training/    what trains it: synthetic data, local baselines, the training loop, DDP BatchNorm, evaluation
+    training/    what trains it: synthetic data, local baselines, the training loop, DDP BatchNorm, evaluation,
+                 the ablations and experiments that test the paper's claims
 
-``train.py``, ``evaluate.py`` and ``homework.py`` at the top are only the entry points of
-``python -m segformer_lite.train`` / ``.evaluate`` / ``.homework``.
+``train.py``, ``evaluate.py``, ``homework.py`` and ``experiments.py`` at the top are only the entry
+points of ``python -m segformer_lite.train`` / ``.evaluate`` / ``.homework`` / ``.experiments``.
 """
 from .config import VARIANTS, MiTConfig, mit_config
 from .patch_embed import OverlapPatchEmbed

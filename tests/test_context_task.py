@@ -1,6 +1,7 @@
 """Issue 10's context task and its local baselines: no class in a pixel, measured receptive fields,
 the train -> evaluate round trip for the baselines."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -144,3 +145,30 @@ def test_resume_refuses_a_state_of_another_model_or_task(tmp_path, capsys, one_t
             train.main([*other, *common, "--steps", "2", "--resume"])
         assert exit_.value.code == 2
         assert "is a run with --" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["pixel-mlp", "local-cnn"])
+def test_shipped_baselines_score_what_readme_states(kind, one_thread):
+    """The shipped baselines' ``evaluate`` printout in README.md, recomputed: per-class IoU counted
+    with numpy on the images README names, equal to README's to its printed 4 decimals."""
+    from pathlib import Path
+
+    from segformer_lite.checkpoint import SHIPPED_BASELINES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    m = re.search(rf"evaluate --checkpoint segformer_lite/checkpoints/{kind}_context\.safetensors "
+                  r"--seed (\d+) --images (\d+)`? prints:\s*```\n(IoU .*?mIoU [0-9.]+)\n```", readme, re.S)
+    assert m, f"README.md no longer shows the shipped {kind}'s evaluate printout"
+    seed, n, printed = int(m.group(1)), int(m.group(2)), m.group(3).splitlines()
+    model, task = load_model(SHIPPED_BASELINES[kind])
+    assert task == "context"
+    images, labels = sl.SyntheticShapes(n, 64, seed=seed, task=task).batch(range(n))
+    with torch.no_grad():
+        pred = torch.cat([model(images[i:i + 50]).argmax(1) for i in range(0, n, 50)]).numpy()
+    labels = labels.numpy()
+    ious = [((pred == c) & (labels == c)).sum() / ((pred == c) | (labels == c)).sum() for c in range(len(sl.CLASSES))]
+    assert [line.split()[1] for line in printed[:-1]] == list(sl.CLASSES)
+    for line, iou in zip(printed, ious):
+        assert float(line.split()[-1]) == pytest.approx(iou, abs=0.5e-4), line
+    assert float(printed[-1].split()[-1]) == pytest.approx(np.mean(ious), abs=0.5e-4)

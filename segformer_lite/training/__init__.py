@@ -2,5 +2,7 @@
 
 data: the seeded synthetic segmentation set (two tasks); baselines: the per-pixel MLP and
 the local CNN it is measured against; train: the training command (one process or DDP);
-distributed: BatchNorm synchronised over the DDP ranks on the CPU; evaluate: per-class IoU and mIoU.
+distributed: BatchNorm synchronised over the DDP ranks on the CPU; evaluate: per-class IoU and mIoU;
+ablations: SegFormer with one part swapped or removed; experiments: the paper's claims tested on
+the context task (results/experiments.json is the committed report).
 """
