@@ -44,14 +44,13 @@ from .._files import atomic_write
 from ..course.cost import encoder_cost
 from .ablations import DESIGNS, build_design
 from .data import SyntheticShapes
-from .evaluate import evaluate_model, mean_iou
+from .evaluate import HELD_OUT_SEED as EVAL_SEED, evaluate_model, mean_iou
 from .train import param_groups, train_step
 
 __all__ = ["Recipe", "EXPERIMENTS", "RESULTS", "train_design", "score", "effective_receptive_field",
            "erf_extent", "paired", "verdict", "run_design", "report", "show", "load_results", "main"]
 
 RESULTS = Path(__file__).resolve().parent / "results" / "experiments.json"
-EVAL_SEED = 2026  # held-out images: never a training seed
 SIZES = (64, 96, 128)  # test sizes of the position experiment; training is at 64
 ERF_IMAGES = 32
 
