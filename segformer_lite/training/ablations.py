@@ -10,6 +10,7 @@ of the released one, so everything else (init, optimiser, data, loss) stays the 
 - ``sr-1111``: full attention in every stage (no sequence reduction).
 - ``sr-16842``: twice the released reduction; at 64 px every stage keeps one key.
 - ``local-cnn``: the local baseline of ``baselines.py`` (receptive field 7 px), for comparison.
+- ``dilated-cnn``: a CNN whose theoretical receptive field (63 px) spans the image, for comparison.
 """
 from __future__ import annotations
 
@@ -25,14 +26,14 @@ from ..decoder import AllMLPDecoder, SegFormer
 from ..encoder import _init_weights
 from ..grid import stage_grid_sizes
 from ..patch_embed import OverlapPatchEmbed
-from .baselines import LocalCNN
+from .baselines import DilatedCNN, LocalCNN
 from .data import CLASSES
 
 __all__ = ["DESIGNS", "PositionalEmbedding", "PlainMLP", "HeadOn", "build_design", "SR_RATIOS", "HEAD_STAGES"]
 
 SR_RATIOS = {"sr-1111": (1, 1, 1, 1), "sr-16842": (16, 8, 4, 2)}
 HEAD_STAGES = {"head-stage1": (0,), "head-stage4": (3,)}
-DESIGNS = ("mit", "pos-embed", *HEAD_STAGES, *SR_RATIOS, "local-cnn")
+DESIGNS = ("mit", "pos-embed", *HEAD_STAGES, *SR_RATIOS, "local-cnn", "dilated-cnn")
 
 
 class PositionalEmbedding(OverlapPatchEmbed):
@@ -96,6 +97,8 @@ def build_design(design: str, image_size: int = 64, decoder_dim: int = 128) -> n
         raise ValueError(f"design must be one of {', '.join(DESIGNS)}, got {design!r}")
     if design == "local-cnn":
         return LocalCNN(len(CLASSES))
+    if design == "dilated-cnn":
+        return DilatedCNN(len(CLASSES))
     cfg = dataclasses.replace(mit_config("b0"), drop_path_rate=0.0,
                               sr_ratios=SR_RATIOS.get(design, mit_config("b0").sr_ratios))
     model = SegFormer(cfg, len(CLASSES), decoder_dim, dropout=0.0)

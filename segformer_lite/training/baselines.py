@@ -5,6 +5,9 @@ If the class could be read off a pixel or a small patch, these would solve the t
 
 - :class:`PixelMLP`: 1x1 convolutions only, so every pixel is classified from its own RGB.
 - :class:`LocalCNN`: three 3x3 convolutions, a 7x7-pixel receptive field.
+- :class:`DilatedCNN`: five 3x3 convolutions dilated 1, 2, 4, 8, 16, a 63x63-pixel theoretical
+  receptive field (nearly all of a 64 px image): a CNN that *could* see the outline, for the
+  experiments' effective-receptive-field comparison (not a shipped baseline).
 
 As :class:`~segformer_lite.SegFormer`: ``model(images)`` gives logits ``(B, K, H, W)`` (here at
 full resolution), ``model(images, labels)`` gives ``(loss, logits)`` with the same loss
@@ -18,22 +21,24 @@ from torch import nn
 
 from ..decoder import segmentation_loss
 
-__all__ = ["PixelMLP", "LocalCNN", "BASELINES", "receptive_field"]
+__all__ = ["ConvBaseline", "PixelMLP", "LocalCNN", "DilatedCNN", "BASELINES", "receptive_field"]
 
 
-class _Local(nn.Module):
-    """``depth`` same-padded ``kernel x kernel`` convolutions with ReLUs, then a 1x1 classifier."""
+class ConvBaseline(nn.Module):
+    """Same-padded ``kernel x kernel`` convolutions with ReLUs, one per entry of ``dilations``, then a
+    1x1 classifier."""
 
     kind = ""  # the name train's --model and checkpoint files use
 
-    def __init__(self, kernel: int, depth: int, num_classes: int, width: int, ignore_index: int = 255):
+    def __init__(self, kernel: int, dilations: tuple[int, ...], num_classes: int, width: int,
+                 ignore_index: int = 255):
         super().__init__()
         for name, value in (("num_classes", num_classes), ("width", width)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise TypeError(f"{name} must be a positive int, got {value!r}")
         layers, c = [], 3
-        for _ in range(depth):
-            layers += [nn.Conv2d(c, width, kernel, padding=kernel // 2), nn.ReLU()]
+        for d in dilations:
+            layers += [nn.Conv2d(c, width, kernel, padding=d * (kernel // 2), dilation=d), nn.ReLU()]
             c = width
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Conv2d(width, num_classes, kernel_size=1)
@@ -49,23 +54,33 @@ class _Local(nn.Module):
         return self(images).argmax(1)
 
 
-class PixelMLP(_Local):
+class PixelMLP(ConvBaseline):
     """Per-pixel MLP: two hidden 1x1 convolutions (receptive field 1 pixel)."""
 
     kind = "pixel-mlp"
 
     def __init__(self, num_classes: int, width: int = 64):
-        super().__init__(kernel=1, depth=2, num_classes=num_classes, width=width)
+        super().__init__(kernel=1, dilations=(1, 1), num_classes=num_classes, width=width)
 
 
-class LocalCNN(_Local):
+class LocalCNN(ConvBaseline):
     """Three 3x3 convolutions (receptive field 7x7 pixels). 32 wide: at 64 px and batch 16 a
     64-wide step costs 3.4x the 32-wide one (issue 10's prototype), full-resolution convs are dear."""
 
     kind = "local-cnn"
 
     def __init__(self, num_classes: int, width: int = 32):
-        super().__init__(kernel=3, depth=3, num_classes=num_classes, width=width)
+        super().__init__(kernel=3, dilations=(1, 1, 1), num_classes=num_classes, width=width)
+
+
+class DilatedCNN(ConvBaseline):
+    """Five 3x3 convolutions dilated 1, 2, 4, 8, 16: theoretical receptive field
+    ``1 + 2 * (1 + 2 + 4 + 8 + 16) = 63`` pixels, at the local CNN's width and cost per layer."""
+
+    kind = "dilated-cnn"
+
+    def __init__(self, num_classes: int, width: int = 32):
+        super().__init__(kernel=3, dilations=(1, 2, 4, 8, 16), num_classes=num_classes, width=width)
 
 
 BASELINES = {cls.kind: cls for cls in (PixelMLP, LocalCNN)}

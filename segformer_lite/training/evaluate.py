@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .baselines import BASELINES
+from .baselines import BASELINES, ConvBaseline
 from .data import CLASSES, TASKS, SyntheticShapes
 from ..checkpoint import load_model
 from ..decoder import SegFormer
@@ -56,7 +56,7 @@ def evaluate_model(model: torch.nn.Module, dataset: SyntheticShapes, batch_size:
                    progress: bool = True) -> torch.Tensor:
     """Per-class IoU of ``model`` (a SegFormer or a baseline) on ``dataset`` (eval mode; the
     model's mode is restored)."""
-    if not isinstance(model, (SegFormer, *BASELINES.values())):
+    if not isinstance(model, (SegFormer, ConvBaseline)):
         raise TypeError(f"expected a SegFormer or a baseline "
                         f"({', '.join(c.__name__ for c in BASELINES.values())}), got {type(model).__name__}")
     if model.num_classes != len(dataset.classes):

@@ -80,7 +80,7 @@ EXPERIMENTS = {
                         ("mIoU at 64 px: Mix-FFN minus pos-embed", "mit", "pos-embed", "greater", 0.0, "miou64")],
     },
     "erf": {
-        "designs": ("mit", "local-cnn"),
+        "designs": ("mit", "local-cnn", "dilated-cnn"),
         "claim": "MiT's effective receptive field is already wide in stage 1 and covers the image "
                  "by stage 4, where a CNN's stays local (paper Figure 3).",
         "comparisons": [("ERF side (90% of the mass), MiT stage 4 minus local CNN", "mit", "local-cnn",
@@ -89,7 +89,7 @@ EXPERIMENTS = {
                          "greater", 0.0, "erf1")],
     },
     "decoder": {
-        "designs": ("mit", "head-stage1", "head-stage4"),
+        "designs": ("mit", "head-stage4", "head-stage1"),
         "claim": "The all-MLP head works because the encoder's deep stages see the whole image: "
                  "fed stage 1 alone it fails, the deep stages carry the context (paper Sec. 3.2).",
         "comparisons": [("all four stages minus stage 1 alone", "mit", "head-stage1", "greater", 0.0, "miou64"),
@@ -326,7 +326,8 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = Recipe(steps=args.steps)
-    wanted = [(d, s) for d in DESIGNS if any(d in EXPERIMENTS[n]["designs"] for n in names) for s in args.seeds]
+    designs = dict.fromkeys(d for n in names for d in EXPERIMENTS[n]["designs"])  # in the order named
+    wanted = [(d, s) for d in designs for s in args.seeds]
     files = {key: _run_file(args.work_dir, *key, recipe, args.eval_images) for key in wanted}
     missing = [key for key in wanted if not files[key].is_file()]
     print(f"{len(wanted)} runs of {recipe.steps} steps x {recipe.batch_size} images for {', '.join(names)}: "
