@@ -37,6 +37,8 @@ def fake_run(design: str, seed: int) -> dict:
         run["erf"] = [gaussian(s + seed) for s in SIGMAS]
     elif design == "local-cnn":
         run["erf"] = [local_square()]
+    elif design == "dilated-cnn":
+        run["erf"] = [gaussian(4.0 + seed)]
     return run
 
 
@@ -63,12 +65,13 @@ def test_comparison_table_and_explain_follow_the_numbers(results):
     decoder = results["decoder"]["comparisons"]
     lines = ep.comparison_table(decoder).splitlines()
     assert len(lines) == 1 + len(decoder)
-    # all four stages ("mit") minus stage 1 alone: the made-up mIoUs differ by 0.1 x their design index
-    expected = 0.1 * (DESIGNS.index("mit") - DESIGNS.index("head-stage1"))
-    assert lines[1].split()[-4] == f"{expected:+.4f}"
-    assert lines[1].endswith(decoder[0]["verdict"])
+    # all four stages ("mit") minus stage 4 alone: the made-up mIoUs differ by 0.1 x their design index
+    expected = 0.1 * (DESIGNS.index("mit") - DESIGNS.index("head-stage4"))
+    fields = lines[1].split()
+    assert fields[-5] == f"{expected:+.4f}" and fields[-1] == decoder[0]["verdict"] == "disagrees"
+    assert "paper" in lines[1] and "course" in lines[2]
     erf = ep.comparison_table(results["erf"]["comparisons"])
-    assert " px" in erf and "agrees" in erf  # MiT's stage-4 Gaussians are far wider than a 7 px square
+    assert " px" in erf and erf.count("agrees") == 2  # MiT's stage-4 Gaussian is wider than its stage 1 and the CNN's
 
 
 @pytest.mark.parametrize("low, high, verdict, words", [
@@ -76,14 +79,16 @@ def test_comparison_table_and_explain_follow_the_numbers(results):
     (-0.03, -0.01, "disagrees", "lies below 0: the results contradict"),
     (-0.01, 0.03, "inconclusive", "contains 0: inconclusive"),
 ])
-def test_explain_reads_the_interval_against_the_claims_line(low, high, verdict, words):
-    c = {"comparison": "x minus y", "a": "x", "b": "y", "metric": "miou64", "claim": "greater",
-         "margin": 0.0, "diffs": [low, high], "mean": (low + high) / 2, "low": low, "high": high,
-         "verdict": verdict}
+def test_explain_reads_the_interval_against_zero(low, high, verdict, words):
+    c = {"comparison": "x minus y", "a_name": "x", "b_name": "y", "metric": "miou64", "whose": "paper",
+         "n": 2, "mean": (low + high) / 2, "low": low, "high": high, "half": (high - low) / 2, "verdict": verdict}
     text = ep.explain(c)
-    assert words in text and "over 2 seeds" in text and "x minus y > 0" in text
-    within = dict(c, claim="within", margin=0.05, verdict="agrees")
-    assert "x minus y < 0.05" in ep.explain(within) and "lies below 0.05" in ep.explain(within)
+    assert words in text and "over 2 seeds" in text and "the paper's claim is that x minus y > 0" in text
+    assert "by a hair" not in text
+    course = ep.explain(dict(c, whose="course"))
+    assert "the course asks whether x minus y > 0" in course and "paper" not in course
+    if verdict == "agrees":  # an interval that clears 0 by less than a tenth of its half-width is flagged
+        assert "by a hair" in ep.explain(dict(c, low=0.0005, high=0.0405, half=0.02))
 
 
 def test_position_figure_draws_each_designs_mean_over_the_test_sizes(results):
@@ -105,14 +110,14 @@ def test_erf_figure_shares_one_log_scale_and_a_colour_bar(results):
     fig = ep.erf_figure(maps, vmin=1e-3)
     panels = [ax for ax in fig.axes if ax.images]
     colourbars = [ax for ax in fig.axes if not ax.images]
-    assert len(panels) == 4 + 1 and len(colourbars) == 1
     norms = {id(ax.images[0].norm) for ax in panels}
     assert len(norms) == 1  # one colour scale for every map
     norm = panels[0].images[0].norm
     assert isinstance(norm, LogNorm) and (norm.vmin, norm.vmax) == (1e-3, 1.0)
     assert "log" in colourbars[0].get_ylabel()
+    assert len(panels) == 4 + 2 and len(colourbars) == 1
     assert [ax.get_title() for ax in panels] == ["mit, stage 1", "mit, stage 2", "mit, stage 3", "mit, stage 4",
-                                                 "local-cnn"]
+                                                 "dilated-cnn", "local-cnn"]
     assert panels[-1].get_xlabel() == "90 % within 7 px"  # the square local ERF of the fake runs
     centre = [line.get_xydata()[0].tolist() for line in panels[0].get_lines()]
     assert centre == [[32.0, 32.0]]
@@ -145,3 +150,35 @@ def test_sr_figure_puts_each_design_at_its_cost(results):
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == list(exp["designs"])
     ms = sorted(line.get_xdata()[0] for line in fig.axes[1].get_lines())
     assert ms == pytest.approx([10.0, 11.0, 12.0])  # the fake timings, in ms
+
+
+def test_forest_figure_draws_every_interval_on_one_scale_per_unit(results):
+    fig = ep.forest_figure(results)
+    miou_ax, px_ax = fig.axes[:2]
+    comparisons = [c for exp in results.values() for c in exp["comparisons"]]
+    px = [c for c in comparisons if c["metric"].startswith("erf")]
+    assert len(miou_ax.get_yticklabels()) == len(comparisons) - len(px) and len(px_ax.get_yticklabels()) == len(px)
+    # each row: its interval as a line from low to high, then its mean as a dot
+    bars = [line.get_xdata() for line in px_ax.get_lines() if len(line.get_xdata()) == 2 and line.get_ydata()[0] == line.get_ydata()[1]]
+    assert [list(b) for b in bars] == [pytest.approx([c["low"], c["high"]]) for c in px]
+    lo, hi = miou_ax.get_xlim()
+    assert lo == -hi and hi >= max(max(abs(c["low"]), abs(c["high"])) for c in comparisons if c not in px)
+    assert "(paper)" in miou_ax.get_yticklabels()[0].get_text()
+    assert {t.get_text() for t in miou_ax.get_legend().get_texts()} >= {"agrees", "disagrees", "inconclusive"}
+    with pytest.raises(ValueError, match="no comparisons"):
+        ep.forest_figure({"x": {"comparisons": []}})
+
+
+def test_drop_figure_joins_each_seeds_two_designs(results):
+    exp = results["position"]
+    fig = ep.drop_figure(exp)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["64 -> 96 px", "64 -> 128 px"]
+    seed_lines = [line for line in panels[1].get_lines() if len(line.get_xdata()) == 2 and line.get_label().startswith("seed")
+                  or len(line.get_xdata()) == 2 and line.get_marker() == "o"]
+    assert len(seed_lines) == len(SEEDS)
+    for k, line in enumerate(seed_lines):  # the drop is the mIoU at 64 px minus at 128 px, per design and seed
+        expected = [fake_miou(d, k, 64) - fake_miou(d, k, 128) for d in exp["designs"]]
+        assert list(line.get_ydata()) == pytest.approx(expected)
+    lo, hi = panels[0].get_ylim()
+    assert lo < 0 < hi  # no drop is on the axis

@@ -1,5 +1,5 @@
-"""Issue 10 part 2: the ablation designs, the experiment loop, the verdicts, and the committed
-results file they produced."""
+"""The ablation designs, the experiment loop, receptive fields, the paired statistics, and the
+committed results file they produced."""
 import json
 import math
 import statistics
@@ -11,10 +11,12 @@ import torch.nn.functional as F
 import segformer_lite as sl
 from segformer_lite.checkpoint import load_model
 from segformer_lite.training import experiments as ex
-from segformer_lite.training import train
+from segformer_lite.training import stats, train
+from segformer_lite.training.erf import (effective_receptive_field, erf_extent, erf_radius,
+                                         theoretical_receptive_field)
 from segformer_lite.training.ablations import (DESIGNS, HeadOn, PlainMLP, PositionalEmbedding,
                                                build_design)
-from segformer_lite.training.baselines import LocalCNN
+from segformer_lite.training.baselines import DilatedCNN, LocalCNN
 
 
 @pytest.fixture
@@ -105,15 +107,15 @@ def test_head_on_all_stages_is_the_released_head():
 def test_erf_of_the_local_cnn_stays_in_its_receptive_field():
     torch.manual_seed(0)
     cnn = LocalCNN(4).eval()
-    (erf,) = ex.effective_receptive_field(cnn, torch.rand(3, 3, 33, 33))
+    (erf,) = effective_receptive_field(cnn, torch.rand(3, 3, 33, 33))
     rows, cols = torch.nonzero(erf > 0, as_tuple=True)
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (13, 19, 13, 19)  # 7x7 around (16, 16)
-    assert erf.max() == 1.0 and ex.erf_extent(erf) <= 7
+    assert erf.max() == 1.0 and erf_extent(erf) <= 7
 
 
 def test_erf_of_mit_reaches_across_the_image():
     torch.manual_seed(0)
-    maps = ex.effective_receptive_field(build_design("mit").eval(), torch.rand(2, 3, 64, 64))
+    maps = effective_receptive_field(build_design("mit").eval(), torch.rand(2, 3, 64, 64))
     assert [m.shape for m in maps] == [(64, 64)] * 4
     # attention (even sr-reduced) connects every token: every pixel reaches the centre of every stage
     assert all((m > 0).all() for m in maps)
@@ -122,29 +124,56 @@ def test_erf_of_mit_reaches_across_the_image():
 def test_erf_extent_by_hand():
     delta = torch.zeros(9, 9)
     delta[4, 4] = 1.0
-    assert ex.erf_extent(delta) == 1
-    assert ex.erf_extent(torch.ones(64, 64)) == 61  # 61*61 / 64**2 = 0.908 >= 0.9 > 59*59 / 64**2
+    assert erf_extent(delta) == 1
+    assert erf_extent(torch.ones(64, 64)) == 61  # 61*61 / 64**2 = 0.908 >= 0.9 > 59*59 / 64**2
     ring = torch.zeros(9, 9)
     ring[4, 4], ring[4, 6] = 1.0, 9.0  # 90 % of the mass sits 2 px right of the centre
-    assert ex.erf_extent(ring) == 5
+    assert erf_extent(ring) == 5
+
+
+def test_theoretical_receptive_fields_by_architecture():
+    torch.manual_seed(0)
+    assert theoretical_receptive_field(LocalCNN(4).eval(), 33) == [7]  # three 3x3 convs
+    assert theoretical_receptive_field(DilatedCNN(4).eval(), 80) == [63]  # 1 + 2 (1 + 2 + 4 + 8 + 16)
+    # at 64 px every MiT stage reaches every pixel: attention gives each query every pooled key
+    assert theoretical_receptive_field(build_design("mit").eval(), 64) == [64] * 4
+
+
+def test_erf_radius_by_hand():
+    delta = torch.zeros(9, 9)
+    delta[4, 4] = 1.0
+    assert erf_radius(delta) == 0.0
+    two = torch.zeros(9, 9)
+    two[4, 7], two[1, 4] = 1.0, 3.0  # 3 px right, 3 px up
+    assert erf_radius(two) == pytest.approx(3.0)
+    corners = torch.zeros(9, 9)
+    corners[0, 0] = corners[8, 8] = 1.0  # (-4, -4) and (4, 4) from the centre
+    assert erf_radius(corners) == pytest.approx(4 * math.sqrt(2))
 
 
 def test_paired_interval_and_verdicts_by_hand():
-    s = ex.paired([0.7, 0.8, 0.9], [0.5, 0.7, 0.6])  # differences 0.2, 0.1, 0.3: mean 0.2, sd 0.1
+    s = stats.paired([0.7, 0.8, 0.9], [0.5, 0.7, 0.6])  # differences 0.2, 0.1, 0.3: mean 0.2, sd 0.1
     half = 4.303 * 0.1 / math.sqrt(3)
     assert s["diffs"] == pytest.approx([0.2, 0.1, 0.3])
+    assert (s["n"], s["sd"], s["t"], s["half"]) == pytest.approx((3, 0.1, 4.303, half))
     assert (s["mean"], s["low"], s["high"]) == pytest.approx((0.2, 0.2 - half, 0.2 + half))
-    assert ex.verdict(s) == "inconclusive"  # all three seeds agree, but low = 0.2 - 0.248 < 0
-    tight = ex.paired([0.5, 0.6, 0.7], [0.4, 0.5, 0.61])
-    assert ex.verdict(tight) == "agrees"
-    assert ex.verdict(ex.paired([0.4, 0.5, 0.61], [0.5, 0.6, 0.7])) == "disagrees"
-    close = ex.paired([0.50, 0.61, 0.70], [0.50, 0.60, 0.70])
-    assert ex.verdict(close, "within", 0.02) == "agrees"
-    assert ex.verdict(ex.paired([0.6, 0.7, 0.8], [0.5, 0.6, 0.7]), "within", 0.02) == "disagrees"
+    assert stats.verdict(s) == "inconclusive"  # all three seeds agree, but low = 0.2 - 0.248 < 0
+    tight = stats.paired([0.5, 0.6, 0.7], [0.4, 0.5, 0.61])
+    assert stats.verdict(tight) == "agrees"
+    assert stats.verdict(stats.paired([0.4, 0.5, 0.61], [0.5, 0.6, 0.7])) == "disagrees"
     with pytest.raises(ValueError, match="at least 2 seeds"):
-        ex.paired([0.5], [0.4])
-    with pytest.raises(ValueError, match="claim must be"):
-        ex.verdict(tight, "bigger")
+        stats.paired([0.5], [0.4])
+    with pytest.raises(ValueError, match="degrees of freedom"):
+        stats.t975(11)
+
+
+def test_unpaired_interval_by_hand_is_wider_when_seeds_move_both_designs():
+    a, b = [0.50, 0.60, 0.70], [0.45, 0.56, 0.64]  # the seed moves both designs alike
+    u = stats.unpaired(a, b)
+    # pooled: t(4) = 2.776, sqrt((0.01 + 0.009633...) / 3)
+    half = 2.776 * math.sqrt((statistics.variance(a) + statistics.variance(b)) / 3)
+    assert (u["mean"], u["half"]) == pytest.approx((0.05, half))
+    assert stats.paired(a, b)["half"] < u["half"] / 5
 
 
 def test_cli_runs_resumes_and_reports(tmp_path, capsys, one_thread):
@@ -157,6 +186,7 @@ def test_cli_runs_resumes_and_reports(tmp_path, capsys, one_thread):
     assert list(report["experiments"]) == ["decoder"] and report["seeds"] == [0, 1]
     table = report["experiments"]["decoder"]
     assert set(table["designs"]) == {"mit", "head-stage1", "head-stage4"}
+    assert [c["whose"] for c in table["comparisons"]] == ["paper", "course"]
     first = table["comparisons"][0]
     a, b = table["designs"][first["a"]]["miou"]["64"], table["designs"][first["b"]]["miou"]["64"]
     assert first["diffs"] == pytest.approx([x - y for x, y in zip(a, b)])
@@ -172,16 +202,28 @@ def test_cli_runs_resumes_and_reports(tmp_path, capsys, one_thread):
     assert all(c["comparison"] in shown and c["verdict"] in shown for c in table["comparisons"])
 
 
-def test_cli_leaves_runs_claimed_by_another_process(tmp_path, capsys):
-    (tmp_path / "runs").mkdir()
-    for seed in (0, 1):
-        (tmp_path / "runs" / f"local-cnn_s{seed}_1x16_2img.claim").touch()
-    for seed in (0, 1):
-        (tmp_path / "runs" / f"mit_s{seed}_1x16_2img.claim").touch()
-    ex.main(["erf", "--steps", "1", "--eval-images", "2", "--seeds", "0", "1",
-             "--work-dir", str(tmp_path / "runs"), "--output", str(tmp_path / "r.json")])
+def test_cli_leaves_runs_claimed_by_another_process(tmp_path, capsys, one_thread):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for design in ("mit", "head-stage4"):
+        for seed in (0, 1):
+            (runs / f"{design}_s{seed}_1x16_2img.claim").touch()
+    argv = ["decoder", "--steps", "1", "--eval-images", "2", "--seeds", "0", "1", "--work-dir", str(runs)]
+    ex.main(argv)
     assert "4 runs are still being trained by another process" in capsys.readouterr().out
-    assert not (tmp_path / "r.json").exists()
+    assert not (runs / "report.json").exists()
+    ex.main(argv + ["--partial"])  # head-stage1's two runs are done: a report that says what is missing
+    report = json.loads((runs / "report.json").read_text())["experiments"]["decoder"]
+    assert list(report["designs"]) == ["head-stage1"] and report["comparisons"] == []
+    assert report["not_run"] == {"designs": ["mit", "head-stage4"],
+                                 "comparisons": [c.label for c in ex.EXPERIMENTS["decoder"]["comparisons"]]}
+    assert "not run: mit, head-stage4" in ex.show({"seeds": [0, 1], "experiments": {"decoder": report}}, ["decoder"])
+
+
+def test_default_output_is_the_work_dir_never_the_committed_results():
+    args = ex.build_parser().parse_args([])
+    assert args.output is None  # main writes work_dir/report.json; the committed file only when named
+    assert ex.RESULTS.is_file()
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -199,22 +241,29 @@ def test_cli_bad_arguments(argv, message, capsys):
 def test_committed_results_are_complete_and_consistent():
     results = ex.load_results()
     seeds = results["seeds"]
-    assert len(seeds) == 3 and ex.EVAL_SEED not in seeds and results["eval_images"] == 200
+    assert len(seeds) >= 3 and ex.EVAL_SEED not in seeds and results["eval_images"] == 200
+    assert results["recipe"]["steps"] == 4500
     assert set(results["experiments"]) == set(ex.EXPERIMENTS)
     for name, spec in ex.EXPERIMENTS.items():
         got = results["experiments"][name]
-        assert set(got["designs"]) == set(spec["designs"])
+        assert list(got["designs"]) + got["not_run"]["designs"] == [d for d in spec["designs"] if d in got["designs"]] + \
+            [d for d in spec["designs"] if d not in got["designs"]]
+        assert {c["comparison"] for c in got["comparisons"]} | set(got["not_run"]["comparisons"]) == \
+            {c.label for c in spec["comparisons"]}
         for c in got["comparisons"]:
+            a, b = c["a_values"], c["b_values"]
             if c["metric"].startswith("miou"):  # recompute from the per-design table
-                a, b = (got["designs"][d]["miou"][c["metric"][4:]] for d in (c["a"], c["b"]))
-                assert c["diffs"] == pytest.approx([x - y for x, y in zip(a, b)])
-            stats = ex.paired([0.0] * len(seeds), [-d for d in c["diffs"]])
-            assert (c["mean"], c["low"], c["high"]) == pytest.approx((stats["mean"], stats["low"], stats["high"]))
-            assert c["verdict"] == ex.verdict(c, c["claim"], c["margin"])
+                assert a == got["designs"][c["a"]]["miou"][c["metric"][4:]]
+                assert b == got["designs"][c["b"]]["miou"][c["metric"][4:]]
+            if c["metric"].startswith("erf"):
+                k = int(c["metric"][3:]) - 1
+                assert a == pytest.approx([r[min(k, len(r) - 1)] for r in got["designs"][c["a"]]["erf_radius"]])
+            s = stats.paired(a, b)
+            assert {k: c[k] for k in s} == pytest.approx(s)
+            assert c["verdict"] == stats.verdict(s)
     position = results["experiments"]["position"]["designs"]
     assert all(set(d["miou"]) == {"64", "96", "128"} for d in position.values())
     erf = results["experiments"]["erf"]["designs"]
-    assert [len(erf["mit"]["erf"]), len(erf["local-cnn"]["erf"])] == [4, 1]
-    assert statistics.fmean(erf["mit"]["erf_side"][0]) >= 1
+    assert len(erf["mit"]["erf"]) == 4 and erf["mit"]["theoretical_rf"] == [64] * 4
     with pytest.raises(FileNotFoundError, match="no experiment results"):
         ex.load_results("/nonexistent/r.json")

@@ -1,8 +1,8 @@
 """Tables and figures of the experiments' results for notebook 08.
 
 Pure functions of the dict :func:`~segformer_lite.training.experiments.load_results` returns (one
-experiment of its ``"experiments"``, or effective receptive fields): tables come back as strings,
-figures as new matplotlib Figures. Every design is named as in the results file
+experiment of its ``"experiments"``, or effective receptive fields): figures come back as new
+matplotlib Figures; the text tables are :mod:`segformer_lite.training.stats`' (re-exported here). Every design is named as in the results file
 (``training/ablations.py`` describes each).
 """
 from __future__ import annotations
@@ -12,62 +12,84 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["seed_table", "comparison_table", "explain", "position_figure", "erf_figure",
-           "decoder_figure", "sr_figure"]
+from ..training.erf import erf_extent
+from ..training.stats import comparison_table, explain, seed_table, unit
 
+__all__ = ["seed_table", "comparison_table", "explain", "forest_figure", "position_figure", "drop_figure",
+           "erf_figure", "decoder_figure", "sr_figure"]
 
-def seed_table(rows: Mapping[str, Sequence[float]], seeds: Sequence[int], digits: int = 4,
-               unit: str = "") -> str:
-    """One line per row label: its value for every seed, their mean and their min-max."""
-    bad = {k: len(v) for k, v in rows.items() if len(v) != len(seeds)}
-    if not rows or bad:
-        raise ValueError(f"need one value per seed ({len(seeds)}) in every row, got {bad or 'no rows'}")
-    width = max(8, digits + 4 + len(unit))
-    label_w = max(len(k) for k in rows)
-    fmt = lambda v: f"{v:.{digits}f}{unit}"
-    head = [f"seed {s}" for s in seeds] + ["mean", "min-max"]
-    lines = [f"{'':<{label_w}}  " + "  ".join(f"{h:>{width}}" for h in head[:-1]) + f"  {head[-1]}"]
-    for label, values in rows.items():
-        cells = [fmt(v) for v in values] + [fmt(statistics.fmean(values))]
-        lines.append(f"{label:<{label_w}}  " + "  ".join(f"{c:>{width}}" for c in cells)
-                     + f"  {min(values):.{digits}f}-{max(values):.{digits}f}{unit}")
-    return "\n".join(lines)
-
-
-def _unit(metric: str) -> tuple[int, str]:
-    """Digits and unit a comparison's metric is written with: ERF sides in pixels, mIoU bare."""
-    return (1, " px") if metric.startswith("erf") else (4, "")
-
-
-def comparison_table(comparisons: Sequence[Mapping]) -> str:
-    """One line per comparison: mean paired difference ``a - b``, its 95 % interval, the verdict."""
-    head = "comparison (a minus b, seed by seed)"
-    label_w = max(len(head), *(len(c["comparison"]) for c in comparisons))
-    lines = [f"{head:<{label_w}}  {'mean':>10}  {'95 % interval':>22}  verdict"]
-    for c in comparisons:
-        digits, unit = _unit(c["metric"])
-        interval = f"[{c['low']:+.{digits}f}, {c['high']:+.{digits}f}]{unit}"
-        lines.append(f"{c['comparison']:<{label_w}}  {c['mean']:>+10.{digits}f}  {interval:>22}  {c['verdict']}")
-    return "\n".join(lines)
-
-
-def explain(comparison: Mapping) -> str:
-    """The verdict of one comparison in a sentence, read off its numbers: where the 95 % interval
-    lies against the claim's line (0 for ``greater``, the margin for ``within``)."""
-    c = comparison
-    digits, unit = _unit(c["metric"])
-    n, line = len(c["diffs"]), (0.0 if c["claim"] == "greater" else c["margin"])
-    claim = f"{c['a']} minus {c['b']} {'>' if c['claim'] == 'greater' else '<'} {line:g}"
-    where = ("lies above" if c["low"] > line else "lies below" if c["high"] < line else "contains") + f" {line:g}"
-    tail = {"agrees": "the results agree with the claim",
-            "disagrees": "the results contradict the claim",
-            "inconclusive": "inconclusive: with this noise, the difference is not resolved"}[c["verdict"]]
-    return (f"{c['comparison']}: {c['mean']:+.{digits}f}{unit} on average over {n} seeds; the claim is "
-            f"that {claim}; the 95 % interval [{c['low']:+.{digits}f}, {c['high']:+.{digits}f}] {where}: {tail}.")
+VERDICT_COLOURS = {"agrees": "tab:green", "disagrees": "tab:red", "inconclusive": "tab:grey"}
 
 
 def _per_seed(ax, x: float, values: Sequence[float], colour, **kw) -> None:
     ax.scatter([x] * len(values), values, s=18, color=colour, alpha=0.6, zorder=3, **kw)
+
+
+def forest_figure(experiments: Mapping[str, Mapping]):
+    """Every comparison of every experiment as one row: the mean paired difference ``a - b`` (dot)
+    and its 95 % interval (bar), coloured by verdict, the side the paper (or the course) expects
+    shaded green. mIoU comparisons and ERF radii (pixels) get a panel each: one scale per unit."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    rows = [(name, c) for name, exp in experiments.items() for c in exp["comparisons"]]
+    if not rows:
+        raise ValueError("no comparisons to draw")
+    groups = {"mIoU": [r for r in rows if not r[1]["metric"].startswith("erf")],
+              "px": [r for r in rows if r[1]["metric"].startswith("erf")]}
+    groups = {k: v for k, v in groups.items() if v}
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 0.45 * len(rows) + 1.6 * len(groups)), squeeze=False,
+                             gridspec_kw={"height_ratios": [len(v) for v in groups.values()]}, layout="constrained")
+    for ax, (u, group) in zip(axes[:, 0], groups.items()):
+        reach = max(max(abs(c["low"]), abs(c["high"])) for _, c in group) * 1.15
+        ax.axvspan(0, reach, color="tab:green", alpha=0.08)
+        ax.axvline(0, color="black", linewidth=0.8)
+        for y, (name, c) in enumerate(group):
+            colour = VERDICT_COLOURS[c["verdict"]]
+            ax.plot([c["low"], c["high"]], [y, y], color=colour, linewidth=2.5)
+            ax.plot(c["mean"], y, "o", color=colour, markersize=6)
+        ax.set_yticks(range(len(group)), [f"{name}: {c['comparison']} ({c['whose']})" for name, c in group], fontsize=8)
+        ax.set_ylim(len(group) - 0.5, -0.5)
+        ax.set_xlim(-reach, reach)
+        ax.set_xlabel(f"a minus b, seed by seed ({u}); 95 % t-interval")
+    handles = [Line2D([], [], color=col, marker="o", linewidth=2.5, label=v) for v, col in VERDICT_COLOURS.items()]
+    handles.append(Patch(color="tab:green", alpha=0.15, label="the side claimed (a - b > 0)"))
+    axes[0, 0].legend(handles=handles, fontsize=8, loc="lower right")
+    fig.suptitle("every comparison: mean paired difference and its 95 % interval")
+    return fig
+
+
+def drop_figure(experiment: Mapping, train_size: int = 64):
+    """The position experiment seed by seed: each design's drop in mIoU from the training size to
+    every larger test size, one line per seed joining its two designs (the pairs the verdicts
+    compare). The axis includes 0 (no drop)."""
+    import matplotlib.pyplot as plt
+
+    designs = experiment["designs"]
+    names = list(designs)
+    sizes = sorted((s for s in next(iter(designs.values()))["miou"] if int(s) != train_size), key=int)
+    base = str(train_size)
+    drops = {d: {s: [b - v for b, v in zip(designs[d]["miou"][base], designs[d]["miou"][s])] for s in sizes}
+             for d in names}
+    fig, axes = plt.subplots(1, len(sizes), figsize=(3.3 * len(sizes) + 0.5, 3.4), sharey=True,
+                             squeeze=False, layout="constrained")
+    values = [v for d in names for s in sizes for v in drops[d][s]]
+    lo, hi = min(0.0, *values), max(0.0, *values)
+    pad = 0.1 * (hi - lo or 1.0)
+    for ax, s in zip(axes[0], sizes):
+        ax.axhline(0, color="black", linewidth=0.8)
+        for k in range(len(drops[names[0]][s])):
+            ax.plot(range(len(names)), [drops[d][s][k] for d in names], "-o", color=f"C{k}",
+                    label=f"seed {k}" if s == sizes[0] else None)
+        ax.set_xticks(range(len(names)), names)
+        ax.set_xlim(-0.4, len(names) - 0.6)
+        ax.set_title(f"{train_size} -> {s} px")
+        ax.set_ylim(lo - pad, hi + pad)
+    axes[0, 0].set_ylabel(f"mIoU at {train_size} px minus at the test size")
+    fig.legend(loc="outside right center", fontsize=8, title="training seed")
+    fig.suptitle("drop in held-out mIoU when the test images grow (lines join a seed's two designs)")
+    return fig
 
 
 def position_figure(experiment: Mapping, train_size: int = 64):
@@ -103,8 +125,6 @@ def erf_figure(maps: Mapping[str, Sequence], vmin: float = 1e-4, title: str | No
     import torch
     from matplotlib.colors import LogNorm
     from matplotlib.patches import Rectangle
-
-    from ..training.experiments import erf_extent
 
     if not maps or not 0 < vmin < 1:
         raise ValueError(f"need at least one model's maps and 0 < vmin < 1, got {len(maps)} models, vmin {vmin}")
