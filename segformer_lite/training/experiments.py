@@ -335,6 +335,9 @@ def main(argv=None) -> None:
             claim.open("x").close()
         except FileExistsError:
             continue
+        if files[key].is_file():  # finished by another process since this one listed what was missing
+            claim.unlink()
+            continue
         run = run_design(*key, recipe, args.eval_images)
         atomic_write(files[key], lambda tmp, run=run: Path(tmp).write_text(json.dumps(run)))
         claim.unlink()
