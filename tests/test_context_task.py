@@ -84,7 +84,7 @@ def test_baselines_have_segformers_loss_contract():
     torch.testing.assert_close(loss, want)
     with pytest.raises(TypeError, match="integer tensor"):
         model(images, labels.float())
-    with pytest.raises(TypeError, match="num_classes must be a positive int"):
+    with pytest.raises(ValueError, match="num_classes must be a positive int"):
         PixelMLP(0)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import check_int
 from ..decoder import segmentation_loss
 
 __all__ = ["ConvBaseline", "PixelMLP", "LocalCNN", "DilatedCNN", "BASELINES", "receptive_field"]
@@ -33,9 +34,8 @@ class ConvBaseline(nn.Module):
     def __init__(self, kernel: int, dilations: tuple[int, ...], num_classes: int, width: int,
                  ignore_index: int = 255):
         super().__init__()
-        for name, value in (("num_classes", num_classes), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TypeError(f"{name} must be a positive int, got {value!r}")
+        check_int("num_classes", num_classes)
+        check_int("width", width)
         layers, c = [], 3
         for d in dilations:
             layers += [nn.Conv2d(c, width, kernel, padding=d * (kernel // 2), dilation=d), nn.ReLU()]

@@ -30,6 +30,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..config import check_int
+from ..tokens import image_to_tensor
+
 __all__ = ["CLASSES", "TASKS", "SyntheticShapes", "render_shapes"]
 
 CLASSES = ("background", "disc", "box", "triangle")
@@ -186,12 +189,8 @@ class SyntheticShapes(Dataset):
     classes = CLASSES
 
     def __init__(self, num_images: int, image_size: int = 64, seed: int = 0, task: str = "hints"):
-        for name, value in (("num_images", num_images), ("image_size", image_size), ("seed", seed)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if num_images < 0:
-            raise ValueError(f"num_images must be >= 0, got {num_images}")
-        if image_size < 32:
+        num_images, seed = check_int("num_images", num_images, 0), check_int("seed", seed, None)
+        if check_int("image_size", image_size, None) < 32:
             raise ValueError(f"image_size must be at least 32 pixels (MiT's coarsest stage has "
                              f"stride 32), got {image_size}")
         self.num_images, self.image_size, self.seed = int(num_images), int(image_size), int(seed)
@@ -204,7 +203,7 @@ class SyntheticShapes(Dataset):
         if not -self.num_images <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         image, label = render_shapes(self.seed, index % self.num_images, self.image_size, self.task)
-        return torch.from_numpy(image).permute(2, 0, 1).contiguous(), torch.from_numpy(label)  # (3, H, W), (H, W)
+        return image_to_tensor(image).contiguous(), torch.from_numpy(label)  # (3, H, W), (H, W)
 
     def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``(B, 3, H, W)`` and labels ``(B, H, W)`` of several items."""
