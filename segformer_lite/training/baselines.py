@@ -65,7 +65,7 @@ class PixelMLP(ConvBaseline):
 
 class LocalCNN(ConvBaseline):
     """Three 3x3 convolutions (receptive field 7x7 pixels). 32 wide: at 64 px and batch 16 a
-    64-wide step costs 3.4x the 32-wide one (issue 10's prototype), full-resolution convs are dear."""
+    64-wide step costs 3.4x the 32-wide one: full-resolution convolutions are dear."""
 
     kind = "local-cnn"
 

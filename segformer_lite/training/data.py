@@ -9,11 +9,11 @@ a smoothly shaded background, each filled with a texture (flat, stripes, checks,
 two colours; shapes drawn later hide the ones below (occlusion), and pixel noise covers
 everything. Two tasks draw them under two laws:
 
-* ``"hints"`` (the shipped checkpoint's task): a shape's colour stays near its class's hue (red,
-  blue, green) on a greyish background, and it wears its class's own texture 9 times in 10. The
-  class can be read off single pixels: a per-pixel MLP (1x1 convolutions, no spatial context)
-  reaches mIoU 0.93 on it (issue 10), so it cannot show what any part of the encoder is for.
-* ``"context"``: colour and texture are independent of the class, the background's colours
+* ``"hints"``: a shape's colour stays near its class's hue (red, blue, green) on a greyish
+  background, and it wears its class's own texture 9 times in 10. The class can be read off
+  single pixels: a per-pixel MLP (1x1 convolutions, no spatial context) reaches mIoU 0.93 on it,
+  so it cannot show what any part of the encoder is for.
+* ``"context"`` (the training command's default and the shipped checkpoint's task): colour and texture are independent of the class, the background's colours
   included (every colour from one law, every texture equally likely on every class), and the
   shapes are large (half-sizes 10 to 24 px), painted largest first so smaller ones hide parts of
   larger ones but never a whole one. A pixel, or a small patch inside a shape, says nothing about
