@@ -18,14 +18,6 @@ from segformer_lite.training.ablations import (DESIGNS, HeadOn, PlainMLP, Positi
 from segformer_lite.training.baselines import LocalCNN
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_train_design_is_the_train_command(tmp_path, one_thread):
     # the experiments train with the same loop, data and schedule as the documented command
     out = tmp_path / "w.safetensors"
