@@ -23,7 +23,8 @@ def _hf_segformer(variant: str, decoder_dim: int, num_labels: int, seed: int = 0
     return hf
 
 
-@pytest.mark.parametrize("variant, decoder_dim, size", [("b0", 256, (64, 96)), ("b2", 768, (64, 64))])
+@pytest.mark.parametrize("variant, decoder_dim, size", [("b0", 256, (64, 96)),
+                                                         pytest.param("b2", 768, (64, 64), marks=pytest.mark.slow)])
 def test_logits_equal_transformers(variant, decoder_dim, size):
     hf = _hf_segformer(variant, decoder_dim, num_labels=7)
     model = sl.from_transformers(hf)
