@@ -137,7 +137,7 @@ def test_nbgrader_round_trip(tmp_path):
         timed_out = timed_out_cells(course, student)
         assert not timed_out, (f"{student}: cells {timed_out} ran out the per-cell wait "
                                f"(LOOP_TIMEOUT = {LOOP_TIMEOUT} s) and were interrupted")
-    # the checksum warnings the README documents: one per graded cell of a submission made from
+    # the checksum warnings docs/instructors.md documents: one per graded cell of a submission made from
     # the release (hidden tests stripped), none for those made from the source
     graded_ids = [c["metadata"]["nbgrader"]["grade_id"] for s in sources for c in nbgrader_cells(s)
                   if c["metadata"]["nbgrader"]["grade"]]
