@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import segformer_lite as sl
-from segformer_lite.checkpoint import load_model
+from segformer_lite.training.data import CLASSES
+from segformer_lite.training.model_files import load_model
 from segformer_lite.training import experiments as ex
 from segformer_lite.training import stats, train
 from segformer_lite.training.erf import (effective_receptive_field, erf_extent, erf_radius,
@@ -17,14 +18,6 @@ from segformer_lite.training.erf import (effective_receptive_field, erf_extent, 
 from segformer_lite.training.ablations import (DESIGNS, HeadOn, PlainMLP, PositionalEmbedding,
                                                build_design)
 from segformer_lite.training.baselines import DilatedCNN, LocalCNN
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_train_design_is_the_train_command(tmp_path, one_thread):
@@ -43,12 +36,13 @@ def test_train_design_is_the_train_command(tmp_path, one_thread):
         assert torch.equal(v, theirs[k]), k
 
 
+@pytest.mark.slow
 def test_every_design_builds_and_runs_at_other_sizes():
     torch.manual_seed(0)
     for design in DESIGNS:
         model = build_design(design).eval()
         for size in (64, 96):
-            assert model(torch.rand(1, 3, size, size)).shape[1] == len(sl.CLASSES), design
+            assert model(torch.rand(1, 3, size, size)).shape[1] == len(CLASSES), design
     with pytest.raises(ValueError, match="design must be one of"):
         build_design("vit")
 
@@ -113,6 +107,7 @@ def test_erf_of_the_local_cnn_stays_in_its_receptive_field():
     assert erf.max() == 1.0 and erf_extent(erf) <= 7
 
 
+@pytest.mark.slow
 def test_erf_of_mit_reaches_across_the_image():
     torch.manual_seed(0)
     maps = effective_receptive_field(build_design("mit").eval(), torch.rand(2, 3, 64, 64))
@@ -176,6 +171,7 @@ def test_unpaired_interval_by_hand_is_wider_when_seeds_move_both_designs():
     assert stats.paired(a, b)["half"] < u["half"] / 5
 
 
+@pytest.mark.slow
 def test_cli_runs_resumes_and_reports(tmp_path, capsys, one_thread):
     argv = ["decoder", "--steps", "1", "--eval-images", "2", "--seeds", "0", "1",
             "--work-dir", str(tmp_path / "runs"), "--output", str(tmp_path / "r.json")]
@@ -202,6 +198,7 @@ def test_cli_runs_resumes_and_reports(tmp_path, capsys, one_thread):
     assert all(c["comparison"] in shown and c["verdict"] in shown for c in table["comparisons"])
 
 
+@pytest.mark.slow
 def test_cli_leaves_runs_claimed_by_another_process(tmp_path, capsys, one_thread):
     runs = tmp_path / "runs"
     runs.mkdir()

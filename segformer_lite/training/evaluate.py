@@ -1,7 +1,7 @@
 """Per-class IoU and mIoU on held-out synthetic images:
-``python -m segformer_lite.evaluate [--checkpoint PATH] [--seed S] [--images N] [--task T]``.
+``python -m segformer_lite evaluate [--checkpoint PATH] [--seed S] [--images N] [--task T]``.
 
-The checkpoint is any model ``python -m segformer_lite.train`` writes (SegFormer or a local
+The checkpoint is any model ``python -m segformer_lite train`` writes (SegFormer or a local
 baseline); it is scored on the task recorded in its file unless ``--task`` says otherwise.
 
 IoU of class ``c`` = pixels labelled ``c`` and predicted ``c`` / pixels labelled or predicted
@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .baselines import BASELINES, ConvBaseline
 from .data import CLASSES, TASKS, SyntheticShapes
-from ..checkpoint import load_model
+from .model_files import load_model
 from ..decoder import SegFormer
 
 __all__ = ["HELD_OUT_SEED", "confusion_matrix", "iou_per_class", "mean_iou", "evaluate_model", "build_parser",
@@ -75,13 +75,13 @@ def evaluate_model(model: torch.nn.Module, dataset: SyntheticShapes, batch_size:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m segformer_lite.evaluate``; every option shows its default once."""
-    p = argparse.ArgumentParser(prog="python -m segformer_lite.evaluate", description=__doc__.split("\n")[0],
+    """The command line of ``python -m segformer_lite evaluate``; every option shows its default once."""
+    p = argparse.ArgumentParser(prog="python -m segformer_lite evaluate", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="weights written by segformer_lite.train, SegFormer or baseline (None: the shipped checkpoint)")
+                   help="weights written by python -m segformer_lite train, SegFormer or baseline (None: the shipped checkpoint)")
     p.add_argument("--task", choices=TASKS, default=None,
-                   help="synthetic task to score on (None: the one recorded in the checkpoint)")
+                   help="synthetic task to score on (default: the one the checkpoint records, else context)")
     p.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="seed of the held-out images")
     p.add_argument("--images", type=int, default=200, help="number of held-out images")
     p.add_argument("--image-size", type=int, default=64, help="side of the square images in pixels")
@@ -103,7 +103,7 @@ def main(argv=None) -> float:
         model, task = load_model(args.checkpoint)
     except (OSError, ValueError) as e:  # an expected failure (no such file, not a checkpoint): one line
         p.exit(2, f"{p.prog}: error: {e}\n")
-    data = SyntheticShapes(args.images, args.image_size, args.seed, task=args.task or task)
+    data = SyntheticShapes(args.images, args.image_size, args.seed, task=args.task or task or "context")
     ious = evaluate_model(model, data, progress=not args.quiet)
     for name, iou in zip(CLASSES, ious.tolist()):
         print(f"IoU {name:<12} " + ("absent (no pixel labelled or predicted)" if math.isnan(iou) else f"{iou:.4f}"))

@@ -1,8 +1,8 @@
 """The paper's claims, and a few questions of the course's own, tested at small scale on the
-``context`` shapes: ``python -m segformer_lite.experiments [NAME ...]`` (``--help`` for the options).
+``context`` shapes: ``python -m segformer_lite experiments [NAME ...]`` (``--help`` for the options).
 
 Every design of ``ablations.py`` is trained from scratch by the same loop as
-``python -m segformer_lite.train`` (:func:`~segformer_lite.training.train.train_step`), with the
+``python -m segformer_lite train`` (:func:`~segformer_lite.training.train.train_step`), with the
 context recipe (batch 16, AdamW lr 2e-3, 200 warm-up steps, poly decay, one parameter group, no
 dropout or drop-path) for ``--steps`` steps, once per training seed, and scored on the same
 held-out images of a seed never used in training. Each run's numbers go to a small JSON file in
@@ -37,34 +37,22 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from .._files import atomic_write
-from ..course.cost import encoder_cost
+from ..checkpoint import atomic_write
 from .ablations import DESIGNS, build_design
 from .data import SyntheticShapes
 from .erf import effective_receptive_field, erf_extent, erf_radius, theoretical_receptive_field
 from .evaluate import HELD_OUT_SEED as EVAL_SEED, evaluate_model, mean_iou
 from .stats import comparison_table, paired, seed_table, t975, unpaired, verdict
-from .train import param_groups, train_step
+from .train import Recipe, param_groups, train_step
 
 __all__ = ["Recipe", "Comparison", "EXPERIMENTS", "RESULTS", "train_design", "score", "run_design", "metric",
-           "report", "show", "load_results", "main"]
+           "encoder_flops", "report", "show", "load_results", "main"]
 
 RESULTS = Path(__file__).resolve().parent / "results" / "experiments.json"
 SIZES = (64, 96, 128)  # test sizes of the position experiment; training is at 64
 ERF_IMAGES = 32
-
-
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    """The context recipe of the README, ``steps`` long."""
-
-    steps: int = 1500
-    batch_size: int = 16
-    lr: float = 2e-3
-    warmup: int = 200
-    weight_decay: float = 0.01
-    image_size: int = 64
 
 
 class Comparison(NamedTuple):
@@ -130,7 +118,7 @@ EXPERIMENTS = {
 
 def train_design(design: str, seed: int, recipe: Recipe = Recipe()) -> torch.nn.Module:
     """``design`` trained from seed ``seed`` on the context shapes, exactly as
-    ``python -m segformer_lite.train --task context --param-groups none --dropout 0 --drop-path 0``
+    ``python -m segformer_lite train --task context --param-groups none --dropout 0 --drop-path 0``
     trains it with the same recipe (same images, same steps); returned in eval mode."""
     torch.manual_seed(seed)
     model = build_design(design, recipe.image_size)
@@ -190,6 +178,18 @@ def _time_encoders(designs, size: int, batch: int, repeats: int = 7) -> dict:
     return {d: statistics.median(t) for d, t in times.items()}
 
 
+def encoder_flops(design: str, size: int) -> int:
+    """FLOPs of ``design``'s encoder on one ``size`` px image, as torch's FlopCounterMode counts them
+    (two per multiply-add), on the meta device: shapes only, no memory, no time. There
+    ``F.scaled_dot_product_attention`` runs as explicit matrix products, which the counter counts
+    (``course/cost.py``'s formulas give the same numbers, tests/test_experiments.py checks)."""
+    with torch.device("meta"):
+        encoder, image = build_design(design).encoder.eval(), torch.empty(1, 3, size, size)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        encoder(image)
+    return counter.get_total_flops()
+
+
 def _compare(c: Comparison, runs: dict, seeds) -> dict:
     a = [metric(runs[(c.a, s)], c.metric) for s in seeds]
     b = [metric(runs[(c.b, s)], c.b_metric or c.metric) for s in seeds]
@@ -203,8 +203,7 @@ def _compare(c: Comparison, runs: dict, seeds) -> dict:
 
 def _sr_cost(designs) -> dict:
     """GFLOPs (exact, multiply-adds counted as two) and measured encoder milliseconds per design."""
-    return {f"{size} px": {"gflops": {d: encoder_cost(build_design(d).encoder.config, size, size).flops / 1e9
-                                      for d in designs},
+    return {f"{size} px": {"gflops": {d: encoder_flops(d, size) / 1e9 for d in designs},
                            "encoder_ms": {d: 1e3 * t for d, t in _time_encoders(designs, size, 1).items()},
                            "load_average": os.getloadavg()[0]}
             for size in (64, 512)}
@@ -256,7 +255,7 @@ def _run_file(work_dir: Path, design: str, seed: int, recipe: Recipe, eval_image
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m segformer_lite.experiments", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m segformer_lite experiments", description=__doc__.split("\n")[0])
     p.add_argument("names", nargs="*", metavar="NAME",
                    help=f"experiments to run, of {', '.join(EXPERIMENTS)} (default: all)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (at least 2)")
