@@ -75,6 +75,8 @@ def permutations(strata, rounds: int, seed: int = 0) -> np.ndarray:
 
 def p_value(observed, null) -> np.ndarray | float:
     """One-sided permutation p-value of ``observed`` against ``null`` ``(rounds, ...)``:
-    ``(1 + #(null >= observed)) / (1 + rounds)``, never 0."""
-    null = np.asarray(null)
-    return (1 + (null >= np.asarray(observed)).sum(0)) / (1 + len(null))
+    ``(1 + #(null >= observed)) / (1 + rounds)``, never 0. A null value equal to ``observed`` up to
+    rounding (relative 1e-9: sums of the same terms in another order) counts as a tie, so ``>=``."""
+    null, observed = np.asarray(null), np.asarray(observed)
+    at_least = (null >= observed) | np.isclose(null, observed, rtol=1e-9, atol=0.0)
+    return (1 + at_least.sum(0)) / (1 + len(null))
