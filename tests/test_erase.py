@@ -84,6 +84,10 @@ def test_erase_test_bookkeeping(data):
             for y, x in np.argwhere(region):  # ...and filled with the image's own pixels
                 assert (pixels == picture[:, y, x]).all(1).any()
         assert torch.equal(shown[k][:, case.band], shown[len(cases) + k][:, case.placebo])  # the same noise
+        erased, placebo = erase.case_images(original, case)  # what a figure redraws: the same images
+        assert torch.equal(erased, shown[k]) and torch.equal(placebo, shown[len(cases) + k])
+    with pytest.raises(ValueError, match="no cases"):
+        erase.erase_test(spy, images, labels, [])
 
 
 def sharp_cnn():

@@ -5,7 +5,8 @@ whether the prediction deep inside the shape changes.
   band (:func:`~segformer_lite.course.regions.outline_band`), a placebo band (as many pixels,
   the nearest ones beyond the band: :func:`~segformer_lite.course.regions.nearest_ring`), and
   the shape's pixels measured, those ``w + margin`` or more inside.
-* :func:`noise_fill`: blank a region with pixels drawn at random from the image itself.
+* :func:`noise_fill`: blank a region with pixels drawn at random from the image itself;
+  :func:`case_images`: a case's image with its band, and with its placebo band, blanked.
 * :func:`erase_test`: a model's predictions on the measured pixels before erasing, after
   erasing the band, and after erasing the placebo band (:class:`EraseResult`).
 * :func:`erase_summary`: per width, the share of measured pixels whose class changes and the
@@ -25,7 +26,7 @@ import torch
 from .regions import connected_region, deepest_pixel, interior_depth, nearest_ring, outline_band
 from .resample import Interval, bootstrap_mean
 
-__all__ = ["EraseCase", "erase_cases", "noise_fill", "EraseResult", "erase_test", "erase_summary"]
+__all__ = ["EraseCase", "erase_cases", "noise_fill", "case_images", "EraseResult", "erase_test", "erase_summary"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,15 @@ def noise_fill(image: torch.Tensor, region, source: np.ndarray) -> torch.Tensor:
     return out
 
 
+def case_images(image: torch.Tensor, case: EraseCase, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(erased, placebo)``: ``image`` ``(3, H, W)`` with the case's band, and with its placebo band,
+    filled by :func:`noise_fill` from the same source pixels, drawn uniformly with replacement by a
+    generator seeded ``[seed, case.image, case.width]``."""
+    rng = np.random.default_rng([seed, case.image, case.width])
+    source = rng.integers(0, image.shape[-2] * image.shape[-1], size=int(case.band.sum()))
+    return noise_fill(image, case.band, source), noise_fill(image, case.placebo, source)
+
+
 @dataclass(frozen=True)
 class EraseResult:
     """Per case (arrays ``(cases,)``): the image, the width, the measured pixels' count, how many
@@ -102,17 +112,13 @@ class EraseResult:
 @torch.no_grad()
 def erase_test(model, images: torch.Tensor, labels, cases: list[EraseCase], seed: int = 0,
                batch_size: int = 50) -> EraseResult:
-    """Run ``model.predict`` on ``images`` ``(B, 3, H, W)`` and on every case's image with its band,
-    and with its placebo band, filled by :func:`noise_fill` (the same source pixels for both,
-    drawn uniformly with replacement by a generator seeded ``[seed, image, width]``)."""
+    """Run ``model.predict`` on ``images`` ``(B, 3, H, W)`` and on every case's :func:`case_images`
+    (its image with the band erased, and with the placebo band erased)."""
+    if not cases:
+        raise ValueError("no cases to test (erase_cases found no shape deep enough)")
     labels = torch.as_tensor(np.asarray(labels))
     before = torch.cat([model.predict(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
-    erased, placebo = [], []
-    for case in cases:
-        rng = np.random.default_rng([seed, case.image, case.width])
-        source = rng.integers(0, images.shape[-2] * images.shape[-1], size=int(case.band.sum()))
-        erased.append(noise_fill(images[case.image], case.band, source))
-        placebo.append(noise_fill(images[case.image], case.placebo, source))
+    erased, placebo = zip(*(case_images(images[case.image], case, seed) for case in cases))
     stacked = torch.stack(erased + placebo)
     after = torch.cat([model.predict(stacked[i:i + batch_size]) for i in range(0, len(stacked), batch_size)])
     rows = {k: [] for k in ("measured", "right_before", "right_erased", "right_placebo",
