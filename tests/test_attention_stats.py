@@ -25,7 +25,7 @@ def test_query_maps_match_the_one_query_path(size):
     pairs = [render_shapes(2026, i, size, "context") for i in range(3)]
     images = torch.stack([torch.from_numpy(im).permute(2, 0, 1) for im, _ in pairs])
     labels = np.stack([lab for _, lab in pairs])
-    maps = ast.query_maps(encoder, images, labels, min_depth=3)
+    maps = ast.query_maps(am.encoder_attention(encoder, images), labels, min_depth=3)
     expected = [(i, c, rc) for i, lab in enumerate(labels) for c, rc in regions.shape_queries(lab, 3).items()]
     assert [(i, c, tuple(p)) for i, c, p in zip(maps.image, maps.cls, maps.pixel)] == expected
     for q, (i, c, rc) in enumerate(expected):
@@ -152,8 +152,8 @@ def test_draw_ratio_colours_log2_of_weight_times_m():
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match=r"\(B, heads, N, M\) with N >= 2"):
         ast.same_argmax_share(torch.rand(2, 4, 4))
-    encoder = sl.MixTransformer(sl.mit_config("b0")).eval()
+    blocks = am.encoder_attention(sl.MixTransformer(sl.mit_config("b0")).eval(), torch.rand(1, 3, 64, 64))
     with pytest.raises(ValueError, match="labels"):
-        ast.query_maps(encoder, torch.rand(1, 3, 64, 64), np.zeros((2, 64, 64), int))
+        ast.query_maps(blocks, np.zeros((2, 64, 64), int))
     with pytest.raises(ValueError, match="no shape"):
-        ast.query_maps(encoder, torch.rand(1, 3, 64, 64), np.zeros((1, 64, 64), int))
+        ast.query_maps(blocks, np.zeros((1, 64, 64), int))

@@ -1,7 +1,8 @@
 """What a trained encoder's heads attend to, measured over many images (notebook 07, section 7).
 
 * :func:`query_maps`: the attention rows of queries placed deep inside shapes, every block and
-  head, with each key cell's share of the query's own shape (:class:`QueryMaps`).
+  head, read from one batched :func:`~segformer_lite.course.widgets.attention_map.encoder_attention`,
+  with each key cell's share of the query's own shape (:class:`QueryMaps`).
 * :func:`own_shape_ratio`: per query and head, the weight on the query's own shape divided by
   what even attention would put there (1: no preference).
 * :func:`own_shape_test`: the mean of that ratio with a bootstrap interval over images and two
@@ -23,10 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..encoder import MixTransformer
 from .regions import connected_region, key_cell_shares, shape_queries
 from .resample import Interval, bootstrap_mean, p_value, permutations
-from .widgets.attention_map import AttentionMap, encoder_attention, scale_query
+from .widgets.attention_map import AttentionMap, scale_query
 
 __all__ = ["QueryMaps", "query_maps", "own_shape_ratio", "OwnShapeTest", "own_shape_test", "focus",
            "same_argmax_share", "common_key_weight", "common_key", "fixed_key_share", "head_summary", "draw_ratio",
@@ -51,17 +51,16 @@ class QueryMaps:
     cell: list[np.ndarray]
 
 
-@torch.no_grad()
-def query_maps(encoder: MixTransformer, images: torch.Tensor, labels, min_depth: int = 3) -> QueryMaps:
-    """Run ``encoder`` once on ``images`` ``(B, 3, H, W)`` and keep the attention of the queries of
-    :func:`~segformer_lite.course.regions.shape_queries` of each label map (``labels`` ``(B, H, W)``):
-    one per shape class present, at its deepest pixel, if that lies ``min_depth`` or more inside."""
+def query_maps(blocks, labels, min_depth: int = 3) -> QueryMaps:
+    """Read the queries of :func:`~segformer_lite.course.regions.shape_queries` of each label map
+    (``labels`` ``(B, H, W)``: one per shape class present, at its deepest pixel, if that lies
+    ``min_depth`` or more inside) out of ``blocks``, the
+    :func:`~segformer_lite.course.widgets.attention_map.encoder_attention` of the ``B`` images."""
     labels = np.asarray(labels)
-    if images.ndim != 4 or labels.shape != (images.shape[0], *images.shape[-2:]):
-        raise ValueError(f"expected images (B, 3, H, W) and labels (B, H, W), got {tuple(images.shape)} "
-                         f"and {labels.shape}")
-    blocks = encoder_attention(encoder, images)
-    size = tuple(images.shape[-2:])
+    if labels.ndim != 3 or labels.shape[0] != blocks[0].weights.shape[0]:
+        raise ValueError(f"expected labels (B, H, W) for the {blocks[0].weights.shape[0]} images the attention "
+                         f"was computed on, got shape {labels.shape}")
+    size = labels.shape[-2:]
     image, pixel, cls, shapes = [], [], [], []
     for i, label in enumerate(labels):
         for c, rc in shape_queries(label, min_depth).items():
@@ -189,17 +188,18 @@ def head_summary(blocks) -> list[dict]:
 
 
 def draw_ratio(ax, photo: np.ndarray, amap: AttentionMap, limit: float = 2.0, title: str | None = None,
-               alpha: float = 0.65, cmap: str = "RdBu_r"):
-    """Overlay ``amap`` on ``photo`` ``(H, W, 3)`` as ``log2(weight * M)``: 0 (white) is uniform
-    attention, red above, blue below, clipped to ``[-limit, limit]`` (pass every panel the same
-    ``limit``). Keys are drawn over the pixels they were pooled from; a cyan + marks the query's
-    token. Returns the image, for :func:`ratio_colorbar`."""
+               alpha: float = 0.75, cmap: str = "RdBu_r"):
+    """Overlay ``amap`` on ``photo`` ``(H, W, 3)``, shown in grey so that its colours do not mix
+    with the scale, as ``log2(weight * M)``: 0 (white) is uniform attention, red above, blue below,
+    clipped to ``[-limit, limit]`` (pass every panel the same ``limit``). Keys are drawn over the
+    pixels they were pooled from; a cyan + marks the query's token. Returns the image, for
+    :func:`ratio_colorbar`."""
     from matplotlib.colors import Normalize
 
     ph, pw = photo.shape[:2]
     (h, w), (kh, kw), sr = amap.grid, amap.kv_grid, amap.sr_ratio
     ratio = np.log2(np.maximum(amap.weights * amap.weights.size, 2.0 ** -limit))
-    ax.imshow(photo)
+    ax.imshow(np.asarray(photo, dtype=np.float64).mean(-1), cmap="gray")
     im = ax.imshow(ratio, cmap=cmap, norm=Normalize(-limit, limit), alpha=alpha, interpolation="nearest",
                    extent=(0, kw * sr * pw / w, kh * sr * ph / h, 0))
     r, c = amap.query
