@@ -86,6 +86,26 @@ def test_own_shape_test_on_planted_effects():
     assert t.block_p_any < 0.01
 
 
+def test_same_image_null_separates_own_shape_from_any_shape_of_the_image():
+    """Two queries per image, each image's two shapes in different cells. Head 0 attends to the
+    cell of the image's first shape (wherever the query is), head 1 to the query's own shape's cell."""
+    rng = np.random.default_rng(1)
+    n_images = 40
+    cells = np.stack([rng.choice(4, size=2, replace=False) for _ in range(n_images)])  # (images, 2)
+    cell = cells.ravel()  # query 2i: shape in cell cells[i, 0], query 2i+1: cells[i, 1]
+    shares = np.full((2 * n_images, 4), 0.05)
+    shares[np.arange(2 * n_images), cell] = 1.0
+    weights = np.zeros((2 * n_images, 2, 4))
+    weights[np.arange(2 * n_images), 0, np.repeat(cells[:, 0], 2)] = 1.0
+    weights[np.arange(2 * n_images), 1, cell] = 1.0
+    maps = ast.QueryMaps(np.repeat(np.arange(n_images), 2), np.zeros((2 * n_images, 2), int),
+                         np.ones(2 * n_images, int), (0,), [weights], [shares], [cell])
+    t = ast.own_shape_test(maps, rounds=500)[0]
+    assert t.ratio.value[0] > 1 and t.p_any[0] < 0.01  # head 0 beats the any-shape null...
+    assert t.p_image[0] > 0.2  # ...but not the same-image one: it follows the image, not the query
+    assert t.p_image[1] < 0.01 and t.p_any[1] < 0.01  # head 1 follows the query's own shape
+
+
 def brute_same_argmax(weights):
     top = weights.argmax(-1)  # (B, heads, N)
     b, h, n = top.shape

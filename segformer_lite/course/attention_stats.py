@@ -5,10 +5,11 @@
   with each key cell's share of the query's own shape (:class:`QueryMaps`).
 * :func:`own_shape_ratio`: per query and head, the weight on the query's own shape divided by
   what even attention would put there (1: no preference).
-* :func:`own_shape_test`: the mean of that ratio with a bootstrap interval over images and two
+* :func:`own_shape_test`: the mean of that ratio with a bootstrap interval over images and three
   permutation nulls: each query's map scored against the shape of another query (of any
-  position), and against the shape of another query whose pixel lies in the same key cell (the
-  null keeps "attend to where you are" and removes only the shape).
+  position), of another query whose pixel lies in the same key cell (the null keeps "attend to
+  where you are" and removes only the shape), and of another query of the same image (it keeps
+  "attend to where this image's shapes are" and removes only which shape is the query's own).
 * :func:`same_argmax_share`, :func:`common_key_weight` and :func:`fixed_key_share`: does a head
   send every query of an image to the same key, and is it the same key position in every image
   (an "attention sink")? Independent, uniformly placed argmaxes agree for a share ``1 / M`` of
@@ -91,33 +92,39 @@ def own_shape_ratio(weights: np.ndarray, shares: np.ndarray) -> np.ndarray:
 class OwnShapeTest:
     """:func:`own_shape_test` for one block: per head (arrays ``(heads,)``) and over the block's
     heads (floats). ``ratio``: mean own shape / even with its bootstrap interval over images;
-    ``null_any`` / ``null_cell``: the null's mean and its 95th percentile; ``p_any`` / ``p_cell``:
-    one-sided permutation p-values (ratio at least as large under the null)."""
+    ``null_any`` / ``null_cell`` / ``null_image``: the null's mean and its 95th percentile;
+    ``p_any`` / ``p_cell`` / ``p_image``: one-sided permutation p-values (ratio at least as large
+    under the null)."""
 
     ratio: Interval
     null_any: tuple
     p_any: np.ndarray
     null_cell: tuple
     p_cell: np.ndarray
+    null_image: tuple
+    p_image: np.ndarray
     block_ratio: Interval
     block_null_any: tuple
     block_p_any: float
     block_null_cell: tuple
     block_p_cell: float
+    block_null_image: tuple
+    block_p_image: float
 
 
 def own_shape_test(maps: QueryMaps, rounds: int = 2000, seed: int = 0) -> list[OwnShapeTest]:
     """Per block of ``maps``: does a head give the query's own shape more than even attention
     would? The observed mean of :func:`own_shape_ratio` over queries, its bootstrap interval
-    (resampling images), and two permutation nulls (``rounds`` each): every query's map scored
-    against the shape of a random query (``null_any``), or of a random query whose token lies in
-    the same key cell (``null_cell``)."""
+    (resampling images), and three permutation nulls (``rounds`` each): every query's map scored
+    against the shape of a random query (``null_any``), of a random query whose token lies in the
+    same key cell (``null_cell``), or of a random query of the same image (``null_image``: another
+    shape the image holds; a query alone in its image is paired with itself)."""
     out = []
     for b, (w, s, cell) in enumerate(zip(maps.weights, maps.shares, maps.cell)):
         ratio = own_shape_ratio(w, s)  # (Q, heads)
         result = {"ratio": bootstrap_mean(ratio, maps.image, rounds=rounds, seed=seed),
                   "block_ratio": bootstrap_mean(ratio.mean(1), maps.image, rounds=rounds, seed=seed)}
-        for name, strata in (("any", np.zeros(len(cell), int)), ("cell", cell)):
+        for name, strata in (("any", np.zeros(len(cell), int)), ("cell", cell), ("image", maps.image)):
             paired = s[permutations(strata, rounds, seed + 1)]  # (rounds, Q, M): another query's shape
             paired = (paired / paired.mean(-1, keepdims=True)).reshape(rounds, -1)  # (rounds, Q * M)
             null = paired @ w.transpose(0, 2, 1).reshape(-1, w.shape[1]) / len(w)  # (rounds, heads): mean ratio
