@@ -3,5 +3,7 @@
 checks/ and homework: the exercises' checkers and the nbgrader assignment; widgets/ and plots:
 the interactive pictures; images: the course photos; cost and trace: FLOPs, memory and shape
 tables for the notebooks; measure: time and peak memory of a call; regions: where a
-query lies inside a shape and where its attention lands (notebook 07).
+query lies inside a shape and where its attention lands, the band around an outline; erase,
+attention_stats and resample: notebook 07's erase-the-outline test and its attention statistics
+(bootstrap intervals, permutation nulls, sink measures, ratio-to-uniform maps).
 """

@@ -1,4 +1,4 @@
-"""What a trained encoder's heads attend to, measured over many images (notebook 07, section 7).
+"""What a trained encoder's heads attend to, measured over many images (notebook 07, section 8).
 
 * :func:`query_maps`: the attention rows of queries placed deep inside shapes, every block and
   head, read from one batched :func:`~segformer_lite.course.widgets.attention_map.encoder_attention`,
