@@ -4,5 +4,7 @@ checks/ and homework: the exercises' checkers and the nbgrader assignment; atten
 maps read out of a layer or an encoder; widgets/ and plots: the interactive pictures;
 experiment_plots: notebook 08's figures; images: the course photos and figures; cost and trace:
 FLOPs, memory and shape tables for the notebooks; measure: time and peak memory of a call;
-regions: where a query lies inside a shape and where its attention lands (notebook 07).
+regions: where a query lies inside a shape and where its attention lands, the band around an
+outline; erase, attention_stats and resample: notebook 07's erase-the-outline test and its
+attention statistics (bootstrap intervals, permutation nulls, sink measures, ratio-to-uniform maps).
 """

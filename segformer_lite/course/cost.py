@@ -113,8 +113,8 @@ class EncoderCost:
 def encoder_cost(cfg: MiTConfig, height: int, width: int, batch: int = 1) -> EncoderCost:
     """FLOPs of ``MixTransformer(cfg)`` on ``batch`` images of ``height x width``, stage by stage.
 
-    >>> import segformer_lite as sl
-    >>> round(sl.encoder_cost(sl.mit_config("b0"), 512, 512).flops / 1e9, 2)   # GFLOPs
+    >>> from segformer_lite import mit_config
+    >>> round(encoder_cost(mit_config("b0"), 512, 512).flops / 1e9, 2)   # GFLOPs
     6.41
     """
     if not isinstance(cfg, MiTConfig):

@@ -7,6 +7,11 @@ Pure numpy, no image library:
   lies in the mask: a model that sees ``(2r+1) x (2r+1)`` pixels sees no outline from there.
 * :func:`deepest_pixel`: the pixel of a class farthest inside it (a query well inside a shape).
 * :func:`connected_region`: the 4-connected part of a mask that holds a pixel (one shape).
+* :func:`shape_queries`: the deepest pixel of every shape class, where it is deep enough.
+* :func:`dilate` and :func:`outline_band`: the pixels within ``w`` of a mask's outline, on
+  either side (the band the erase-the-outline test blanks in notebook 07).
+* :func:`outside_distance` and :func:`nearest_ring`: how far a pixel lies outside a mask, and the
+  ring of a given pixel count just beyond a gap around it (the test's placebo band).
 * :func:`key_cell_shares` and :func:`region_weight`: how much of an attention map's weight falls
   on a region, against what even attention would put there.
 """
@@ -16,7 +21,8 @@ import numpy as np
 
 from ..tokens import int_pair
 
-__all__ = ["interior_depth", "deepest_pixel", "connected_region", "key_cell_shares", "region_weight"]
+__all__ = ["interior_depth", "deepest_pixel", "connected_region", "shape_queries", "dilate", "outline_band",
+           "outside_distance", "nearest_ring", "key_cell_shares", "region_weight"]
 
 
 def _check_mask(mask) -> np.ndarray:
@@ -84,6 +90,69 @@ def connected_region(mask, pixel) -> np.ndarray:
         if (grown == region).all():
             return region
         region = grown
+
+
+def shape_queries(label, min_depth: int) -> dict[int, tuple[int, int]]:
+    """``{class: (row, col)}``: :func:`deepest_pixel` of every shape class (1, 2, ... of ``label``
+    ``(H, W)``; 0 is the background) whose :func:`interior_depth` there is at least ``min_depth``."""
+    label = np.asarray(label)
+    out = {}
+    for cls in (int(c) for c in np.unique(label) if c != 0):
+        r, c = deepest_pixel(label, cls)
+        if interior_depth(label == cls)[r, c] >= min_depth:
+            out[cls] = (r, c)
+    return out
+
+
+def dilate(mask, steps: int) -> np.ndarray:
+    """``mask`` grown by ``steps`` 3x3 dilations: the pixels within Chebyshev distance ``steps`` of
+    a mask pixel (nothing beyond the image's edge counts as in the mask)."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    outside = ~_check_mask(mask)
+    for _ in range(steps):
+        outside = _erode3(outside)  # unpadded: beyond the edge counts as outside the mask
+    return ~outside
+
+
+def outline_band(mask, width: int) -> np.ndarray:
+    """The pixels within Chebyshev distance ``width`` of ``mask``'s outline, on either side: mask
+    pixels with an outside pixel within ``width``, and outside pixels with a mask pixel within
+    ``width`` (a band ``2 * width`` pixels across). A mask pixel of :func:`interior_depth`
+    ``width + r`` or more has its whole ``(2r+1) x (2r+1)`` window inside the mask and off the band."""
+    mask = _check_mask(mask)
+    return dilate(mask, width) & dilate(~mask, width)
+
+
+def outside_distance(mask) -> np.ndarray:
+    """``(H, W)`` int: 0 on ``mask``; elsewhere the Chebyshev distance to the nearest mask pixel
+    (the number of 3x3 dilations of the mask that reach the pixel; -1 if the mask is empty)."""
+    reached = _check_mask(mask)
+    dist = np.where(reached, 0, -1)
+    k = 0
+    while True:
+        grown = dilate(reached, 1)
+        new = grown & ~reached
+        if not new.any():
+            return dist
+        k += 1
+        dist[new] = k
+        reached = grown
+
+
+def nearest_ring(mask, gap: int, count: int) -> np.ndarray | None:
+    """The ``count`` pixels nearest to ``mask`` among those farther than ``gap`` from it (by
+    :func:`outside_distance`; on a tie, the first in row-major order): a ring around the mask
+    that leaves its outline and the ``gap`` pixels around it untouched. None if fewer pixels lie
+    that far."""
+    dist = outside_distance(mask).ravel()
+    order = np.lexsort((np.arange(dist.size), dist))  # by distance, then row-major
+    order = order[dist[order] > gap]
+    if len(order) < count:
+        return None
+    ring = np.zeros(dist.size, dtype=bool)
+    ring[order[:count]] = True
+    return ring.reshape(np.shape(mask))
 
 
 def key_cell_shares(mask, grid: tuple[int, int], kv_grid: tuple[int, int], sr_ratio: int) -> np.ndarray:
