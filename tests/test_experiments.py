@@ -3,6 +3,7 @@ committed results file they produced."""
 import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -264,3 +265,20 @@ def test_committed_results_are_complete_and_consistent():
     assert len(erf["mit"]["erf"]) == 4 and erf["mit"]["theoretical_rf"] == [64] * 4
     with pytest.raises(FileNotFoundError, match="no experiment results"):
         ex.load_results("/nonexistent/r.json")
+
+
+def test_notebook_08_prints_the_committed_verdicts():
+    """Every verdict sentence notebook 08 shows is generated from the committed results, and every
+    comparison in them has its sentence and its summary line there (stored outputs, as learners
+    read them on GitHub; nbval checks the outputs match a fresh run)."""
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "08_do_the_parts_matter.ipynb"
+    cells = json.loads(notebook.read_text())["cells"]
+    printed = "".join("".join(o.get("text", "")) for c in cells if c["cell_type"] == "code" for o in c["outputs"])
+    lines = printed.splitlines()
+    results = ex.load_results()
+    comparisons = [(name, c) for name, exp in results["experiments"].items() for c in exp["comparisons"]]
+    assert comparisons
+    sentences = {"* " + stats.explain(c) for _, c in comparisons}
+    assert {line for line in lines if line.startswith("* ")} == sentences
+    for name, c in comparisons:
+        assert f"{name:<9} {c['whose']:<7} {c['verdict']:<13} {c['comparison']}" in lines

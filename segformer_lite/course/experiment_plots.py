@@ -15,7 +15,7 @@ import numpy as np
 from ..training.erf import erf_extent
 from ..training.stats import comparison_table, explain, seed_table, unit
 
-__all__ = ["seed_table", "comparison_table", "explain", "forest_figure", "position_figure", "drop_figure",
+__all__ = ["seed_table", "comparison_table", "explain", "forest_figure", "drop_figure",
            "erf_figure", "decoder_figure", "sr_figure"]
 
 VERDICT_COLOURS = {"agrees": "tab:green", "disagrees": "tab:red", "inconclusive": "tab:grey"}
@@ -55,7 +55,7 @@ def forest_figure(experiments: Mapping[str, Mapping]):
         ax.set_xlabel(f"a minus b, seed by seed ({u}); 95 % t-interval")
     handles = [Line2D([], [], color=col, marker="o", linewidth=2.5, label=v) for v, col in VERDICT_COLOURS.items()]
     handles.append(Patch(color="tab:green", alpha=0.15, label="the side claimed (a - b > 0)"))
-    axes[0, 0].legend(handles=handles, fontsize=8, loc="lower right")
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=4)
     fig.suptitle("every comparison: mean paired difference and its 95 % interval")
     return fig
 
@@ -89,30 +89,6 @@ def drop_figure(experiment: Mapping, train_size: int = 64):
     axes[0, 0].set_ylabel(f"mIoU at {train_size} px minus at the test size")
     fig.legend(loc="outside right center", fontsize=8, title="training seed")
     fig.suptitle("drop in held-out mIoU when the test images grow (lines join a seed's two designs)")
-    return fig
-
-
-def position_figure(experiment: Mapping, train_size: int = 64):
-    """Held-out mIoU against the test size, per design: every seed a dot, the mean a line."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), layout="constrained")
-    designs = experiment["designs"]
-    for k, (design, d) in enumerate(designs.items()):
-        sizes = sorted(d["miou"], key=int)
-        colour = f"C{k}"
-        offset = (k - (len(designs) - 1) / 2) * 1.5  # px: keeps the designs' dots apart
-        for s in sizes:
-            _per_seed(ax, int(s) + offset, d["miou"][s], colour)
-        means = [statistics.fmean(d["miou"][s]) for s in sizes]
-        ax.plot([int(s) + offset for s in sizes], means, "-o", color=colour, label=f"{design} (mean)")
-    ax.axvline(train_size, color="0.6", linestyle=":", linewidth=1, label=f"training size ({train_size} px)")
-    sizes = sorted({int(s) for d in designs.values() for s in d["miou"]})
-    ax.set_xticks(sizes)
-    ax.set_xlabel("test image size (px)")
-    ax.set_ylabel("held-out mIoU")
-    ax.set_title(f"trained at one size, tested at {len(sizes)} (dots: seeds)")
-    ax.legend(fontsize=8)
     return fig
 
 
