@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m segformer_lite: unknown command {command!r}; choose from {', '.join(COMMANDS)}",
               file=sys.stderr)
         return 2
-    return importlib.import_module(COMMANDS[command]).main(rest) or 0
+    status = importlib.import_module(COMMANDS[command]).main(rest)
+    return status if isinstance(status, int) else 0  # evaluate's main returns the mIoU, not a status
 
 
 if __name__ == "__main__":

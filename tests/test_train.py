@@ -346,3 +346,14 @@ def test_evaluate_bad_input(tiny_segformer, tmp_path, capsys):
         model.predict(torch.rand(1, 64, 64, 3))  # channels last
     with pytest.raises(TypeError, match="SegFormer"):
         evaluate.evaluate_model(model.encoder, SyntheticShapes(2, 64))
+
+
+def test_the_package_command_dispatches_and_exits_with_a_status(capsys):
+    """``python -m segformer_lite COMMAND``: the command's own exit status (evaluate returns its mIoU,
+    which is no status: 0), 2 for an unknown command, the list of commands without one."""
+    from segformer_lite.__main__ import main
+
+    assert main(["evaluate", "--images", "2", "--quiet"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("mIoU ")
+    assert main(["bogus"]) == 2 and "choose from train, evaluate, experiments, homework" in capsys.readouterr().err
+    assert main([]) == 2 and "evaluate" in capsys.readouterr().out
