@@ -10,7 +10,7 @@ attention implementations before anything is timed. Then each repeat runs transf
 transformers-eager, segformer_lite and a 2048^3 fp32 GEMM once each, in a rotating order, so
 load from other processes hits all of them alike. Reported: medians, the median of the
 per-repeat ratios with its interquartile range (the noise), achieved GFLOP/s (FLOPs from
-``sl.encoder_cost``, checked against torch's FlopCounterMode) and that as a % of the GEMM's.
+``encoder_cost``, checked against torch's FlopCounterMode) and that as a % of the GEMM's.
 The same loops also run segformer_lite's stages without the final copy of each feature map to
 contiguous NCHW (``forward`` returns ordinary tensors, so ``f.view(B, -1)`` works): the ratio of
 the two is what the copies cost.
@@ -29,6 +29,7 @@ import torch
 from torch.utils import flop_counter
 
 import segformer_lite as sl
+from segformer_lite.course.cost import encoder_cost
 
 TOLERANCE = 1e-5
 GEMM_N = 2048
@@ -102,7 +103,7 @@ def bench_variant(variant: str, size: int, repeats: int, warmup: int, seed: int)
         if errors[name] > TOLERANCE:
             raise SystemExit(f"{variant}: outputs differ from transformers-{name} by "
                              f"{errors[name]:.2e} relative (> {TOLERANCE}); not timing")
-    flops = sl.encoder_cost(ours.config, size, size).flops
+    flops = encoder_cost(ours.config, size, size).flops
     if flops != counted_flops(ours, x):
         raise SystemExit(f"{variant}: encoder_cost disagrees with FlopCounterMode")
 

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 TASKS = {
-    "train": "python -m segformer_lite.train --steps 10 --eval-every 0 --eval-images 20",
-    "evaluate": "python -m segformer_lite.evaluate --images 50",
+    "train": "python -m segformer_lite train --steps 10 --eval-every 0 --eval-images 20",
+    "evaluate": "python -m segformer_lite evaluate --images 50",
     "notebook 06 training cell": "train.train(...) with --steps 60 --eval-every 30 --eval-images 20",
 }
 

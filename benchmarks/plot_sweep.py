@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 
 from matplotlib.figure import Figure  # noqa: E402
 
-from segformer_lite._files import atomic_write  # noqa: E402
+from segformer_lite.checkpoint import atomic_write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STYLE = {"ours": ("#2471a3", "o"), "sdpa": ("#e67e22", "s"), "eager": ("#c0392b", "^"),

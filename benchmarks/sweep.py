@@ -13,7 +13,7 @@ The parent loops over variants and sizes; each (variant, size) runs in a fresh c
 an address-space limit (``RLIMIT_AS``), so a wrong memory estimate fails that child, not the
 machine. Before starting a child the parent estimates each implementation's memory from the cost
 model (activations plus, for eager attention, the score matrices it stores) and its time from
-its FLOPs (``sl.encoder_cost``) at the GFLOP/s it reached one size smaller; a run estimated
+its FLOPs (``encoder_cost``) at the GFLOP/s it reached one size smaller; a run estimated
 above ``--max-gib`` is recorded as "does not fit", one above ``--max-seconds`` per forward as
 "too slow", each with its estimate. The child first runs every implementation once under
 ``segformer_lite.course.measure.peak_memory`` (the most bytes of tensor storage alive at once,
@@ -40,8 +40,9 @@ from pathlib import Path
 import torch
 
 import segformer_lite as sl
+from segformer_lite.course.cost import encoder_cost
 from bench_encoder import TOLERANCE, hf_model, quartiles, rel_err, timed
-from segformer_lite._files import atomic_write
+from segformer_lite.checkpoint import atomic_write
 from segformer_lite.course.measure import peak_memory
 
 RESULTS = Path(__file__).resolve().parent / "sweep_results.json"
@@ -64,7 +65,7 @@ def estimate_bytes(variant: str, impl: str, size: int) -> int:
     the four feature maps returned, and for eager attention a stored score matrix and its
     softmax alive at once (the fused kernels never store it)."""
     cfg = impl_config(variant, impl)
-    stages = sl.encoder_cost(cfg, size, size).stages
+    stages = encoder_cost(cfg, size, size).stages
     tokens = [s.grid[0] * s.grid[1] * s.dim * 4 for s in stages]  # bytes of one (N, C) fp32 array
     scores = 2 * max(s.attention.score_bytes for s in stages) if impl == "eager" else 0
     return ACTIVATION_ARRAYS * max(tokens) + sum(tokens) + scores
@@ -73,7 +74,7 @@ def estimate_bytes(variant: str, impl: str, size: int) -> int:
 def full_scores_if_stored(variant: str, size: int) -> int:
     """Bytes of the largest full-attention score matrix (stage 1): what sr 1 would store without
     a fused kernel."""
-    stages = sl.encoder_cost(impl_config(variant, "full"), size, size).stages
+    stages = encoder_cost(impl_config(variant, "full"), size, size).stages
     return max(s.attention.score_bytes for s in stages)
 
 
@@ -126,7 +127,7 @@ def run_child(variant: str, size: int, impls: list[str], repeats: int, warmup: i
             raise SystemExit(f"{variant} {size}px {IMPLS[key]}: outputs differ from transformers "
                              f"by {err:.2e} relative (> {TOLERANCE}); not timing")
         cfg = impl_config(variant, key)
-        results[key] = dict(name=IMPLS[key], flops=sl.encoder_cost(cfg, size, size).flops,
+        results[key] = dict(name=IMPLS[key], flops=encoder_cost(cfg, size, size).flops,
                             peak_bytes=peak, estimate_bytes=estimate_bytes(variant, key, size),
                             max_rel_err=err, times_s=[])
         saved[key] = out["feats"]
@@ -172,7 +173,7 @@ def plan(variant: str, size: int, impls: list[str], rates: dict, max_bytes: int,
     "too slow"). ``rates`` holds GFLOP/s measured one size smaller."""
     out = {}
     for key in impls:
-        flops = sl.encoder_cost(impl_config(variant, key), size, size).flops
+        flops = encoder_cost(impl_config(variant, key), size, size).flops
         est = dict(estimate_bytes=estimate_bytes(variant, key, size),
                    estimate_s=flops / rates[key] if key in rates else None)
         if key == "full":

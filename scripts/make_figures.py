@@ -1,8 +1,10 @@
-"""Draw the README figures into images/: the MiT-B0 encoder diagram, the attention cost curve and
-an attention map on a photo. Deterministic: no randomness, every number from segformer_lite.
+"""Draw the README figures: the MiT-B0 encoder diagram (package data, notebook 05 shows it), the
+attention cost curve and an attention map on a photo. Deterministic: no randomness, every number
+from segformer_lite.
 
-    python scripts/make_figures.py            # writes images/encoder_diagram.png, cost_curve.png, attention_map.png
-    python scripts/make_figures.py --out DIR  # somewhere else
+    python scripts/make_figures.py            # segformer_lite/course/figures/encoder_diagram.png,
+                                              # images/cost_curve.png, images/attention_map.png
+    python scripts/make_figures.py --out DIR  # all three in DIR
 """
 from __future__ import annotations
 
@@ -18,7 +20,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
 import segformer_lite as sl  # noqa: E402
-from segformer_lite._files import atomic_write  # noqa: E402
+from segformer_lite.course.cost import attention_cost, encoder_cost
+from segformer_lite.course.images import load_photo
+from segformer_lite.checkpoint import atomic_write  # noqa: E402
+from segformer_lite.course.images import FIGURES_DIR  # noqa: E402
 from segformer_lite.course.widgets import attention_map as am  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,12 +96,12 @@ def cost_curve() -> Figure:
     full_cfg = dataclasses.replace(cfg, sr_ratios=(1, 1, 1, 1))
     sides = list(range(128, 1024 + 1, 64))
     stage1 = [sl.stage_grid_sizes(cfg, s, s)[0] for s in sides]
-    full_mb = [sl.attention_cost(h, w, cfg.embed_dims[0], cfg.num_heads[0], 1).score_bytes / 2**20
+    full_mb = [attention_cost(h, w, cfg.embed_dims[0], cfg.num_heads[0], 1).score_bytes / 2**20
                for h, w in stage1]
-    eff_mb = [sl.attention_cost(h, w, cfg.embed_dims[0], cfg.num_heads[0], cfg.sr_ratios[0]).score_bytes / 2**20
+    eff_mb = [attention_cost(h, w, cfg.embed_dims[0], cfg.num_heads[0], cfg.sr_ratios[0]).score_bytes / 2**20
               for h, w in stage1]
-    full_gflops = [sl.encoder_cost(full_cfg, s, s).flops / 1e9 for s in sides]
-    eff_gflops = [sl.encoder_cost(cfg, s, s).flops / 1e9 for s in sides]
+    full_gflops = [encoder_cost(full_cfg, s, s).flops / 1e9 for s in sides]
+    eff_gflops = [encoder_cost(cfg, s, s).flops / 1e9 for s in sides]
 
     fig = Figure(figsize=(11, 4.2))
     axes = fig.subplots(1, 2)
@@ -124,7 +129,7 @@ def cost_curve() -> Figure:
 def attention_figure() -> Figure:
     """One query on a photo through the hand-made colour/position attention layer
     (see notebook 03): each head at sr_ratio 1 and 8."""
-    photo = sl.load_photo("chelsea", (150, 225))
+    photo = load_photo("chelsea", (150, 225))
     features = am.colour_position_features(photo, (40, 60))
     query = (8, 30)
     fig = Figure(figsize=(13, 2.5), layout="constrained")
@@ -139,13 +144,14 @@ def attention_figure() -> Figure:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "images", help="folder for the PNGs")
+    parser.add_argument("--out", type=Path, default=None, help="one folder for all the PNGs")
     args = parser.parse_args(argv)
-    for name, make, dpi in [("encoder_diagram.png", encoder_diagram, 100),
-                            ("cost_curve.png", cost_curve, 100),
-                            ("attention_map.png", attention_figure, 90)]:
-        save(make(), args.out / name, dpi)
-        print("wrote", args.out / name)
+    for folder, name, make, dpi in [(FIGURES_DIR, "encoder_diagram.png", encoder_diagram, 100),
+                                    (ROOT / "images", "cost_curve.png", cost_curve, 100),
+                                    (ROOT / "images", "attention_map.png", attention_figure, 90)]:
+        path = (args.out or folder) / name
+        save(make(), path, dpi)
+        print("wrote", path)
 
 
 if __name__ == "__main__":

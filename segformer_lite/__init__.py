@@ -12,16 +12,17 @@ SegFormer itself, at the top level, in course order:
     block        Block, DropPath
     encoder      MixTransformer: four stages
     decoder      the all-MLP head and SegFormer = encoder + head
-    checkpoint   weights in and out: transformers, official NVlabs, our own SegFormer files
+    checkpoint   this package's own weight files; safe file writing and reading
+    convert      transformers and official NVlabs checkpoints in, official names out
 
-Scaffolding, in sub-packages:
+Scaffolding, in sub-packages that use the model (the model never imports them):
 
+    training/    what trains it: synthetic data, local baselines, the training loop, DDP BatchNorm,
+                 evaluation, the ablations and experiments that test the paper's claims
     course/      what teaches it: exercise checkers, homework, widgets, plots, photos, cost, trace
-    training/    what trains it: synthetic data, local baselines, the training loop, DDP BatchNorm, evaluation,
-                 the ablations and experiments that test the paper's claims
 
-``train.py``, ``evaluate.py``, ``homework.py`` and ``experiments.py`` at the top are only the entry
-points of ``python -m segformer_lite.train`` / ``.evaluate`` / ``.homework`` / ``.experiments``.
+Their names are imported from there (``from segformer_lite.course.cost import attention_cost``).
+The commands are ``python -m segformer_lite train | evaluate | experiments | homework``.
 """
 from .config import VARIANTS, MiTConfig, mit_config
 from .patch_embed import OverlapPatchEmbed
@@ -32,12 +33,8 @@ from .mix_ffn import MixFFN
 from .block import Block, DropPath
 from .encoder import MixTransformer, Stage
 from .decoder import AllMLPDecoder, SegFormer
-from .checkpoint import (UnusedWeightsWarning, from_transformers, load_pretrained, load_segformer, save_segformer,
-                         to_official_state_dict)
-from .course.cost import AttentionCost, EncoderCost, StageCost, attention_cost, encoder_cost, mix_ffn_flops
-from .course.trace import ShapeTrace, trace_shapes
-from .course.images import PHOTOS, load_photo, photo_tensor
-from .training.data import CLASSES, SyntheticShapes, render_shapes
+from .checkpoint import load_segformer, save_segformer
+from .convert import UnusedWeightsWarning, from_transformers, load_pretrained, to_official_state_dict
 
 __all__ = [
     "VARIANTS", "MiTConfig", "mit_config",
@@ -49,12 +46,8 @@ __all__ = [
     "Block", "DropPath",
     "MixTransformer", "Stage",
     "AllMLPDecoder", "SegFormer",
-    "from_transformers", "load_pretrained", "load_segformer", "save_segformer", "to_official_state_dict",
-    "UnusedWeightsWarning",
-    "AttentionCost", "EncoderCost", "StageCost", "attention_cost", "encoder_cost", "mix_ffn_flops",
-    "ShapeTrace", "trace_shapes",
-    "PHOTOS", "load_photo", "photo_tensor",
-    "CLASSES", "SyntheticShapes", "render_shapes",
+    "load_segformer", "save_segformer",
+    "from_transformers", "load_pretrained", "to_official_state_dict", "UnusedWeightsWarning",
 ]
 
 __version__ = "0.1.0"

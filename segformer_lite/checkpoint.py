@@ -1,265 +1,86 @@
-"""Weights in, weights out: every reading and writing of weights in the package.
+"""This package's own weight files, and the file handling every writer and reader shares.
 
-* Hugging Face transformers models and checkpoints, and the official NVlabs ``mit_bX.pth``
-  files, converted to :class:`MixTransformer`; a checkpoint with SegFormer's all-MLP decode head
-  (transformers ``SegformerForSemanticSegmentation``, a trained mmseg checkpoint) to :class:`SegFormer`;
-* this package's own SegFormer files: :func:`save_segformer` / :func:`load_segformer`
-  (safetensors, the architecture in the metadata), and the shipped trained checkpoint;
-* any model the training command trains, SegFormer or a local baseline, with the task it was
-  trained on: :func:`save_model` / :func:`load_model`.
+* :func:`save_segformer` / :func:`load_segformer`: a :class:`SegFormer` in a safetensors file with
+  its architecture in the metadata; :data:`SHIPPED_CHECKPOINT`, the one trained on the synthetic
+  shapes, is the default;
+* :func:`atomic_write`: never a half-written file; :func:`read_safetensors`: the one reader of
+  safetensors files; :func:`why_unreadable`: a reader's refusal in one sentence;
+* :func:`load_weights`: a state dict into a model (built :func:`on_meta`), a misfit named key by key.
 
-Three key layouts are understood, all renamed to this package's own names:
-
-* transformers >= 5.9: ``stages.0.blocks.0.attention.q_proj.weight`` ...
-* transformers <= 5.8: ``encoder.block.0.0.attention.self.query.weight`` ...
-  (either may carry a ``segformer.`` prefix, as in ``SegformerForSemanticSegmentation``)
-* official NVlabs: ``block1.0.attn.q.weight``, fused ``attn.kv`` (rows ``[:C]`` K, ``[C:]`` V);
-  the trained mmseg checkpoints hold the same under ``backbone.`` beside ``decode_head.``
-
-Weights a loader leaves unused (an ImageNet classifier, mmseg's ``conv_seg``, an auxiliary head)
-are named in an :class:`UnusedWeightsWarning`; nothing is dropped silently.
-
-transformers separates K and V (``k_proj``, ``v_proj``); they are stacked into the fused
-``kv`` Linear here. transformers applies LayerNorm eps 1e-5 everywhere, the official code
-1e-6 in block and stage norms, so the config built for each format keeps its own eps.
+Checkpoints in other layouts (transformers, official NVlabs, mmseg) are converted by
+:mod:`segformer_lite.convert`; the training command's files (baselines too) are
+:mod:`segformer_lite.training.model_files`.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
-import warnings
+import tempfile
 from pathlib import Path
 
 import torch
 
-from ._files import atomic_write
-from .config import VARIANTS, MiTConfig
+from .config import MiTConfig
 from .decoder import SegFormer
-from .encoder import MixTransformer
-from .mix_ffn import ACTIVATIONS
-from .training.baselines import BASELINES
-from .training.data import TASKS
 
-__all__ = ["from_transformers", "load_pretrained", "to_official_state_dict", "canonical_state_dict",
-           "save_segformer", "load_segformer", "save_model", "load_model", "SHIPPED_CHECKPOINT", "SHIPPED_BASELINES",
-           "UnusedWeightsWarning"]
+__all__ = ["save_segformer", "load_segformer", "SHIPPED_CHECKPOINT", "atomic_write", "read_safetensors",
+           "write_safetensors", "segformer_meta", "why_unreadable", "load_weights", "on_meta", "listed"]
 
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "segformer_shapes.safetensors"
-# the local baselines trained on the context task at MiT's budget (README, "A task that needs context")
-SHIPPED_BASELINES = {kind: SHIPPED_CHECKPOINT.with_name(f"{kind}_context.safetensors") for kind in BASELINES}
-
-# transformers <= 5.8 names -> transformers >= 5.9 names (as transformers' own conversion map)
-_HF_LEGACY = [
-    (r"encoder\.patch_embeddings\.(\d+)\.", r"stages.\1.patch_embeddings."),
-    (r"encoder\.block\.(\d+)\.", r"stages.\1.blocks."),
-    (r"encoder\.layer_norm\.(\d+)\.", r"stages.\1.layer_norm."),
-    (r"attention\.self\.query\.", "attention.q_proj."),
-    (r"attention\.self\.key\.", "attention.k_proj."),
-    (r"attention\.self\.value\.", "attention.v_proj."),
-    (r"attention\.self\.sr\.", "attention.sequence_reduction.sequence_reduction."),
-    (r"attention\.self\.layer_norm\.", "attention.sequence_reduction.layer_norm."),
-    (r"attention\.output\.dense\.", "attention.o_proj."),
-    (r"mlp\.dense1\.", "mlp.fc1."),
-    (r"mlp\.dense2\.", "mlp.fc2."),
-    (r"layer_norm_1\.", "layernorm_before."),
-    (r"layer_norm_2\.", "layernorm_after."),
-]
-# transformers >= 5.9 names -> ours (k_proj / v_proj become temporary .k / .v, fused below)
-_HF = [
-    (r"^stages\.(\d+)\.patch_embeddings\.layer_norm\.", r"stages.\1.patch_embed.norm."),
-    (r"^stages\.(\d+)\.patch_embeddings\.proj\.", r"stages.\1.patch_embed.proj."),
-    (r"^stages\.(\d+)\.layer_norm\.", r"stages.\1.norm."),
-    (r"\.layernorm_before\.", ".norm1."),
-    (r"\.layernorm_after\.", ".norm2."),
-    (r"\.attention\.q_proj\.", ".attn.q."),
-    (r"\.attention\.k_proj\.", ".attn.k."),
-    (r"\.attention\.v_proj\.", ".attn.v."),
-    (r"\.attention\.o_proj\.", ".attn.proj."),
-    (r"\.attention\.sequence_reduction\.sequence_reduction\.", ".attn.sr."),
-    (r"\.attention\.sequence_reduction\.layer_norm\.", ".attn.norm."),
-    (r"\.mlp\.dwconv\.dwconv\.", ".ffn.dwconv."),
-    (r"\.mlp\.fc(\d)\.", r".ffn.fc\1."),
-]
-# transformers' decode-head names -> ours: >= 5.9 linear_projections, <= 5.8 (and the files
-# save_pretrained writes) linear_c
-_HF_HEAD = [
-    (r"^decode_head\.(linear_projections|linear_c)\.(\d+)\.proj\.", r"decode_head.linear_c.\2."),
-    (r"^decode_head\.linear_fuse\.", "decode_head.fuse."),
-    (r"^decode_head\.batch_norm\.", "decode_head.norm."),
-]
-# the official (mmseg SegFormerHead) decode-head names -> ours
-_OFFICIAL_HEAD = [
-    (r"^decode_head\.linear_c(\d)\.proj\.", lambda m: f"decode_head.linear_c.{int(m[1]) - 1}."),
-    (r"^decode_head\.linear_fuse\.conv\.", "decode_head.fuse."),  # mmcv ConvModule: conv, bn, ReLU
-    (r"^decode_head\.linear_fuse\.bn\.", "decode_head.norm."),
-    (r"^decode_head\.linear_pred\.", "decode_head.classifier."),
-]
-_HEAD_RULES = {"transformers": _HF_HEAD, "official": _OFFICIAL_HEAD, "segformer_lite": []}
-# Keys no segformer_lite model holds, and why they are left out (the first matching prefix wins)
-_UNUSED = [
-    ("decode_head.conv_seg.", "mmseg's BaseDecodeHead.conv_seg, which the released SegFormerHead never "
-                              "calls: linear_pred is its classifier"),
-    ("decode_head.", "a decode head other than SegFormer's all-MLP head"),
-    ("auxiliary_head.", "an auxiliary head, used in training only"),
-    ("head.", "the ImageNet classifier of mit_bX.pth: segformer_lite has no classification head"),
-    ("classifier.", "the classifier of SegformerForImageClassification: segformer_lite has no "
-                    "classification head"),
-]
 
 
-class UnusedWeightsWarning(UserWarning):
-    """A checkpoint holds weights that the model it was loaded into does not use (named)."""
-_OFFICIAL = [
-    (r"^patch_embed(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.patch_embed."),
-    (r"^block(\d)\.(\d+)\.", lambda m: f"stages.{int(m[1]) - 1}.blocks.{m[2]}."),
-    (r"^norm(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.norm."),
-    (r"\.mlp\.dwconv\.dwconv\.", ".ffn.dwconv."),
-    (r"\.mlp\.fc(\d)\.", r".ffn.fc\1."),
-]
-
-
-def _rename(sd: dict, rules) -> dict:
-    out = {}
-    for key, value in sd.items():
-        for pattern, repl in rules:
-            key = re.sub(pattern, repl, key)
-        out[key] = value
-    return out
-
-
-def detect_format(sd: dict) -> str:
-    """``"transformers"``, ``"official"`` or ``"segformer_lite"`` from the key names."""
-    keys = list(sd)
-    if any(re.match(r"^(segformer\.)?(encoder\.block\.|stages\.\d+\.patch_embeddings\.)", k) for k in keys):
-        return "transformers"
-    if any(k.startswith(("patch_embed1.", "backbone.patch_embed1.")) for k in keys):
-        return "official"
-    if any(k.startswith(("stages.0.patch_embed.", "encoder.stages.0.patch_embed.")) for k in keys):
-        return "segformer_lite"  # a MixTransformer's state dict, or a SegFormer's
-    sample = ", ".join(keys[:5]) or "no keys at all"
-    raise ValueError("not a SegFormer/MiT checkpoint: expected transformers keys "
-                     "('stages.0.patch_embeddings.proj.weight' or 'encoder.block.0.0...'), official "
-                     f"keys ('patch_embed1.proj.weight', 'block1.0.attn.q.weight') or segformer_lite keys; got {sample}")
-
-
-def canonical_state_dict(sd: dict) -> tuple[str, dict, dict]:
-    """Rename any supported layout to this package's names.
-
-    Returns ``(format, encoder_state, other)`` where ``other`` holds the keys that are not part
-    of the encoder (a decode head, a classifier), still under their original names.
-    """
-    if not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd):
-        raise TypeError(f"expected a state dict (dict of str -> Tensor), got {type(sd).__name__}")
-    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise TypeError(f"state dict values must be tensors; not tensors: {bad[:10]}")
-    fmt = detect_format(sd)
-    if fmt == "transformers":
-        enc = {k.removeprefix("segformer."): v for k, v in sd.items()
-               if not k.startswith("decode_head.") and not k.startswith("classifier.")}
-        other = {k: v for k, v in sd.items() if k.startswith(("decode_head.", "classifier."))}
-        enc = _fuse_kv(_rename(_rename(enc, _HF_LEGACY), _HF))
-    elif fmt == "official":
-        # mit_bX.pth ImageNet checkpoints also carry the classification head, and the trained
-        # mmseg checkpoints keep the encoder under "backbone." beside a decode head: not encoder
-        other = {k: v for k, v in sd.items() if k.startswith(("head.", "decode_head.", "auxiliary_head."))}
-        enc = _rename({k.removeprefix("backbone."): v for k, v in sd.items() if k not in other}, _OFFICIAL)
-    else:  # anything else than a head is left in the encoder, to be reported as unexpected
-        other = {k: v for k, v in sd.items() if k.startswith(("head.", "decode_head."))}
-        enc = {k.removeprefix("encoder."): v for k, v in sd.items() if k not in other}
-    return fmt, enc, other
-
-
-def _split_head(fmt: str, other: dict) -> tuple[dict, dict]:
-    """:func:`canonical_state_dict`'s ``other`` -> ``(head, unused)``: SegFormer's all-MLP decode
-    head under this package's names (``{}`` if there is none), and ``{key: why}`` for the rest."""
-    keys = [k for k in other if k.startswith("decode_head.") and not k.startswith("decode_head.conv_seg.")]
-    head = _rename({k: other[k] for k in keys}, _HEAD_RULES[fmt])
-    if "decode_head.classifier.weight" not in head:  # another kind of head (or none): not ours
-        keys, head = [], {}
-    unused = {k: next(why for prefix, why in _UNUSED if k.startswith(prefix)) for k in other if k not in keys}
-    return head, unused
-
-
-def _warn_unused(unused: dict, source: str) -> None:
-    """One :class:`UnusedWeightsWarning` naming every unused key (sorted, grouped by why); the
-    warning points at the caller of the public loader that calls this."""
-    if not unused:
-        return
-    groups = {}
-    for key, why in unused.items():
-        groups.setdefault(why, []).append(key)
-    listed = "; ".join(f"{_listed(sorted(keys))} ({why})" for why, keys in groups.items())
-    warnings.warn(f"{source}: {len(unused)} weights left unused: {listed}", UnusedWeightsWarning, stacklevel=3)
-
-
-def _listed(items: list) -> str:
-    """Names, comma-separated, shortened past 20."""
-    return ", ".join(items[:20]) + (" ..." if len(items) > 20 else "")
-
-
-def _fuse_kv(sd: dict) -> dict:
-    """Stack transformers' separate K and V Linears into the fused ``kv`` (K rows first)."""
-    out = {}
-    for key, value in sd.items():
-        m = re.match(r"^(.*\.attn)\.([kv])\.(weight|bias)$", key)
-        if not m:
-            out[key] = value
-            continue
-        prefix, which, kind = m.groups()
-        other = f"{prefix}.{'v' if which == 'k' else 'k'}.{kind}"
-        if other not in sd:
-            out[key] = value  # left unfused: reported as unexpected by the loader
-        elif which == "k":
-            out[f"{prefix}.kv.{kind}"] = torch.cat([value, sd[other]], dim=0)
-    return out
-
-
-def infer_config(sd: dict, **overrides) -> MiTConfig:
-    """An :class:`MiTConfig` from the shapes in a canonical (renamed) encoder state dict.
-
-    The number of stages, widths, depths, kernel sizes, sr_ratios, per-stage mlp_ratios and
-    qkv_bias are read off the shapes. Head counts, strides and the activation leave no trace in
-    the weights: they come from ``overrides`` (a transformers config) or else from the MiT variant
-    with the same widths and depths, with the released GELU.
-    """
+def atomic_write(path, write) -> Path:
+    """Call ``write(tmp)`` on a temporary file in ``path``'s folder, then ``os.replace`` it onto
+    ``path``: a crash mid-write leaves the previous file intact, never a half-written one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
     try:
-        n = 1 + max(int(m[1]) for k in sd if (m := re.match(r"^stages\.(\d+)\.", k)))
-        dims, depths, kernels, srs, ratios = [], [], [], [], []
-        for i in range(n):
-            w = sd[f"stages.{i}.patch_embed.proj.weight"]
-            dims.append(w.shape[0])
-            kernels.append(w.shape[-1])
-            depths.append(1 + max(int(m[1]) for k in sd
-                                  if (m := re.match(rf"^stages\.{i}\.blocks\.(\d+)\.", k))))
-            sr = sd.get(f"stages.{i}.blocks.0.attn.sr.weight")
-            srs.append(1 if sr is None else sr.shape[-1])
-            fc1 = sd.get(f"stages.{i}.blocks.0.ffn.fc1.weight")
-            # a missing or odd Mix-FFN keeps the released ratio 4: the load then names the misfit
-            whole = fc1 is not None and fc1.shape[0] >= dims[-1] and fc1.shape[0] % dims[-1] == 0
-            ratios.append(fc1.shape[0] // dims[-1] if whole else 4)
-        in_channels = sd["stages.0.patch_embed.proj.weight"].shape[1]
-        qkv_bias = "stages.0.blocks.0.attn.q.bias" in sd
-    except (KeyError, ValueError, IndexError) as e:
-        raise ValueError(f"cannot read the MiT architecture off this checkpoint "
-                         f"(missing or odd key: {e}); is it a complete encoder?") from None
-    fields = dict(embed_dims=tuple(dims), depths=tuple(depths), patch_sizes=tuple(kernels),
-                  sr_ratios=tuple(srs), mlp_ratios=tuple(ratios),
-                  in_channels=in_channels, qkv_bias=qkv_bias)
-    match = next((v for v in VARIANTS.values()
-                  if v.embed_dims == fields["embed_dims"] and v.depths == fields["depths"]), None)
-    if match is None and not {"num_heads", "strides"} <= overrides.keys():
-        raise ValueError(f"widths {fields['embed_dims']} and depths {fields['depths']} match no MiT "
-                         f"variant ({', '.join(VARIANTS)}), and head counts and strides cannot be read "
-                         "from weights: load a transformers directory with its config.json, or the model "
-                         "itself with from_transformers")
-    if match is None:
-        return MiTConfig(**fields, **overrides)
-    return dataclasses.replace(match, **{**fields, **overrides})
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
 
 
-def _load_into(model: torch.nn.Module, sd: dict, source: str) -> None:
+def read_safetensors(path) -> tuple[dict, dict]:
+    """Metadata and tensors of a safetensors file (raises safetensors' and the OS's errors)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+
+
+def write_safetensors(model: torch.nn.Module, path, meta: dict, dtype: torch.dtype = torch.float32) -> Path:
+    """``model``'s state dict (floating tensors in ``dtype``) and the string ``meta`` in a safetensors
+    file, written atomically."""
+    from safetensors.torch import save_file
+
+    sd = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    return atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta))
+
+
+# the diagnosis inside torch's weights-only refusal, up to where its advice starts
+_UNPICKLER_ERROR = r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\. Please|\n\n|$)"
+
+
+def why_unreadable(error: Exception) -> str:
+    """Why torch or safetensors could not read a file, in one short sentence. torch's refusals
+    under weights_only=True run to paragraphs advising weights_only=False, which would run
+    whatever code the file holds: only the diagnosis is kept."""
+    text = str(error)
+    if m := re.search(_UNPICKLER_ERROR, text, re.S):
+        return f"weights-only unpickling refused it: {m[1].strip()}"
+    first = (text.strip().splitlines() or [""])[0]
+    return first.split(". ")[0][:200]
+
+
+def load_weights(model: torch.nn.Module, sd: dict, source: str) -> None:
     """``load_state_dict(strict=True, assign=True)``; a checkpoint that does not fit is a
     ValueError naming ``source`` and listing the missing, unexpected and mis-shaped keys.
 
@@ -289,188 +110,18 @@ def _misfit_report(error: RuntimeError) -> str:
             found["mis-shaped keys"].append(f"{m[1]}: expected {expected}, got {got}")
         else:
             found["other errors"].append(line.strip())
-    return "; ".join(f"{label} ({len(items)}): {_listed(items)}" for label, items in found.items() if items)
+    return "; ".join(f"{label} ({len(items)}): {listed(items)}" for label, items in found.items() if items)
 
 
-def _empty(module_class, *args) -> torch.nn.Module:
+def on_meta(module_class, *args) -> torch.nn.Module:
     """A module with no storage yet (on the meta device): its weights are about to be loaded."""
     with torch.device("meta"):
         return module_class(*args)
 
 
-def _build(cfg: MiTConfig, encoder_sd: dict, head_sd: dict, source: str) -> MixTransformer | SegFormer:
-    """A :class:`MixTransformer` from a canonical encoder state dict, or a :class:`SegFormer` when
-    a decode head (:func:`_split_head`) comes with it: class count and decoder width are read
-    off the classifier's shape. Eval mode."""
-    if not head_sd:
-        model = _empty(MixTransformer, cfg)
-        _load_into(model, encoder_sd, source)
-        return model.eval()
-    num_classes, decoder_dim = head_sd["decode_head.classifier.weight"].shape[:2]
-    model = _empty(SegFormer, cfg, int(num_classes), int(decoder_dim))
-    _load_into(model, {**{f"encoder.{k}": v for k, v in encoder_sd.items()}, **head_sd}, source)
-    return model.eval()
-
-
-def _config_from_hf(hf_config, sd: dict) -> MiTConfig:
-    """The weights give the architecture; the transformers config what they cannot show."""
-    return infer_config(sd, num_heads=tuple(hf_config.num_attention_heads), strides=tuple(hf_config.strides),
-                        hidden_act=hf_config.hidden_act, drop_path_rate=float(hf_config.drop_path_rate),
-                        norm_eps=1e-5, embed_norm_eps=1e-5)
-
-
-def from_transformers(model_or_state_dict) -> MixTransformer | SegFormer:
-    """A :class:`MixTransformer` with the weights of a transformers ``SegformerModel`` (or of its
-    state dict), giving transformers' numbers exactly; a :class:`SegFormer` for a
-    ``SegformerForSemanticSegmentation``. ``SegformerForImageClassification`` is refused: this
-    package has no classification head (``from_transformers(model.segformer)`` takes its encoder).
-
-    From a model, the config gives head counts, strides and ``hidden_act``; a bare state dict
-    carries none, so it must be a released variant's (b0 ... b5) with GELU. Eval mode.
-    """
-    if isinstance(model_or_state_dict, torch.nn.Module):
-        hf = model_or_state_dict
-        if not hasattr(hf, "config") or not hasattr(hf.config, "hidden_sizes"):
-            raise TypeError(f"expected a transformers Segformer model or a state dict, got "
-                            f"{type(hf).__name__}")
-        fmt, sd, other = canonical_state_dict(hf.state_dict())
-        if any(k.startswith("classifier.") for k in other):
-            raise TypeError(f"expected a SegformerModel or SegformerForSemanticSegmentation, got "
-                            f"{type(hf).__name__} with an image classifier (classifier.*), which "
-                            "segformer_lite has no counterpart for; from_transformers(model.segformer) "
-                            "converts its encoder")
-        cfg = _config_from_hf(hf.config, sd)
-    elif isinstance(model_or_state_dict, dict):
-        fmt, sd, other = canonical_state_dict(model_or_state_dict)
-        if fmt != "transformers":
-            raise ValueError(f"expected a transformers-layout state dict, got the {fmt} layout "
-                             "(use load_pretrained for official checkpoints)")
-        if any(k.startswith("classifier.") for k in other):
-            raise ValueError("this state dict holds an image classifier (classifier.*, as in "
-                             "SegformerForImageClassification), which segformer_lite has no counterpart "
-                             "for; leave the classifier.* keys out to convert the encoder alone")
-        cfg = dataclasses.replace(infer_config(sd), norm_eps=1e-5, embed_norm_eps=1e-5)
-    else:
-        raise TypeError(f"expected a transformers SegformerModel or a state dict, got "
-                        f"{type(model_or_state_dict).__name__}")
-    head, unused = _split_head(fmt, other)
-    model = _build(cfg, sd, head, "from transformers")
-    _warn_unused(unused, "from_transformers")
-    return model
-
-
-def _read_state_dict(path: Path) -> dict:
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors import safe_open
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                sd = {k: f.get_tensor(k) for k in f.keys()}
-        else:
-            meta = {}
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any failure to parse means: this file is not a checkpoint
-        raise ValueError(f"{path} is not a readable checkpoint: expected a torch.save'd or safetensors "
-                         f"state dict ({type(e).__name__}: {why_unreadable(e)})") from None
-    if {"config", "num_classes", "decoder_dim"} <= meta.keys():  # written by save_segformer
-        raise ValueError(f"{path} is a SegFormer file written by save_segformer: load it with "
-                         "load_segformer(path), which restores its exact architecture")
-    for wrapper in ("state_dict", "model"):  # training scripts often wrap the weights
-        if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
-            sd = sd[wrapper]
-    if not isinstance(sd, dict):
-        raise ValueError(f"{path} holds a {type(sd).__name__}, not a state dict (dict of str -> Tensor)")
-    odd = [f"{k!r}: {type(v).__name__}" for k, v in sd.items()
-           if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-    if odd:
-        raise ValueError(f"{path} is not a state dict: expected str keys and Tensor values, got "
-                         f"{', '.join(odd[:5])}{' ...' if len(odd) > 5 else ''}")
-    return sd
-
-
-# the diagnosis inside torch's weights-only refusal, up to where its advice starts
-_UNPICKLER_ERROR = r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\. Please|\n\n|$)"
-
-
-def why_unreadable(error: Exception) -> str:
-    """Why torch or safetensors could not read a file, in one short sentence. torch's refusals
-    under weights_only=True run to paragraphs advising weights_only=False, which would run
-    whatever code the file holds: only the diagnosis is kept."""
-    text = str(error)
-    if m := re.search(_UNPICKLER_ERROR, text, re.S):
-        return f"weights-only unpickling refused it: {m[1].strip()}"
-    first = (text.strip().splitlines() or [""])[0]
-    return first.split(". ")[0][:200]
-
-
-def _read_hf_config(path: Path) -> dict:
-    """The architecture fields of a transformers ``config.json`` that weights cannot show."""
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not a readable transformers config ({type(e).__name__}: {e})") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path} should hold a JSON object (a transformers config), got {type(raw).__name__}")
-    fields = {}
-    for key, field in (("num_attention_heads", "num_heads"), ("strides", "strides")):
-        value = raw.get(key)
-        if value is None:
-            continue  # not a Segformer config: fall back to the variant read off the shapes
-        if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
-            raise ValueError(f"{path}: expected {key} to be a list of ints, got {value!r}")
-        fields[field] = tuple(value)
-    act = raw.get("hidden_act")
-    if act is not None:
-        if not isinstance(act, str) or act not in ACTIVATIONS:
-            raise ValueError(f"{path}: hidden_act={act!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
-        fields["hidden_act"] = act
-    return fields
-
-
-def load_pretrained(path) -> MixTransformer | SegFormer:
-    """Load a local checkpoint; the architecture is read off the weights' shapes.
-
-    ``path`` is a transformers directory (``model.safetensors`` or ``pytorch_model.bin``,
-    with its ``config.json`` when present) or a single ``.safetensors`` / ``.bin`` / ``.pth``
-    file in the transformers, official or mmseg layout. Nothing is downloaded. Returns a
-    :class:`MixTransformer`, or a :class:`SegFormer` when the checkpoint holds SegFormer's decode
-    head (``SegformerForSemanticSegmentation``, a trained mmseg checkpoint); eval mode. Weights
-    left unused are named in an :class:`UnusedWeightsWarning`. Without a ``config.json`` the head
-    counts, strides and GELU of the released variant with the same widths are assumed.
-    """
-    if not isinstance(path, (str, Path)):
-        raise TypeError(f"expected a path (str or pathlib.Path), got {type(path).__name__}")
-    path = Path(path)
-    hf_fields = {}
-    if path.is_dir():
-        files = [path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()]
-        if not files:
-            raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in directory {path}")
-        if (path / "config.json").is_file():
-            hf_fields = _read_hf_config(path / "config.json")
-        path = files[0]
-    elif not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    fmt, sd, other = canonical_state_dict(_read_state_dict(path))
-    head, unused = _split_head(fmt, other)
-    overrides = {}
-    if fmt == "transformers":
-        overrides = dict(norm_eps=1e-5, embed_norm_eps=1e-5, **hf_fields)
-    model = _build(infer_config(sd, **overrides), sd, head, str(path))
-    _warn_unused(unused, str(path))
-    return model
-
-
-def to_official_state_dict(model: MixTransformer) -> dict:
-    """This model's weights under the official NVlabs ``mit_bX.pth`` names."""
-    out = {}
-    for key, value in model.state_dict().items():
-        key = re.sub(r"^stages\.(\d+)\.patch_embed\.", lambda m: f"patch_embed{int(m[1]) + 1}.", key)
-        key = re.sub(r"^stages\.(\d+)\.blocks\.(\d+)\.", lambda m: f"block{int(m[1]) + 1}.{m[2]}.", key)
-        key = re.sub(r"^stages\.(\d+)\.norm\.", lambda m: f"norm{int(m[1]) + 1}.", key)
-        key = key.replace(".ffn.dwconv.", ".mlp.dwconv.dwconv.").replace(".ffn.fc", ".mlp.fc")
-        out[key] = value
-    return out
+def listed(items: list) -> str:
+    """Names, comma-separated, shortened past 20."""
+    return ", ".join(items[:20]) + (" ..." if len(items) > 20 else "")
 
 
 def save_segformer(model: SegFormer, path, dtype: torch.dtype = torch.float32) -> Path:
@@ -478,43 +129,13 @@ def save_segformer(model: SegFormer, path, dtype: torch.dtype = torch.float32) -
     (a temporary file in the same folder, then ``os.replace``: never a half-written file)."""
     if not isinstance(model, SegFormer):
         raise TypeError(f"expected a SegFormer, got {type(model).__name__}")
-    return _write(model, path, _segformer_meta(model), dtype)
+    return write_safetensors(model, path, segformer_meta(model), dtype)
 
 
-def save_model(model: torch.nn.Module, path, task: str = "hints", dtype: torch.dtype = torch.float32) -> Path:
-    """Write a model that ``python -m segformer_lite.train`` trains (a :class:`SegFormer`, or a
-    baseline: ``PixelMLP``, ``LocalCNN``) with its kind and the ``task`` it was trained on, as
-    :func:`save_segformer` does; :func:`load_model` reads it back."""
-    if isinstance(model, SegFormer):
-        meta = _segformer_meta(model)
-    elif isinstance(model, tuple(BASELINES.values())):
-        meta = {"model": model.kind, "num_classes": str(model.num_classes), "width": str(model.width)}
-    else:
-        raise TypeError(f"expected a SegFormer or a baseline ({', '.join(c.__name__ for c in BASELINES.values())}), "
-                        f"got {type(model).__name__}")
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {', '.join(map(repr, TASKS))}, got {task!r}")
-    return _write(model, path, {**meta, "task": task}, dtype)
-
-
-def _segformer_meta(model: SegFormer) -> dict:
+def segformer_meta(model: SegFormer) -> dict:
+    """The metadata that lets :func:`load_segformer` rebuild ``model``'s exact architecture."""
     return {"config": json.dumps(_config_dict(model.config)), "num_classes": str(model.num_classes),
             "decoder_dim": str(model.decoder_dim)}
-
-
-def _write(model: torch.nn.Module, path, meta: dict, dtype: torch.dtype) -> Path:
-    from safetensors.torch import save_file
-
-    sd = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
-    return atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta))
-
-
-def _read_own(path: Path) -> tuple[dict, dict]:
-    """Metadata and tensors of a safetensors file (raises safetensors' and the OS's errors)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
 
 
 def load_segformer(path=None) -> SegFormer:
@@ -529,18 +150,18 @@ def load_segformer(path=None) -> SegFormer:
     if not path.is_file():
         raise FileNotFoundError(f"no SegFormer checkpoint at {path}")
     try:
-        meta, sd = _read_own(path)
+        meta, sd = read_safetensors(path)
     except (SafetensorError, OSError) as e:
         raise _not_a_segformer_file(path, e) from None
     if meta.get("model", "segformer") != "segformer":
-        raise ValueError(f"{path} holds a {meta['model']} baseline, not a SegFormer: load it with load_model(path)")
+        raise ValueError(f"{path} holds a {meta['model']} baseline, not a SegFormer: load it with segformer_lite.training.model_files.load_model(path)")
     try:
         cfg = MiTConfig(**_upgrade(json.loads(meta["config"])))
         num_classes, decoder_dim = int(meta["num_classes"]), int(meta["decoder_dim"])
     except (KeyError, ValueError, TypeError) as e:
         raise _not_a_segformer_file(path, e) from None
-    model = _empty(SegFormer, cfg, num_classes, decoder_dim)
-    _load_into(model, sd, str(path))  # a float16 file comes back float32, the model's dtype
+    model = on_meta(SegFormer, cfg, num_classes, decoder_dim)
+    load_weights(model, sd, str(path))  # a float16 file comes back float32, the model's dtype
     return model.eval()
 
 
@@ -548,31 +169,6 @@ def _not_a_segformer_file(path: Path, error: Exception) -> ValueError:
     return ValueError(f"{path} is not a SegFormer checkpoint written by save_segformer "
                       f"({type(error).__name__}: {error}); transformers, official and mmseg checkpoints "
                       "load with load_pretrained")
-
-
-def load_model(path=None) -> tuple[torch.nn.Module, str]:
-    """``(model, task)`` from a file written by :func:`save_model` or :func:`save_segformer`
-    (default: the shipped checkpoint): a :class:`SegFormer` or a baseline, in eval mode, and the
-    task it was trained on (``"hints"`` for files that record none: they predate the tasks)."""
-    from safetensors import SafetensorError
-
-    path = SHIPPED_CHECKPOINT if path is None else path
-    try:
-        meta, sd = _read_own(Path(path)) if isinstance(path, (str, Path)) else ({}, {})
-    except (SafetensorError, OSError):
-        meta, sd = {}, {}  # not readable: load_segformer says why, in its words
-    kind, task = meta.get("model", "segformer"), meta.get("task", "hints")
-    if kind == "segformer":
-        return load_segformer(path), task
-    if kind not in BASELINES or task not in TASKS:
-        raise ValueError(f"{path}: unknown model kind {kind!r} or task {task!r} (expected one of "
-                         f"segformer, {', '.join(BASELINES)} and one of {', '.join(TASKS)})")
-    try:
-        model = _empty(BASELINES[kind], int(meta["num_classes"]), int(meta["width"]))
-    except (KeyError, ValueError, TypeError) as e:
-        raise ValueError(f"{path}: the {kind} metadata is incomplete ({type(e).__name__}: {e})") from None
-    _load_into(model, sd, str(path))
-    return model.eval(), task
 
 
 def _upgrade(fields: dict) -> dict:

@@ -12,7 +12,7 @@ from .grid import min_input_size
 from .patch_embed import OverlapPatchEmbed
 from .tokens import tokens_to_image
 
-__all__ = ["MixTransformer", "Stage"]
+__all__ = ["MixTransformer", "Stage", "init_weights"]
 
 
 class Stage(nn.Module):
@@ -67,7 +67,7 @@ class MixTransformer(nn.Module):
             Stage(cfg, i, in_dims[i], rates[starts[i]:starts[i] + cfg.depths[i]])
             for i in range(cfg.num_stages))
         self.min_size = min_input_size(cfg)
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     def check_input(self, images) -> None:
         """Raise a clear TypeError/ValueError for anything the encoder cannot take."""
@@ -113,8 +113,9 @@ class MixTransformer(nn.Module):
 
 
 @torch.no_grad()
-def _init_weights(m: nn.Module) -> None:
-    """The official scheme: truncated normal (std .02) for Linear, fan-out normal for Conv2d."""
+def init_weights(m: nn.Module) -> None:
+    """The official scheme, for ``module.apply``: truncated normal (std .02) for Linear, ones and
+    zeros for LayerNorm, fan-out normal for Conv2d."""
     if isinstance(m, nn.Linear):
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import segformer_lite as sl
+from segformer_lite.course.cost import encoder_cost
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = ROOT / "benchmarks" / "sweep.py"
@@ -44,7 +45,7 @@ def test_child_reports_every_field(child):
     full_cfg = dataclasses.replace(sl.mit_config("b0"), sr_ratios=(1, 1, 1, 1))
     for key, res in report["impls"].items():
         cfg = full_cfg if key == "full" else sl.mit_config("b0")
-        assert res["flops"] == sl.encoder_cost(cfg, 64, 64).flops
+        assert res["flops"] == encoder_cost(cfg, 64, 64).flops
         assert len(res["times_s"]) == 2 and res["median_s"] > 0
         # at least the four returned feature maps: 32*16*16 + 64*8*8 + 160*4*4 + 256*2*2 floats
         assert res["peak_bytes"] >= 4 * (8192 + 4096 + 2560 + 1024)
@@ -90,7 +91,7 @@ def test_plan_refuses_what_would_not_fit_or_take_too_long(sweep_module):
     assert big["eager"]["status"] == "does not fit" and big["eager"]["estimate_bytes"] > 2 ** 40
     # the fused kernel stores no scores: it fits, but at 10 GFLOP/s one forward takes hours
     assert big["ours"]["estimate_bytes"] < 16 * gib
-    flops = sl.encoder_cost(sl.mit_config("b0"), 8192, 8192).flops
+    flops = encoder_cost(sl.mit_config("b0"), 8192, 8192).flops
     assert big["ours"]["estimate_s"] == flops / 1e10 > 3600
     assert big["ours"]["status"] == "too slow"
     slow = sweep_module.plan("b0", 1024, ["full"], {"full": 1e9}, 16 * gib, 60.0)["full"]

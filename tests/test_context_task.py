@@ -9,7 +9,8 @@ import torch
 from safetensors import safe_open
 
 import segformer_lite as sl
-from segformer_lite.checkpoint import load_model, save_model
+from segformer_lite.training.data import CLASSES, SyntheticShapes
+from segformer_lite.training.model_files import load_model, save_model
 from segformer_lite.training import evaluate, train
 from segformer_lite.training.baselines import LocalCNN, PixelMLP, receptive_field
 from segformer_lite.training.data import render_shapes
@@ -26,11 +27,11 @@ def _colour_lookup_ious(task, bins=6, n=40):
     each of bins**3 colour cells in ``n`` images of seed 100, scored on ``n`` images of seed 101."""
     cell = lambda x: (np.minimum((x * bins).astype(int), bins - 1) * [bins * bins, bins, 1]).sum(1)
     x, y = _pixels(100, n, task)
-    counts = np.zeros((bins ** 3, len(sl.CLASSES)))
+    counts = np.zeros((bins ** 3, len(CLASSES)))
     np.add.at(counts, (cell(x), y), 1)
     x, y = _pixels(101, n, task)
     pred = counts.argmax(1)[cell(x)]
-    ious = [((pred == c) & (y == c)).sum() / ((pred == c) | (y == c)).sum() for c in range(len(sl.CLASSES))]
+    ious = [((pred == c) & (y == c)).sum() / ((pred == c) | (y == c)).sum() for c in range(len(CLASSES))]
     return np.array(ious), (y == 0).mean()
 
 
@@ -40,13 +41,13 @@ def test_context_pixels_carry_no_class_but_hints_pixels_do():
     spread = {}
     for task in ("context", "hints"):
         x, y = _pixels(100, 40, task)
-        means = np.stack([x[y == c].mean(0) for c in range(len(sl.CLASSES))])  # (K, 3)
+        means = np.stack([x[y == c].mean(0) for c in range(len(CLASSES))])  # (K, 3)
         spread[task] = np.abs(means[:, None] - means[None]).max()
     assert spread["context"] < 0.15 and spread["hints"] > 0.35, spread
     # a colour lookup table, the best any per-pixel rule can learn: on "context" it does about as
     # well as "background everywhere" (mIoU = background share / 4; measured 0.185), on "hints" 0.89
     ious, background = _colour_lookup_ious("context")
-    assert ious.mean() < background / len(sl.CLASSES) + 0.05 and ious[1:].max() < 0.2, ious
+    assert ious.mean() < background / len(CLASSES) + 0.05 and ious[1:].max() < 0.2, ious
     assert _colour_lookup_ious("hints")[0].mean() > 0.8
 
 
@@ -74,7 +75,7 @@ def test_receptive_field_is_measured(model_class, side):
 def test_baselines_have_segformers_loss_contract():
     torch.manual_seed(0)
     model = LocalCNN(4)
-    images, labels = sl.SyntheticShapes(2, 64, seed=3, task="context").batch(range(2))
+    images, labels = SyntheticShapes(2, 64, seed=3, task="context").batch(range(2))
     labels[0, :8] = 255  # ignored pixels
     loss, logits = model(images, labels)
     assert logits.shape == (2, 4, 64, 64) and torch.equal(model(images), logits)
@@ -104,7 +105,7 @@ def test_train_then_evaluate_a_baseline_on_the_context_task(kind, model_class, t
         miou = evaluate.main(["--checkpoint", str(path), "--images", "3", "--seed", "9", "--quiet", *argv])
         assert capsys.readouterr().out.strip().splitlines()[-1] == f"mIoU {miou:.4f}"
         # independently: the loaded model's argmax on the task's images, IoU counted with numpy
-        images, labels = sl.SyntheticShapes(3, 64, seed=9, task=scored_on).batch(range(3))
+        images, labels = SyntheticShapes(3, 64, seed=9, task=scored_on).batch(range(3))
         with torch.no_grad():
             pred = model(images).argmax(1).numpy()
         labels = labels.numpy()
@@ -154,7 +155,7 @@ def test_shipped_baselines_score_what_readme_states(kind, one_thread):
     with numpy on the images README names, equal to README's to its printed 4 decimals."""
     from pathlib import Path
 
-    from segformer_lite.checkpoint import SHIPPED_BASELINES
+    from segformer_lite.training.model_files import SHIPPED_BASELINES
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     m = re.search(rf"evaluate --checkpoint segformer_lite/checkpoints/{kind}_context\.safetensors "
@@ -163,12 +164,12 @@ def test_shipped_baselines_score_what_readme_states(kind, one_thread):
     seed, n, printed = int(m.group(1)), int(m.group(2)), m.group(3).splitlines()
     model, task = load_model(SHIPPED_BASELINES[kind])
     assert task == "context"
-    images, labels = sl.SyntheticShapes(n, 64, seed=seed, task=task).batch(range(n))
+    images, labels = SyntheticShapes(n, 64, seed=seed, task=task).batch(range(n))
     with torch.no_grad():
         pred = torch.cat([model(images[i:i + 50]).argmax(1) for i in range(0, n, 50)]).numpy()
     labels = labels.numpy()
-    ious = [((pred == c) & (labels == c)).sum() / ((pred == c) | (labels == c)).sum() for c in range(len(sl.CLASSES))]
-    assert [line.split()[1] for line in printed[:-1]] == list(sl.CLASSES)
+    ious = [((pred == c) & (labels == c)).sum() / ((pred == c) | (labels == c)).sum() for c in range(len(CLASSES))]
+    assert [line.split()[1] for line in printed[:-1]] == list(CLASSES)
     for line, iou in zip(printed, ious):
         assert float(line.split()[-1]) == pytest.approx(iou, abs=0.5e-4), line
     assert float(printed[-1].split()[-1]) == pytest.approx(np.mean(ious), abs=0.5e-4)

@@ -5,7 +5,7 @@ from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 import segformer_lite as sl
-from segformer_lite import attention_cost, encoder_cost
+from segformer_lite.course.cost import attention_cost, encoder_cost
 
 # On CPU, F.scaled_dot_product_attention runs aten._scaled_dot_product_flash_attention_for_cpu,
 # which torch's FlopCounterMode leaves out of its table (it counts the CUDA flash kernel only).
@@ -119,3 +119,15 @@ def test_bad_arguments():
         encoder_cost(sl.mit_config("b0"), 16, 512)
     with pytest.raises(TypeError, match="MiTConfig"):
         encoder_cost("b0", 512, 512)
+
+
+@pytest.mark.parametrize("design", ["mit", "sr-1111", "sr-16842"])
+def test_the_experiments_flop_count_is_encoder_cost(design):
+    """The sr experiment counts FLOPs with FlopCounterMode on the meta device (training/ may not use
+    course/cost.py): the same numbers as the formulas."""
+    from segformer_lite.training.ablations import build_design
+    from segformer_lite.training.experiments import encoder_flops
+
+    config = build_design(design).encoder.config
+    for size in (64, 100):
+        assert encoder_flops(design, size) == encoder_cost(config, size, size).flops

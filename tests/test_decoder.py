@@ -4,6 +4,7 @@ import torch
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
 import segformer_lite as sl
+from segformer_lite.training.data import CLASSES
 from segformer_lite.checkpoint import SHIPPED_CHECKPOINT, load_segformer, save_segformer
 
 
@@ -126,7 +127,7 @@ def test_shipped_checkpoint_is_small_and_loads():
     assert SHIPPED_CHECKPOINT.is_file(), "the trained checkpoint ships as package data"
     assert SHIPPED_CHECKPOINT.stat().st_size <= 15 * 2 ** 20
     model = load_segformer()
-    assert model.num_classes == len(sl.CLASSES)
+    assert model.num_classes == len(CLASSES)
 
 
 @pytest.mark.parametrize("num_labels", [5, 1])

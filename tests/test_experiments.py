@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import segformer_lite as sl
-from segformer_lite.checkpoint import load_model
+from segformer_lite.training.data import CLASSES
+from segformer_lite.training.model_files import load_model
 from segformer_lite.training import experiments as ex
 from segformer_lite.training import train
 from segformer_lite.training.ablations import (DESIGNS, HeadOn, PlainMLP, PositionalEmbedding,
@@ -46,7 +47,7 @@ def test_every_design_builds_and_runs_at_other_sizes():
     for design in DESIGNS:
         model = build_design(design).eval()
         for size in (64, 96):
-            assert model(torch.rand(1, 3, size, size)).shape[1] == len(sl.CLASSES), design
+            assert model(torch.rand(1, 3, size, size)).shape[1] == len(CLASSES), design
     with pytest.raises(ValueError, match="design must be one of"):
         build_design("vit")
 

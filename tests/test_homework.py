@@ -18,6 +18,9 @@ import pytest
 from segformer_lite.course import homework
 from segformer_lite.course.checks import MISTAKES
 
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+EXERCISES = homework.exercises_dir(NOTEBOOKS)
+
 # The round trip grades every submission in full, so it uses two notebooks: one with two exercises
 # (Mix-FFN and Block) and the decoder's; the others are graded the same way, and nbval runs all of
 # them, solution and student versions.
@@ -49,9 +52,9 @@ def nbgrader_cells(path: Path) -> list[dict]:
 
 
 def test_course_notebooks_have_exercises():
-    found = {p.name for p in homework.solution_notebooks()}
+    found = {p.name for p in homework.solution_notebooks(NOTEBOOKS)}
     assert set(ROUND_TRIP) <= found, found
-    for path in homework.solution_notebooks():
+    for path in homework.solution_notebooks(NOTEBOOKS):
         graded = [c for c in nbgrader_cells(path) if c["metadata"]["nbgrader"]["grade"]]
         solutions = [c for c in nbgrader_cells(path) if c["metadata"]["nbgrader"]["solution"]]
         assert graded and solutions, path.name
@@ -60,12 +63,12 @@ def test_course_notebooks_have_exercises():
 
 
 def test_exercises_are_in_sync_with_the_solution_notebooks():
-    stale = homework.stale_exercises()
-    assert stale == [], f"run `python -m segformer_lite.homework generate`; stale: {stale}"
+    stale = homework.stale_exercises(homework.course_notebooks(NOTEBOOKS), EXERCISES)
+    assert stale == [], f"run `python -m segformer_lite homework generate`; stale: {stale}"
 
 
 def test_exercises_hold_stubs_and_no_solutions_or_outputs():
-    for path in sorted(homework.EXERCISES.glob("*.ipynb")):
+    for path in sorted(EXERCISES.glob("*.ipynb")):
         text = path.read_text(encoding="utf-8")
         assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text, path.name
         assert "raise NotImplementedError()" in text, path.name
@@ -97,7 +100,7 @@ def edit_solution(nb: nbformat.NotebookNode, grade_id: str, old: str, new: str) 
 
 @pytest.mark.slow
 def test_nbgrader_round_trip(tmp_path):
-    sources = [homework.NOTEBOOKS / name for name in ROUND_TRIP]
+    sources = [NOTEBOOKS / name for name in ROUND_TRIP]
     # the instructors' per-cell limit: a shorter one (20 s) cut notebook 04's b0/b5 cell (21 s on a
     # loaded 2-core machine) and failed an untouched submission for a reason that is not hers
     course = homework.make_course(tmp_path / "course", sources, timeout=homework.CELL_TIMEOUT)
@@ -180,17 +183,17 @@ def test_nbgrader_round_trip(tmp_path):
 
 
 def test_sync_check_notices_a_stale_or_missing_exercise(tmp_path):
-    for path in homework.EXERCISES.glob("*.ipynb"):
+    for path in EXERCISES.glob("*.ipynb"):
         shutil.copy(path, tmp_path / path.name)
     stale = tmp_path / "04_mix_ffn_and_block.ipynb"
     stale.write_text(stale.read_text(encoding="utf-8").replace("raise NotImplementedError()", "pass", 1),
                      encoding="utf-8")
     (tmp_path / "02_tokens.ipynb").unlink()
-    assert homework.stale_exercises(out_dir=tmp_path) == ["02_tokens.ipynb", "04_mix_ffn_and_block.ipynb"]
+    assert homework.stale_exercises(homework.course_notebooks(NOTEBOOKS), tmp_path) == ["02_tokens.ipynb", "04_mix_ffn_and_block.ipynb"]
 
 
 def test_course_without_notebooks_fails_with_a_message(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(homework, "NOTEBOOKS", tmp_path / "notebooks")  # as in an installed copy
+    monkeypatch.chdir(tmp_path)  # as from an installed copy: no course notebooks in ./notebooks
     (tmp_path / "notebooks").mkdir()
     assert homework.main(["course", str(tmp_path / "course")]) == 2
     err = capsys.readouterr().err
@@ -202,9 +205,9 @@ def test_course_without_notebooks_fails_with_a_message(tmp_path, monkeypatch, ca
 @pytest.mark.parametrize("command", ["generate", "check"])
 def test_generate_and_check_without_nbgrader_say_where_it_comes_from(command, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "nbgrader", None)  # what find_spec reports when it is not installed
-    before = {p: p.read_bytes() for p in homework.EXERCISES.glob("*.ipynb")}
-    assert homework.main([command]) == 2
+    before = {p: p.read_bytes() for p in EXERCISES.glob("*.ipynb")}
+    assert homework.main(["--notebooks", str(NOTEBOOKS), command]) == 2
     err = capsys.readouterr().err
     assert "nbgrader is not installed" in err and "requirements-test.txt" in err, err
     assert "Traceback" not in err
-    assert {p: p.read_bytes() for p in homework.EXERCISES.glob("*.ipynb")} == before  # nothing deleted
+    assert {p: p.read_bytes() for p in EXERCISES.glob("*.ipynb")} == before  # nothing deleted

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import segformer_lite as sl
+from segformer_lite.course.cost import attention_cost
 from segformer_lite.course.measure import peak_memory
 
 
@@ -53,7 +54,7 @@ def test_explicit_attention_holds_the_score_matrix():
         attn = sl.EfficientSelfAttention(32, 2, sr_ratio=1).eval()
         with torch.no_grad():
             peak = peak_memory(attn, x, (side, side), return_attention=True)
-        scores = sl.attention_cost(side, side, 32, 2, 1).score_bytes
+        scores = attention_cost(side, side, 32, 2, 1).score_bytes
         assert scores <= peak < 3 * scores + 4 * x.nbytes
         peaks.append(peak)
     assert 12 < peaks[1] / peaks[0] <= 16

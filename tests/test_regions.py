@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import segformer_lite as sl
+from segformer_lite.training.data import render_shapes
 from segformer_lite.course import regions
 from segformer_lite.course.widgets import attention_map as am
 
@@ -40,7 +41,7 @@ def bfs_region(mask, start):
 
 @pytest.mark.parametrize("index", range(4))
 def test_depth_is_the_largest_window_inside(index):
-    _, label = sl.render_shapes(seed=7, index=index, size=48, task="context")
+    _, label = render_shapes(seed=7, index=index, size=48, task="context")
     for cls in np.unique(label):
         mask = label == cls
         assert (regions.interior_depth(mask) == brute_depth(mask)).all()
@@ -59,7 +60,7 @@ def test_depth_of_a_square_and_its_deepest_pixel():
 
 @pytest.mark.parametrize("index", range(3))
 def test_connected_region_matches_breadth_first_search(index):
-    _, label = sl.render_shapes(seed=3, index=index, size=64, task="context")
+    _, label = render_shapes(seed=3, index=index, size=64, task="context")
     for cls in np.unique(label):
         mask = label == cls
         start = regions.deepest_pixel(label, cls)
@@ -76,7 +77,7 @@ def test_two_blobs_of_one_class_are_two_regions():
 def test_key_shares_and_region_weight_by_pixel_loops():
     torch.manual_seed(0)
     encoder = sl.MixTransformer(sl.mit_config("b0")).eval()
-    image, label = sl.render_shapes(seed=2026, index=0, size=96, task="context")
+    image, label = render_shapes(seed=2026, index=0, size=96, task="context")
     x = torch.from_numpy(image).permute(2, 0, 1)[None]
     block = am.encoder_attention(encoder, x)[0]  # stage 1: 24x24 tokens, sr 8 -> 3x3 keys of 32 px
     amap = block.query((12, 12), 0)

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 import segformer_lite as sl
+from segformer_lite.training.data import CLASSES, SyntheticShapes
 from segformer_lite.training import evaluate, train
-from segformer_lite.checkpoint import load_model, load_segformer, save_segformer
+from segformer_lite.checkpoint import load_segformer, save_segformer
+from segformer_lite.training.model_files import load_model
 
 # a tiny run: B0 widths at the smallest image B0 takes, a narrow decoder
 TINY = ["--image-size", "32", "--batch-size", "2", "--decoder-dim", "16", "--eval-images", "2",
@@ -124,9 +126,9 @@ def test_training_lowers_the_held_out_loss(tmp_path):
     state = train.load_state(tmp_path / "w.safetensors.state.pt")
     assert [h["step"] for h in state["history"]] == [15, 30]
     torch.manual_seed(0)  # the initial weights, as train() draws them
-    before = sl.SegFormer(sl.mit_config("b0"), len(sl.CLASSES), decoder_dim=16).eval()
+    before = sl.SegFormer(sl.mit_config("b0"), len(CLASSES), decoder_dim=16).eval()
     after = load_segformer(tmp_path / "w.safetensors")
-    images, labels = sl.SyntheticShapes(16, 32, seed=77).batch(range(16))
+    images, labels = SyntheticShapes(16, 32, seed=77).batch(range(16))
 
     def loss(model):
         with torch.no_grad():
@@ -166,7 +168,7 @@ def _free_port() -> int:
 def _torchrun(out, *args):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
            "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-           "-m", "segformer_lite.train", *TINY, "--output", str(out), *args]
+           "-m", "segformer_lite", "train", *TINY, "--output", str(out), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=280, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -181,7 +183,7 @@ def test_torchrun_two_processes_ddp(tmp_path):
     assert state["step"] == 3
     assert len(state["rng"]) == 2  # both ranks' RNG states, gathered over gloo
     assert not torch.equal(state["rng"][0], state["rng"][1])
-    assert load_segformer(out).num_classes == len(sl.CLASSES)
+    assert load_segformer(out).num_classes == len(CLASSES)
 
 
 @pytest.mark.slow
@@ -207,8 +209,8 @@ def test_ddp_two_processes_equal_one_process_on_the_global_batch(tmp_path):
     # statistics, as in training) with dropout off.
     one = load_segformer(single)
     torch.manual_seed(5)  # the initial weights, as train() draws them
-    init = sl.SegFormer(sl.mit_config("b0"), len(sl.CLASSES), decoder_dim=16, dropout=0.0)
-    images, _ = sl.SyntheticShapes(16, 32, seed=77).batch(range(16))
+    init = sl.SegFormer(sl.mit_config("b0"), len(CLASSES), decoder_dim=16, dropout=0.0)
+    images, _ = SyntheticShapes(16, 32, seed=77).batch(range(16))
     logits = []
     for model in (rank0, one, init):
         model.decode_head.dropout.p = 0.0
@@ -223,7 +225,7 @@ def test_ddp_two_processes_equal_one_process_on_the_global_batch(tmp_path):
 def _printed_ious(text):
     """{class: IoU} and the mIoU from evaluate's printout (``IoU <class> <x>`` lines, ``mIoU <x>``)."""
     lines = [line.split() for line in text.strip().splitlines()]
-    assert [line[0] for line in lines] == ["IoU"] * len(sl.CLASSES) + ["mIoU"], text
+    assert [line[0] for line in lines] == ["IoU"] * len(CLASSES) + ["mIoU"], text
     return {name: float(x) for _, name, x in lines[:-1]}, float(lines[-1][1])
 
 
@@ -238,13 +240,13 @@ def test_evaluate_cli_prints_per_class_iou_and_miou(capsys, one_thread):
     n, seed = 30, 9
     evaluate.main(["--images", str(n), "--seed", str(seed)])
     per_class, miou = _printed_ious(capsys.readouterr().out)
-    assert list(per_class) == list(sl.CLASSES)
+    assert list(per_class) == list(CLASSES)
     # independently: the model's logits, upsampled and argmaxed here, counted with numpy
     model = load_segformer(None).eval()
-    images, labels = sl.SyntheticShapes(n, 64, seed=seed, task="context").batch(range(n))  # the checkpoint's task
+    images, labels = SyntheticShapes(n, 64, seed=seed, task="context").batch(range(n))  # the checkpoint's task
     with torch.no_grad():
         logits = torch.nn.functional.interpolate(model(images), size=(64, 64), mode="bilinear")
-    expected = _numpy_ious(logits.argmax(1), labels, len(sl.CLASSES))
+    expected = _numpy_ious(logits.argmax(1), labels, len(CLASSES))
     assert 0.5 < expected.min() < expected.max() < 1  # a real test: neither trivial nor perfect
     for (name, printed), want in zip(per_class.items(), expected):
         assert printed == pytest.approx(want, abs=0.5e-4), name  # printed to 4 decimals
@@ -253,9 +255,9 @@ def test_evaluate_cli_prints_per_class_iou_and_miou(capsys, one_thread):
 
 def _readme_evaluation():
     """From README.md's Training section: the held-out images and seed ``python -m
-    segformer_lite.evaluate`` uses, and the printout it shows for the shipped checkpoint."""
+    segformer_lite evaluate`` uses, and the printout it shows for the shipped checkpoint."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    m = re.search(r"`(?:\.venv/bin/)?python -m segformer_lite\.evaluate`\s*\((\d+) held-out images of seed (\d+)"
+    m = re.search(r"`(?:\.venv/bin/)?python -m segformer_lite evaluate`\s*\((\d+) held-out images of seed (\d+)"
                   r".*?```\n(IoU .*?mIoU [0-9.]+)\n```", readme, re.S)
     assert m, "README.md no longer shows the shipped checkpoint's evaluate printout"
     return int(m.group(1)), int(m.group(2)), m.group(3)
@@ -271,19 +273,19 @@ def test_shipped_checkpoint_scores_what_readme_states(one_thread):
     tol = 0.5 * 10.0 ** -len(stated.split()[-1].split(".")[1])
     model, task = load_model()
     assert task == "context"
-    ious = evaluate.evaluate_model(model, sl.SyntheticShapes(images, 64, seed, task), progress=False)
-    assert list(want_classes) == list(sl.CLASSES)
+    ious = evaluate.evaluate_model(model, SyntheticShapes(images, 64, seed, task), progress=False)
+    assert list(want_classes) == list(CLASSES)
     for (name, want), got in zip(want_classes.items(), ious.tolist()):
         assert abs(got - want) <= tol, f"IoU {name}: {got:.6f}, README states {want}"
     assert abs(ious.mean().item() - want_miou) <= tol, f"mIoU {ious.mean().item():.6f}, README states {want_miou}"
 
 
 def test_evaluate_cli_progress_on_stderr_quiet_silences_it(tmp_path, capsys):
-    path = save_segformer(sl.SegFormer(sl.mit_config("b0"), len(sl.CLASSES), decoder_dim=16), tmp_path / "w.safetensors")
+    path = save_segformer(sl.SegFormer(sl.mit_config("b0"), len(CLASSES), decoder_dim=16), tmp_path / "w.safetensors")
     miou = evaluate.main(["--checkpoint", str(path), "--images", "3", "--seed", "9"])
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
-    assert [line.split()[1] for line in lines[:-1]] == list(sl.CLASSES)
+    assert [line.split()[1] for line in lines[:-1]] == list(CLASSES)
     assert lines[-1] == f"mIoU {miou:.4f}"
     assert "evaluate" in captured.err  # the progress bar, on stderr
     evaluate.main(["--checkpoint", str(path), "--images", "3", "--seed", "9", "--quiet"])
@@ -318,10 +320,10 @@ def test_miou_skips_a_class_absent_from_labels_and_predictions():
 
 def test_expected_cli_failures_are_one_line_with_exit_status_2(tmp_path):
     missing = tmp_path / "missing.safetensors"
-    proc = subprocess.run([sys.executable, "-m", "segformer_lite.evaluate", "--checkpoint", str(missing)],
+    proc = subprocess.run([sys.executable, "-m", "segformer_lite", "evaluate", "--checkpoint", str(missing)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr == f"python -m segformer_lite.evaluate: error: no SegFormer checkpoint at {missing}\n"
+    assert proc.stderr == f"python -m segformer_lite evaluate: error: no SegFormer checkpoint at {missing}\n"
 
 
 def test_iou_by_hand():
@@ -344,9 +346,9 @@ def test_evaluate_bad_input(tmp_path, capsys):
     assert exit_.value.code == 2 and err.count("\n") == 1 and "not a SegFormer checkpoint" in err
     wrong_k = sl.SegFormer(sl.mit_config("b0"), 7, decoder_dim=16)
     with pytest.raises(ValueError, match="7 classes but the data set has 4"):
-        evaluate.evaluate_model(wrong_k, sl.SyntheticShapes(2, 64))
+        evaluate.evaluate_model(wrong_k, SyntheticShapes(2, 64))
     model = sl.SegFormer(sl.mit_config("b0"), 4, decoder_dim=16)
     with pytest.raises(ValueError, match="input channels"):
         model.predict(torch.rand(1, 64, 64, 3))  # channels last
     with pytest.raises(TypeError, match="SegFormer"):
-        evaluate.evaluate_model(model.encoder, sl.SyntheticShapes(2, 64))
+        evaluate.evaluate_model(model.encoder, SyntheticShapes(2, 64))

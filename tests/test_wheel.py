@@ -94,6 +94,7 @@ def test_wheel_ships_the_data(wheel):
         names = set(z.namelist())
     for data in ("segformer_lite/checkpoints/segformer_shapes.safetensors",
                  "segformer_lite/course/photos/LICENSE.md",
+                 "segformer_lite/course/figures/encoder_diagram.png",
                  *(f"segformer_lite/course/photos/{p}.png" for p in ("chelsea", "coffee", "astronaut"))):
         assert data in names, f"{data} is not in {wheel.name}"
 
@@ -147,7 +148,8 @@ def test_installed_wheel_works_outside_the_checkout(wheel, tmp_path):
         assert p.returncode == status, f"{' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}"
         return p
 
-    out = run("-c", "import segformer_lite as sl, sys; print(sl.__file__); print(sl.load_photo('chelsea').shape); "
+    out = run("-c", "import segformer_lite as sl, sys; from segformer_lite.course.images import load_photo; "
+                    "print(sl.__file__); print(load_photo('chelsea').shape); "
                     "print(len(sl.__all__)); print(*sys.path, sep='\\n')").stdout
     file, shape, n_all, *path = out.splitlines()
     assert Path(file).is_relative_to(purelib), f"segformer_lite imported from {file}, not from the wheel in {purelib}"
@@ -155,12 +157,12 @@ def test_installed_wheel_works_outside_the_checkout(wheel, tmp_path):
     assert int(n_all) > 0
     assert not any(p and Path(p).resolve() == REPO for p in path), f"the checkout is on sys.path: {path}"
 
-    out = run("-m", "segformer_lite.evaluate", "--images", "40").stdout
+    out = run("-m", "segformer_lite", "evaluate", "--images", "40").stdout
     miou = float(re.search(r"^mIoU (\S+)$", out, re.M).group(1))
     # a random model scores about 0.16 ("background everywhere"); README: 0.8506 on 200 images
     assert miou > 0.75, f"the shipped checkpoint should segment the context shapes, got:\n{out}"
     for kind in ("pixel-mlp", "local-cnn"):  # the shipped baselines are package data too
-        out = run("-m", "segformer_lite.evaluate", "--checkpoint", str(purelib / "segformer_lite" / "checkpoints"
+        out = run("-m", "segformer_lite", "evaluate", "--checkpoint", str(purelib / "segformer_lite" / "checkpoints"
                   / f"{kind}_context.safetensors"), "--images", "4", "--quiet").stdout
         assert re.search(r"^mIoU \S+$", out, re.M), out
     out = run("-c", "from segformer_lite.training.experiments import load_results; "
@@ -168,10 +170,10 @@ def test_installed_wheel_works_outside_the_checkout(wheel, tmp_path):
     assert out.split() == ["decoder", "erf", "position", "sr"]
 
     weights = tmp_path / "run" / "w.safetensors"
-    run("-m", "segformer_lite.train", "--steps", "2", "--image-size", "32", "--batch-size", "2",
+    run("-m", "segformer_lite", "train", "--steps", "2", "--image-size", "32", "--batch-size", "2",
         "--decoder-dim", "16", "--eval-images", "2", "--threads", "1", "--output", str(weights))
     assert weights.is_file(), f"train wrote no weights to {weights}"
 
     # homework works on the repository's notebooks, which a wheel does not ship: one clear line, exit 2
-    err = run("-m", "segformer_lite.homework", "check", status=2).stderr
+    err = run("-m", "segformer_lite", "homework", "check", status=2).stderr
     assert "no course notebooks" in err and "Traceback" not in err, err

@@ -8,6 +8,7 @@ import transformers  # pinned in requirements-test.txt: missing is an error, not
 from matplotlib.figure import Figure
 
 import segformer_lite as sl
+from segformer_lite.course.images import load_photo, photo_tensor
 from segformer_lite.course.widgets import attention_map as am
 
 
@@ -114,7 +115,7 @@ def test_scale_query_maps_a_token_to_the_one_covering_it():
 
 
 def test_hand_made_features_have_equal_norms_and_zero_mean():
-    photo = sl.load_photo("coffee", (60, 80))
+    photo = load_photo("coffee", (60, 80))
     f = am.colour_position_features(photo, (12, 16))[0].flatten(1)  # (24, N)
     assert f.shape == (24, 12 * 16)
     torch.testing.assert_close(f.mean(0), torch.zeros(12 * 16), atol=1e-6, rtol=0)
@@ -150,7 +151,7 @@ def test_sharpness_can_differ_per_head():
 
 
 def test_draw_attention_covers_only_the_pooled_part_of_the_photo():
-    photo = sl.load_photo("chelsea", (70, 100))
+    photo = load_photo("chelsea", (70, 100))
     layer = am.colour_position_attention(3)
     amap = am.attention_for_query(layer, am.colour_position_features(photo, (7, 10)), (6, 9), head=1)
     fig = Figure()
@@ -164,7 +165,7 @@ def test_draw_attention_covers_only_the_pooled_part_of_the_photo():
 
 
 def test_maps_of_one_figure_share_one_fixed_log_scale_and_one_colour_bar():
-    photo = sl.load_photo("chelsea", (60, 90))
+    photo = load_photo("chelsea", (60, 90))
     features = am.colour_position_features(photo, (12, 18))
     fig = Figure()
     axes = fig.subplots(1, 3)
@@ -188,7 +189,7 @@ def test_maps_of_one_figure_share_one_fixed_log_scale_and_one_colour_bar():
 
 def test_widget_draws_its_map_with_a_colour_bar():
     pytest.importorskip("ipywidgets")
-    w = am.attention_widget(sl.load_photo("chelsea", (60, 90)), grid=(6, 9))
+    w = am.attention_widget(load_photo("chelsea", (60, 90)), grid=(6, 9))
     fig = Figure()
     amap, message = w.draw(fig.add_subplot(), row=0, col=0, head=1, sr_ratio=1)
     assert len(fig.axes) == 2 and "attention weight" in fig.axes[1].get_ylabel()
@@ -196,7 +197,7 @@ def test_widget_draws_its_map_with_a_colour_bar():
 
 
 def test_widget_without_model_redraws_and_survives_extremes():
-    w = am.attention_widget(sl.load_photo("chelsea", (60, 90)), grid=(6, 9))
+    w = am.attention_widget(load_photo("chelsea", (60, 90)), grid=(6, 9))
     s = w.controls
     assert set(s) == {"row", "col", "sr_ratio", "head"}
     first = w.image.value
@@ -223,8 +224,8 @@ def test_widget_without_model_redraws_and_survives_extremes():
 def test_widget_with_a_model_follows_blocks_stages_and_heads():
     torch.manual_seed(0)
     model = sl.MixTransformer(sl.mit_config("b0")).eval()
-    image = sl.photo_tensor("astronaut", (64, 96))
-    w = am.attention_widget(sl.load_photo("astronaut", (64, 96)), model=model, image=image)
+    image = photo_tensor("astronaut", (64, 96))
+    w = am.attention_widget(load_photo("astronaut", (64, 96)), model=model, image=image)
     s = w.controls
     assert set(s) == {"row", "col", "block", "head"} and (s["row"].max, s["col"].max) == (15, 23)
     s["row"].value, s["col"].value = 15, 23
@@ -243,4 +244,4 @@ def test_widget_with_a_model_follows_blocks_stages_and_heads():
     assert "showing head" not in w.message.value
     assert len(pictures) == 5
     with pytest.raises(ValueError, match="pass image="):
-        am.attention_widget(sl.load_photo("astronaut", (64, 96)), model=model)
+        am.attention_widget(load_photo("astronaut", (64, 96)), model=model)

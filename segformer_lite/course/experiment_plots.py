@@ -1,4 +1,4 @@
-"""Tables and figures of the experiments' results for notebook 08.
+"""Figures of the experiments' results for notebook 08, and (from ``training/stats.py``) their tables.
 
 Pure functions of the dict :func:`~segformer_lite.training.experiments.load_results` returns (one
 experiment of its ``"experiments"``, or effective receptive fields): tables come back as strings,
@@ -12,58 +12,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..training.erf import erf_extent
+from ..training.stats import comparison_table, explain, seed_table  # the text tables, beside the figures
+
 __all__ = ["seed_table", "comparison_table", "explain", "position_figure", "erf_figure",
            "decoder_figure", "sr_figure"]
-
-
-def seed_table(rows: Mapping[str, Sequence[float]], seeds: Sequence[int], digits: int = 4,
-               unit: str = "") -> str:
-    """One line per row label: its value for every seed, their mean and their min-max."""
-    bad = {k: len(v) for k, v in rows.items() if len(v) != len(seeds)}
-    if not rows or bad:
-        raise ValueError(f"need one value per seed ({len(seeds)}) in every row, got {bad or 'no rows'}")
-    width = max(8, digits + 4 + len(unit))
-    label_w = max(len(k) for k in rows)
-    fmt = lambda v: f"{v:.{digits}f}{unit}"
-    head = [f"seed {s}" for s in seeds] + ["mean", "min-max"]
-    lines = [f"{'':<{label_w}}  " + "  ".join(f"{h:>{width}}" for h in head[:-1]) + f"  {head[-1]}"]
-    for label, values in rows.items():
-        cells = [fmt(v) for v in values] + [fmt(statistics.fmean(values))]
-        lines.append(f"{label:<{label_w}}  " + "  ".join(f"{c:>{width}}" for c in cells)
-                     + f"  {min(values):.{digits}f}-{max(values):.{digits}f}{unit}")
-    return "\n".join(lines)
-
-
-def _unit(metric: str) -> tuple[int, str]:
-    """Digits and unit a comparison's metric is written with: ERF sides in pixels, mIoU bare."""
-    return (1, " px") if metric.startswith("erf") else (4, "")
-
-
-def comparison_table(comparisons: Sequence[Mapping]) -> str:
-    """One line per comparison: mean paired difference ``a - b``, its 95 % interval, the verdict."""
-    head = "comparison (a minus b, seed by seed)"
-    label_w = max(len(head), *(len(c["comparison"]) for c in comparisons))
-    lines = [f"{head:<{label_w}}  {'mean':>10}  {'95 % interval':>22}  verdict"]
-    for c in comparisons:
-        digits, unit = _unit(c["metric"])
-        interval = f"[{c['low']:+.{digits}f}, {c['high']:+.{digits}f}]{unit}"
-        lines.append(f"{c['comparison']:<{label_w}}  {c['mean']:>+10.{digits}f}  {interval:>22}  {c['verdict']}")
-    return "\n".join(lines)
-
-
-def explain(comparison: Mapping) -> str:
-    """The verdict of one comparison in a sentence, read off its numbers: where the 95 % interval
-    lies against the claim's line (0 for ``greater``, the margin for ``within``)."""
-    c = comparison
-    digits, unit = _unit(c["metric"])
-    n, line = len(c["diffs"]), (0.0 if c["claim"] == "greater" else c["margin"])
-    claim = f"{c['a']} minus {c['b']} {'>' if c['claim'] == 'greater' else '<'} {line:g}"
-    where = ("lies above" if c["low"] > line else "lies below" if c["high"] < line else "contains") + f" {line:g}"
-    tail = {"agrees": "the results agree with the claim",
-            "disagrees": "the results contradict the claim",
-            "inconclusive": "inconclusive: with this noise, the difference is not resolved"}[c["verdict"]]
-    return (f"{c['comparison']}: {c['mean']:+.{digits}f}{unit} on average over {n} seeds; the claim is "
-            f"that {claim}; the 95 % interval [{c['low']:+.{digits}f}, {c['high']:+.{digits}f}] {where}: {tail}.")
 
 
 def _per_seed(ax, x: float, values: Sequence[float], colour, **kw) -> None:
@@ -98,13 +51,11 @@ def erf_figure(maps: Mapping[str, Sequence], vmin: float = 1e-4, title: str | No
     """Effective receptive fields as heat maps, one row per model and one panel per map (stage),
     all on ONE logarithmic colour scale from ``vmin`` to 1 (every map has its maximum at 1) with a
     colour bar. The cross marks the image centre, the dashed square the smallest centred square
-    holding 90 % of the map's total (:func:`~segformer_lite.training.experiments.erf_extent`)."""
+    holding 90 % of the map's total (:func:`~segformer_lite.training.erf.erf_extent`)."""
     import matplotlib.pyplot as plt
     import torch
     from matplotlib.colors import LogNorm
     from matplotlib.patches import Rectangle
-
-    from ..training.experiments import erf_extent
 
     if not maps or not 0 < vmin < 1:
         raise ValueError(f"need at least one model's maps and 0 < vmin < 1, got {len(maps)} models, vmin {vmin}")

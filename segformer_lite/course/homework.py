@@ -7,9 +7,12 @@ Everything else is nbgrader's own machinery: ``nbgrader generate_assignment`` ma
 versions (solutions replaced by a stub, outputs cleared, checksums recorded) and
 ``nbgrader autograde`` grades submissions. This module only lays out a course directory for it.
 
-    python -m segformer_lite.homework generate   # rewrite notebooks/exercises/ from notebooks/
-    python -m segformer_lite.homework check      # exit 1 if notebooks/exercises/ is out of date
-    python -m segformer_lite.homework course DIR # an nbgrader course directory with the source
+    python -m segformer_lite homework generate   # rewrite notebooks/exercises/ from notebooks/
+    python -m segformer_lite homework check      # exit 1 if notebooks/exercises/ is out of date
+    python -m segformer_lite homework course DIR # an nbgrader course directory with the source
+
+The course notebooks are those of a checkout of the repository: ``notebooks/`` in the working
+directory, or the folder ``--notebooks DIR`` names (an installed wheel does not ship them).
 
 nbgrader is an instructor's tool, pinned in requirements-test.txt, not needed to take the course;
 without it, or without course notebooks, the commands say so in one line and exit 1.
@@ -26,19 +29,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .._files import atomic_write
+from ..checkpoint import atomic_write
 
 __all__ = ["ASSIGNMENT", "CELL_TIMEOUT", "HomeworkError", "solution_notebooks", "course_notebooks",
-           "make_course", "nbgrader", "generate_exercises", "stale_exercises"]
+           "make_course", "nbgrader", "generate_exercises", "stale_exercises", "exercises_dir", "NOTEBOOKS"]
 
 ASSIGNMENT = "segformer-lite"
 CELL_TIMEOUT = 60  # seconds per cell when grading: an infinite loop is interrupted, not waited on
-REPO = Path(__file__).resolve().parents[2]
-NOTEBOOKS = REPO / "notebooks"
-EXERCISES = NOTEBOOKS / "exercises"
+NOTEBOOKS = Path("notebooks")  # the course notebooks, relative to the working directory (a checkout)
 
 CONFIG = """\
-# nbgrader configuration for the segformer-lite course (written by segformer_lite.homework)
+# nbgrader configuration for the segformer-lite course (written by python -m segformer_lite homework)
 c = get_config()
 c.CourseDirectory.course_id = "segformer-lite"
 c.CourseDirectory.root = {root!r}
@@ -56,6 +57,11 @@ class HomeworkError(RuntimeError):
     command line prints it in one line instead of a traceback."""
 
 
+def exercises_dir(folder: Path = NOTEBOOKS) -> Path:
+    """Where the student versions of the notebooks in ``folder`` live: ``folder/exercises``."""
+    return Path(folder) / "exercises"
+
+
 def solution_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
     """The notebooks in ``folder`` that contain at least one nbgrader cell, in course order."""
     found = []
@@ -66,14 +72,15 @@ def solution_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
     return found
 
 
-def course_notebooks(folder: Path | None = None) -> list[Path]:
+def course_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
     """``solution_notebooks(folder)`` (default ``notebooks/``), refusing to find none: an empty
     course would grade nothing, and ``generate`` would delete every exercise."""
-    folder = NOTEBOOKS if folder is None else Path(folder)
+    folder = Path(folder)
     found = solution_notebooks(folder)
     if not found:
-        raise HomeworkError(f"no course notebooks (notebooks with nbgrader cells) in {folder}: run this "
-                            "from a checkout of the segformer-lite repository, whose notebooks/ holds them")
+        raise HomeworkError(f"no course notebooks (notebooks with nbgrader cells) in {folder.resolve()}: run "
+                            "this from a checkout of the segformer-lite repository, whose notebooks/ holds "
+                            "them, or name the folder with --notebooks")
     return found
 
 
@@ -121,19 +128,21 @@ def _generate(notebooks: list[Path], out_dir: Path) -> list[Path]:
         return made
 
 
-def generate_exercises(notebooks: list[Path] | None = None, out_dir: Path = EXERCISES) -> list[Path]:
+def generate_exercises(notebooks: list[Path] | None = None, out_dir: Path | None = None) -> list[Path]:
     """Rewrite ``out_dir`` (default ``notebooks/exercises/``) with the student versions of the
     solution notebooks, removing exercise notebooks whose source no longer has exercises."""
     notebooks = course_notebooks() if notebooks is None else notebooks
+    out_dir = exercises_dir() if out_dir is None else out_dir
     made = _generate(notebooks, Path(out_dir))
     for old in set(Path(out_dir).glob("*.ipynb")) - set(made):
         old.unlink()
     return made
 
 
-def stale_exercises(notebooks: list[Path] | None = None, out_dir: Path = EXERCISES) -> list[str]:
+def stale_exercises(notebooks: list[Path] | None = None, out_dir: Path | None = None) -> list[str]:
     """Names of exercise notebooks that are missing, extra, or differ from a fresh generation."""
     notebooks = course_notebooks() if notebooks is None else notebooks
+    out_dir = exercises_dir() if out_dir is None else out_dir
     with tempfile.TemporaryDirectory(prefix="segformer-exercises-") as tmp:
         fresh = {p.name: p.read_bytes() for p in _generate(notebooks, Path(tmp))}
     stored = {p.name: p.read_bytes() for p in Path(out_dir).glob("*.ipynb")}
@@ -141,8 +150,10 @@ def stale_exercises(notebooks: list[Path] | None = None, out_dir: Path = EXERCIS
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m segformer_lite.homework", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m segformer_lite homework", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS,
+                        help="the course notebooks (default: notebooks/ in the working directory)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("generate", help="rewrite notebooks/exercises/ from the solution notebooks")
     sub.add_parser("check", help="exit 1 if notebooks/exercises/ is out of date")
@@ -158,18 +169,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    sources, exercises = course_notebooks(args.notebooks), exercises_dir(args.notebooks)
     if args.command == "generate":
-        for path in generate_exercises():
-            print(f"wrote {path.relative_to(REPO)}")
+        for path in generate_exercises(sources, exercises):
+            print(f"wrote {path}")
     elif args.command == "check":
-        stale = stale_exercises()
+        stale = stale_exercises(sources, exercises)
         if stale:
-            print("out of date in notebooks/exercises/: " + ", ".join(stale)
-                  + "\nrun: python -m segformer_lite.homework generate", file=sys.stderr)
+            print(f"out of date in {exercises}: " + ", ".join(stale)
+                  + "\nrun: python -m segformer_lite homework generate", file=sys.stderr)
             return 1
-        print("notebooks/exercises/ is in sync with the solution notebooks")
+        print(f"{exercises} is in sync with the solution notebooks")
     else:
-        root = make_course(args.root, course_notebooks(), timeout=args.timeout)
+        root = make_course(args.root, sources, timeout=args.timeout)
         print(f"course directory {root}: source/{ASSIGNMENT}/ and nbgrader_config.py\n"
               f"next: cd {root} && nbgrader generate_assignment {ASSIGNMENT}")
     return 0

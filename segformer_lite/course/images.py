@@ -1,5 +1,5 @@
-"""The course's sample photos (CC0 / public domain), shipped inside the package in ``photos/``
-with their licence note, so an installed wheel has them too."""
+"""The course's sample photos (CC0 / public domain) and figures, shipped inside the package in
+``photos/`` (with their licence note) and ``figures/``, so an installed wheel has them too."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,9 +10,7 @@ import torch
 __all__ = ["PHOTOS", "FIGURES_DIR", "load_photo", "photo_tensor", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 PHOTOS_DIR = Path(__file__).resolve().parent / "photos"  # package data, next to this module
-# the repository's images/ (README figures such as the encoder diagram, which notebook 05 shows):
-# there in a checkout, where the notebooks are, not in an installed wheel
-FIGURES_DIR = Path(__file__).resolve().parents[2] / "images"
+FIGURES_DIR = Path(__file__).resolve().parent / "figures"  # the encoder diagram notebook 05 shows
 PHOTOS = ("chelsea", "coffee", "astronaut")
 # SegFormer's checkpoints were trained on images normalised with the ImageNet statistics
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

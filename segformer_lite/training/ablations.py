@@ -23,7 +23,7 @@ from torch import nn
 
 from ..config import mit_config
 from ..decoder import AllMLPDecoder, SegFormer
-from ..encoder import _init_weights
+from ..encoder import init_weights
 from ..grid import stage_grid_sizes
 from ..patch_embed import OverlapPatchEmbed
 from .baselines import DilatedCNN, LocalCNN
@@ -109,7 +109,7 @@ def build_design(design: str, image_size: int = 64, decoder_dim: int = 128) -> n
             stage.patch_embed = PositionalEmbedding(stage.patch_embed, grid)
             for block in stage.blocks:
                 block.ffn = PlainMLP(dim, dim * cfg.mlp_ratios[i])
-                block.ffn.apply(_init_weights)  # the official Linear init, as Mix-FFN's
+                block.ffn.apply(init_weights)  # the official Linear init, as Mix-FFN's
     elif design in HEAD_STAGES:
         model.decode_head = HeadOn(HEAD_STAGES[design], cfg.embed_dims, len(CLASSES), decoder_dim, 0.0)
     return model

@@ -1,8 +1,8 @@
 """The paper's claims, tested at small scale on the ``context`` shapes:
-``python -m segformer_lite.experiments [NAME ...]`` (``--help`` for the options).
+``python -m segformer_lite experiments [NAME ...]`` (``--help`` for the options).
 
 Every design of ``ablations.py`` is trained from scratch by the same loop as
-``python -m segformer_lite.train`` (:func:`~segformer_lite.training.train.train_step`), with the
+``python -m segformer_lite train`` (:func:`~segformer_lite.training.train.train_step`), with the
 context recipe (batch 16, AdamW lr 2e-3, 200 warm-up steps, poly decay, one parameter group, no
 dropout or drop-path) for ``--steps`` steps, once per training seed, and scored on held-out images
 of a seed never used in training. Each run's numbers go to a small JSON file in ``--work-dir`` as
@@ -20,18 +20,14 @@ The experiments (:data:`EXPERIMENTS`):
 - ``decoder``: the all-MLP head on stage 1 alone, stage 4 alone, all four.
 - ``sr``: sr_ratios (8, 4, 2, 1) vs full attention (1, 1, 1, 1) vs (16, 8, 4, 2), with FLOPs and time.
 
-A verdict compares two designs seed by seed (same seed: same training images and the same
-initialisation of every shared part): the mean paired difference with its 95 % t-interval over
-the seeds. ``agrees`` when the interval lies on the claim's side, ``disagrees`` when it lies on
-the other, ``inconclusive`` when it straddles the line: with this noise, the difference is not
-resolved.
+The statistics (paired differences, intervals, verdicts, the text tables) are ``stats.py``, the
+effective receptive field ``erf.py``.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import math
 import os
 import platform
 import statistics
@@ -39,32 +35,22 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from .._files import atomic_write
-from ..course.cost import encoder_cost
+from ..checkpoint import atomic_write
 from .ablations import DESIGNS, build_design
 from .data import SyntheticShapes
+from .erf import effective_receptive_field, erf_extent
 from .evaluate import HELD_OUT_SEED as EVAL_SEED, evaluate_model, mean_iou
-from .train import param_groups, train_step
+from .stats import T975, comparison_table, paired, seed_table, verdict
+from .train import Recipe, param_groups, train_step
 
-__all__ = ["Recipe", "EXPERIMENTS", "RESULTS", "train_design", "score", "effective_receptive_field",
-           "erf_extent", "paired", "verdict", "run_design", "report", "show", "load_results", "main"]
+__all__ = ["Recipe", "EXPERIMENTS", "RESULTS", "train_design", "score", "encoder_flops", "run_design", "report",
+           "show", "load_results", "main"]
 
 RESULTS = Path(__file__).resolve().parent / "results" / "experiments.json"
 SIZES = (64, 96, 128)  # test sizes of the position experiment; training is at 64
 ERF_IMAGES = 32
-
-
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    """The context recipe of the README, ``steps`` long."""
-
-    steps: int = 1500
-    batch_size: int = 16
-    lr: float = 2e-3
-    warmup: int = 200
-    weight_decay: float = 0.01
-    image_size: int = 64
 
 
 # Which designs each experiment trains, and the comparisons it makes: (name, a, b, claim, margin,
@@ -105,13 +91,9 @@ EXPERIMENTS = {
     },
 }
 
-# two-sided 95 % quantiles of Student's t by degrees of freedom (seeds - 1)
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
 def train_design(design: str, seed: int, recipe: Recipe = Recipe()) -> torch.nn.Module:
     """``design`` trained from seed ``seed`` on the context shapes, exactly as
-    ``python -m segformer_lite.train --task context --param-groups none --dropout 0 --drop-path 0``
+    ``python -m segformer_lite train --task context --param-groups none --dropout 0 --drop-path 0``
     trains it with the same recipe (same images, same steps); returned in eval mode."""
     torch.manual_seed(seed)
     model = build_design(design, recipe.image_size)
@@ -126,62 +108,6 @@ def score(model: torch.nn.Module, size: int, images: int, seed: int = EVAL_SEED)
     """mIoU on ``images`` held-out context images of ``size`` px (larger canvases hold more shapes
     of the same pixel size, see ``render_shapes``)."""
     return mean_iou(evaluate_model(model, SyntheticShapes(images, size, seed, "context"), progress=False))
-
-
-def _feature_maps(model: torch.nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
-    """The maps whose receptive field we measure: the encoder's four stages, or the local CNN's
-    last hidden layer."""
-    return model.encoder(images) if hasattr(model, "encoder") else [model.features(images)]
-
-
-def effective_receptive_field(model: torch.nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
-    """Per feature map, ``(H, W)``: ``|d (centre feature) / d pixel|``, summed over RGB, averaged over
-    ``images`` and scaled to a maximum of 1: the effective receptive field of Luo et al. (2016) that
-    the paper's Figure 3 draws. The centre feature is ``relu(f[:, :, h/2, w/2]).sum()``, as in
-    RepLKNet's ERF script: a plain channel sum would cancel, since every MiT stage ends in a
-    LayerNorm, whose outputs sum to a constant when its scale is 1 (as at initialisation)."""
-    images = images.clone().requires_grad_(True)
-    maps = _feature_maps(model, images)
-    out = []
-    for i, f in enumerate(maps):  # (B, C, h, w)
-        centre = torch.relu(f[:, :, f.shape[-2] // 2, f.shape[-1] // 2]).sum()  # images independent in eval mode
-        (grad,) = torch.autograd.grad(centre, images, retain_graph=i < len(maps) - 1)
-        erf = grad.abs().sum(1).mean(0)  # (H, W)
-        out.append(erf / erf.max())
-    return out
-
-
-def erf_extent(erf: torch.Tensor, mass: float = 0.9) -> int:
-    """Side in pixels of the smallest square, centred on the image centre, that holds ``mass`` of
-    the ERF's total (clipped at the image border)."""
-    h, w = erf.shape
-    total, cy, cx = float(erf.sum()), h // 2, w // 2
-    for r in range(max(h, w)):
-        if float(erf[max(0, cy - r):cy + r + 1, max(0, cx - r):cx + r + 1].sum()) >= mass * total:
-            return 2 * r + 1
-    return max(h, w)
-
-
-def paired(a: list[float], b: list[float]) -> dict:
-    """Seed-by-seed differences ``a - b``: their mean and 95 % t-interval (Student, n - 1 dof)."""
-    if len(a) != len(b) or len(a) < 2:
-        raise ValueError(f"need two equally long lists of at least 2 seeds, got {len(a)} and {len(b)}")
-    diffs = [x - y for x, y in zip(a, b)]
-    mean = statistics.fmean(diffs)
-    half = _T975[len(diffs) - 1] * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return {"diffs": diffs, "mean": mean, "low": mean - half, "high": mean + half}
-
-
-def verdict(stats: dict, claim: str = "greater", margin: float = 0.0) -> str:
-    """``agrees`` / ``disagrees`` / ``inconclusive`` for the claim ``a - b > 0`` (``"greater"``) or
-    ``a - b < margin`` (``"within"``), from :func:`paired`'s interval."""
-    line = 0.0 if claim == "greater" else margin
-    above, below = stats["low"] > line, stats["high"] < line
-    if claim == "greater":
-        return "agrees" if above else "disagrees" if below else "inconclusive"
-    if claim == "within":
-        return "agrees" if below else "disagrees" if above else "inconclusive"
-    raise ValueError(f"claim must be 'greater' or 'within', got {claim!r}")
 
 
 def run_design(design: str, seed: int, recipe: Recipe = Recipe(), eval_images: int = 200) -> dict:
@@ -225,6 +151,18 @@ def _time_encoders(designs, size: int, batch: int, repeats: int = 7) -> dict:
     return {d: statistics.median(t) for d, t in times.items()}
 
 
+def encoder_flops(design: str, size: int) -> int:
+    """FLOPs of ``design``'s encoder on one ``size`` px image, as torch's FlopCounterMode counts them
+    (two per multiply-add), on the meta device: shapes only, no memory, no time. There
+    ``F.scaled_dot_product_attention`` runs as explicit matrix products, which the counter counts
+    (``course/cost.py``'s formulas give the same numbers, tests/test_experiments.py checks)."""
+    with torch.device("meta"):
+        encoder, image = build_design(design).encoder.eval(), torch.empty(1, 3, size, size)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        encoder(image)
+    return counter.get_total_flops()
+
+
 def report(names, runs: dict, seeds, recipe: Recipe, eval_images: int) -> dict:
     """Every experiment's per-design table, comparisons and verdicts from the ``runs``
     (``{(design, seed): run}``)."""
@@ -252,7 +190,7 @@ def report(names, runs: dict, seeds, recipe: Recipe, eval_images: int) -> dict:
         out["experiments"][name] = {"claim": spec["claim"], "designs": designs, "comparisons": comparisons}
         if name == "sr":
             out["experiments"][name]["cost"] = {
-                f"{size} px": {"gflops": {d: encoder_cost(build_design(d).encoder.config, size, size).flops / 1e9
+                f"{size} px": {"gflops": {d: encoder_flops(d, size) / 1e9
                                           for d in spec["designs"]},
                                "encoder_ms": {d: 1e3 * t for d, t in
                                               _time_encoders(spec["designs"], size, 1).items()},
@@ -265,7 +203,7 @@ def load_results(path=None) -> dict:
     """The committed experiment results (:data:`RESULTS`), or those at ``path``."""
     path = Path(RESULTS if path is None else path)
     if not path.is_file():
-        raise FileNotFoundError(f"no experiment results at {path} (run python -m segformer_lite.experiments)")
+        raise FileNotFoundError(f"no experiment results at {path} (run python -m segformer_lite experiments)")
     return json.loads(path.read_text())
 
 
@@ -274,7 +212,7 @@ def _run_file(work_dir: Path, design: str, seed: int, recipe: Recipe, eval_image
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m segformer_lite.experiments", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m segformer_lite experiments", description=__doc__.split("\n")[0])
     p.add_argument("names", nargs="*", metavar="NAME",
                    help=f"experiments to run, of {', '.join(EXPERIMENTS)} (default: all)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (at least 2)")
@@ -290,8 +228,6 @@ def build_parser() -> argparse.ArgumentParser:
 def show(results: dict, names) -> str:
     """The tables of ``results`` (a :func:`report`) for the experiments ``names``, as text: per design
     and seed the held-out mIoU (and the sides of the ERFs' 90 % and 50 % squares), then every comparison and its verdict."""
-    from ..course.experiment_plots import comparison_table, seed_table  # plotting stays out of training
-
     seeds, out = results["seeds"], []
     for name in names:
         exp = results["experiments"][name]
@@ -316,8 +252,8 @@ def main(argv=None) -> None:
     if len(args.seeds) < 2 or len(set(args.seeds)) != len(args.seeds) or EVAL_SEED in args.seeds:
         p.error(f"--seeds needs at least 2 distinct seeds, none of them {EVAL_SEED} (the held-out seed), "
                 f"got {args.seeds}")
-    if len(args.seeds) - 1 not in _T975:
-        p.error(f"--seeds: at most {max(_T975) + 1} seeds, got {len(args.seeds)}")
+    if len(args.seeds) - 1 not in T975:
+        p.error(f"--seeds: at most {max(T975) + 1} seeds, got {len(args.seeds)}")
     if args.steps < 1 or args.eval_images < 1:
         p.error(f"--steps and --eval-images must be >= 1, got {args.steps} and {args.eval_images}")
     if args.show:

@@ -1,4 +1,4 @@
-"""Train a SegFormer on the synthetic shapes: ``python -m segformer_lite.train --help``.
+"""Train a SegFormer on the synthetic shapes: ``python -m segformer_lite train --help``.
 
 ``--task`` picks the shapes' law (``context``, the default and the shipped checkpoint's task: only
 a shape's outline tells its class; ``hints``: colour and texture hint at it, see ``data.py``), ``--model`` the
@@ -39,19 +39,38 @@ from ..config import VARIANTS, mit_config
 from .baselines import BASELINES
 from .data import CLASSES, TASKS, SyntheticShapes
 from .distributed import sync_batchnorm
-from ..checkpoint import save_model, why_unreadable
+from ..checkpoint import atomic_write, why_unreadable
 from ..decoder import SegFormer
-from .._files import atomic_write
 from .evaluate import evaluate_model, mean_iou
+from .model_files import save_model
 
-__all__ = ["poly_lr", "param_groups", "train_step", "train", "main", "save_state", "load_state", "parse_args",
-           "build_parser", "OFFICIAL_PARAMWISE"]
+__all__ = ["Recipe", "poly_lr", "param_groups", "train_step", "train", "main", "save_state", "load_state",
+           "parse_args", "build_parser", "OFFICIAL_PARAMWISE"]
 
 # The official config's paramwise_cfg custom_keys, matched as mmcv does: a key applies to every
 # parameter whose full name contains it, the longest key first (ties alphabetical), first match
 # wins; so the decode head's BatchNorm gets the head's 10x lr and keeps its weight decay. (The
 # official dict also has 'pos_block': decay 0, a key that names no MiT parameter.)
 OFFICIAL_PARAMWISE = {"head": {"lr_mult": 10.0}, "norm": {"decay_mult": 0.0}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What one training run's schedule needs, ``train_step``'s and the command's alike. The defaults
+    are the context recipe the experiments train every design with; the command's own defaults
+    (``--help``) are the shipped checkpoint's run."""
+
+    steps: int = 1500
+    batch_size: int = 16  # images per step, per process
+    lr: float = 2e-3  # peak learning rate
+    warmup: int = 200  # linear warm-up steps, then poly decay to 0 at ``steps``
+    weight_decay: float = 0.01
+    image_size: int = 64
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Recipe:
+        """The recipe the command line :func:`parse_args` parsed asks for."""
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
 def poly_lr(step: int, steps: int, lr: float, warmup: int, power: float = 1.0) -> float:
@@ -77,13 +96,12 @@ def param_groups(model: torch.nn.Module, weight_decay: float, paramwise: dict | 
 
 
 def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, data: SyntheticShapes, step: int,
-               args: argparse.Namespace, rank: int = 0, world: int = 1) -> torch.Tensor:
-    """One optimizer step of the schedule in ``args`` (``steps``, ``lr``, ``warmup``,
-    ``batch_size``) on this rank's images of ``step``; returns the loss."""
+               recipe: Recipe, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """One optimizer step of ``recipe``'s schedule on this rank's images of ``step``; returns the loss."""
     for group in opt.param_groups:
-        group["lr"] = group["lr_mult"] * poly_lr(step, args.steps, args.lr, args.warmup)
-    first = (step * world + rank) * args.batch_size
-    images, labels = data.batch(range(first, first + args.batch_size))
+        group["lr"] = group["lr_mult"] * poly_lr(step, recipe.steps, recipe.lr, recipe.warmup)
+    first = (step * world + rank) * recipe.batch_size
+    images, labels = data.batch(range(first, first + recipe.batch_size))
     net.train()
     loss, _ = net(images, labels)  # on logits upsampled to the labels, as transformers does
     opt.zero_grad(set_to_none=True)
@@ -93,7 +111,7 @@ def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, data: Synthetic
 
 
 def save_state(state: dict, path) -> None:
-    """``torch.save`` the training state atomically (see :func:`~segformer_lite._files.atomic_write`)."""
+    """``torch.save`` the training state atomically (see :func:`~segformer_lite.checkpoint.atomic_write`)."""
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -114,8 +132,8 @@ def load_state(path) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m segformer_lite.train``; every option shows its default once."""
-    p = argparse.ArgumentParser(prog="python -m segformer_lite.train", description=__doc__.split("\n")[0],
+    """The command line of ``python -m segformer_lite train``; every option shows its default once."""
+    p = argparse.ArgumentParser(prog="python -m segformer_lite train", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", default="context", choices=TASKS,
                    help="context: only a shape's outline tells its class (the shipped checkpoint's task); "
@@ -178,6 +196,7 @@ def train(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     state_path = args.output.with_name(args.output.name + ".state.pt")
+    recipe = Recipe.from_args(args)
 
     torch.manual_seed(args.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
     if args.model == "segformer":
@@ -236,7 +255,7 @@ def train(args: argparse.Namespace) -> dict:
                disable=rank != 0 or args.quiet, file=sys.stdout, dynamic_ncols=True)
     t0 = time.perf_counter()
     for step in bar:
-        loss = train_step(net, opt, data, step, args, rank, world)
+        loss = train_step(net, opt, data, step, recipe, rank, world)
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         done = step + 1
         if done == args.steps or (args.eval_every and done % args.eval_every == 0):
@@ -273,7 +292,7 @@ def main(argv=None) -> None:
     try:
         train(args)
     except (OSError, ValueError) as e:  # expected failures (unreadable state, unwritable output): one line
-        build_parser().exit(2, f"python -m segformer_lite.train: error: {e}\n")
+        build_parser().exit(2, f"python -m segformer_lite train: error: {e}\n")
 
 
 if __name__ == "__main__":
