@@ -1,7 +1,7 @@
 """How time and peak memory grow with the image: segformer_lite vs transformers, 256 to 2048 px.
 
     .venv/bin/python benchmarks/sweep.py                     # B0 and B2, writes benchmarks/sweep_results.json
-    .venv/bin/python benchmarks/sweep.py --report            # the README table from that file
+    .venv/bin/python benchmarks/sweep.py --report            # the table of benchmarks/README.md from that file
     .venv/bin/python benchmarks/sweep.py --child --variant b0 --size 64 --impls ours sdpa eager full
 
 Four implementations, batch 1, fp32: segformer_lite, transformers' SegformerModel with its

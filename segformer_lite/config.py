@@ -7,11 +7,28 @@ ratios and other activations are still expressible, for custom transformers conf
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 from .mix_ffn import ACTIVATIONS
 
-__all__ = ["MiTConfig", "mit_config", "VARIANTS"]
+__all__ = ["MiTConfig", "mit_config", "VARIANTS", "check_int"]
+
+
+def check_int(name: str, value, minimum: int | None = 1) -> int:
+    """``value`` as an int (numpy ints too, never a bool, though Python counts ``True`` as 1) of at
+    least ``minimum`` (``None``: any): else a TypeError (not an int) or ValueError (too small)
+    naming ``name``. The package's one check of an integer argument."""
+    want = "a positive int" if minimum == 1 else "an int" if minimum is None else f"an int >= {minimum}"
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be {want}, got {type(value).__name__} {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{name} must be {want}, got {value!r}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -36,13 +53,13 @@ class MiTConfig:
     def __post_init__(self) -> None:
         for name in _PER_STAGE:
             value = getattr(self, name)
-            if isinstance(value, list):  # accept lists, store tuples (hashable, immutable)
-                object.__setattr__(self, name, tuple(value))
-                value = getattr(self, name)
-            if not isinstance(value, tuple) or not all(_is_int(v) for v in value):
-                raise TypeError(f"{name} must be a tuple of positive ints, got {value!r}")
-            if not all(v > 0 for v in value):
-                raise ValueError(f"{name} must be a tuple of positive ints, got {value!r}")
+            value = tuple(value) if isinstance(value, list) else value  # accept lists, store tuples
+            try:
+                if not isinstance(value, tuple):
+                    raise TypeError
+                object.__setattr__(self, name, tuple(check_int(name, v) for v in value))  # plain ints
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"{name} must be a tuple of positive ints, got {value!r}") from None
         n = len(self.embed_dims)
         lengths = {name: len(getattr(self, name)) for name in _PER_STAGE[1:]}
         if any(length != n for length in lengths.values()):
@@ -52,10 +69,7 @@ class MiTConfig:
             if dim % heads:
                 raise ValueError(f"stage {i}: num_heads={heads} must divide the stage width "
                                  f"embed_dims[{i}]={dim} (heads split the channels)")
-        if not _is_int(self.in_channels):
-            raise TypeError(f"in_channels must be a positive int, got {self.in_channels!r}")
-        if self.in_channels <= 0:
-            raise ValueError(f"in_channels must be a positive int, got {self.in_channels!r}")
+        object.__setattr__(self, "in_channels", check_int("in_channels", self.in_channels))
         if not isinstance(self.hidden_act, str):
             raise TypeError(f"hidden_act must be an activation name such as 'gelu', got {self.hidden_act!r}")
         if self.hidden_act not in ACTIVATIONS:
@@ -82,10 +96,6 @@ class MiTConfig:
 
 
 _PER_STAGE = ("embed_dims", "num_heads", "depths", "sr_ratios", "patch_sizes", "strides", "mlp_ratios")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python
 
 
 _WIDE = (64, 128, 320, 512)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .config import MiTConfig
+from .config import MiTConfig, check_int
 from .encoder import MixTransformer
 
 __all__ = ["AllMLPDecoder", "SegFormer", "segmentation_loss"]
@@ -82,9 +82,8 @@ class SegFormer(nn.Module):
         super().__init__()
         if not isinstance(config, MiTConfig):
             raise TypeError(f"expected an MiTConfig (see segformer_lite.mit_config), got {type(config).__name__}")
-        for name, value in (("num_classes", num_classes), ("decoder_dim", decoder_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TypeError(f"{name} must be a positive int, got {value!r}")
+        check_int("num_classes", num_classes)
+        check_int("decoder_dim", decoder_dim)
         self.config, self.num_classes, self.decoder_dim = config, num_classes, decoder_dim
         self.ignore_index = ignore_index  # label of pixels the loss skips (transformers' semantic_loss_ignore_index)
         self.encoder = MixTransformer(config)

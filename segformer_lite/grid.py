@@ -14,7 +14,7 @@ Two kinds of convolution shape MiT's grids, and both follow the one formula of
 """
 from __future__ import annotations
 
-from .config import MiTConfig
+from .config import MiTConfig, check_int
 
 __all__ = ["conv_output_size", "stage_grid_sizes", "reduced_grid", "min_input_size"]
 
@@ -38,8 +38,7 @@ def reduced_grid(grid: tuple[int, int], sr_ratio: int) -> tuple[int, int]:
     """The key/value grid left by the sequence-reduction conv (kernel = stride = sr_ratio,
     no padding): ``floor(H / sr) x floor(W / sr)``. Tokens past the last full window never
     become keys. A readable ValueError when the grid is smaller than one window."""
-    if isinstance(sr_ratio, bool) or not isinstance(sr_ratio, int) or sr_ratio < 1:
-        raise ValueError(f"sr_ratio must be a positive int, got {sr_ratio!r}")
+    check_int("sr_ratio", sr_ratio)
     h, w = grid
     if sr_ratio > min(h, w):
         raise ValueError(f"sr_ratio={sr_ratio} is larger than the {h}x{w} token grid: the "

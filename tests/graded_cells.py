@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import re
+from pathlib import Path
 
 from segformer_lite.course import homework
 
@@ -57,7 +58,7 @@ def graded_exercises() -> list[dict]:
     the names its exercise defines, the statements its hidden tests need, and the exercise's
     solution cell with the statements it needs."""
     found = []
-    for path in homework.solution_notebooks():
+    for path in homework.solution_notebooks(Path(__file__).resolve().parents[1] / "notebooks"):
         cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
         code = [c for c in cells if c["cell_type"] == "code"]
         for i, cell in enumerate(code):

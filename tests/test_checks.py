@@ -626,5 +626,5 @@ def test_every_graded_exercise_is_tried_with_planted_students():
 
 
 def test_readme_counts_the_catalogue():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "instructors.md").read_text(encoding="utf-8")
     assert f"({len(checks.MISTAKES)} catalogued" in readme

@@ -4,17 +4,17 @@ agrees with the notebook's hidden tests on every planted variant (a check mark m
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 import segformer_lite as sl
-from segformer_lite.course import homework
 from segformer_lite.course.checks import COUNTING_MISTAKES, check_count_attention
 from segformer_lite.course.checks.counting import CASES, planted_count
 
-NOTEBOOK = homework.NOTEBOOKS / "00_why_efficient_attention.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "00_why_efficient_attention.ipynb"
 
 
 def by_conv(height, width, sr_ratio, num_heads=1, patch_size=7, stride=4):

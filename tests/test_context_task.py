@@ -1,4 +1,4 @@
-"""Issue 10's context task and its local baselines: no class in a pixel, measured receptive fields,
+"""The context task and its local baselines: no class in a pixel, measured receptive fields,
 the train -> evaluate round trip for the baselines."""
 import json
 import re
@@ -84,7 +84,7 @@ def test_baselines_have_segformers_loss_contract():
     torch.testing.assert_close(loss, want)
     with pytest.raises(TypeError, match="integer tensor"):
         model(images, labels.float())
-    with pytest.raises(TypeError, match="num_classes must be a positive int"):
+    with pytest.raises(ValueError, match="num_classes must be a positive int"):
         PixelMLP(0)
 
 
@@ -120,8 +120,8 @@ def test_save_model_records_kind_and_task(tmp_path):
     assert isinstance(model, sl.SegFormer) and task == "context"
     with safe_open(str(path), framework="pt") as f:
         assert json.loads(f.metadata()["config"])["embed_dims"] == [32, 64, 160, 256]
-    # a file of save_segformer records no task: it predates them, so it is today's "hints"
-    assert load_model(sl.save_segformer(segformer, tmp_path / "old.safetensors"))[1] == "hints"
+    # a file of save_segformer records no task
+    assert load_model(sl.save_segformer(segformer, tmp_path / "plain.safetensors"))[1] is None
     with pytest.raises(ValueError, match="task must be one of 'hints', 'context', got 'shapes'"):
         save_model(PixelMLP(4), tmp_path / "p.safetensors", task="shapes")
     with pytest.raises(TypeError, match="expected a SegFormer or a baseline"):
@@ -150,17 +150,17 @@ def test_resume_refuses_a_state_of_another_model_or_task(tmp_path, capsys, one_t
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pixel-mlp", "local-cnn"])
-def test_shipped_baselines_score_what_readme_states(kind, one_thread):
-    """The shipped baselines' ``evaluate`` printout in README.md, recomputed: per-class IoU counted
-    with numpy on the images README names, equal to README's to its printed 4 decimals."""
+def test_shipped_baselines_score_what_the_results_state(kind, one_thread):
+    """The shipped baselines' ``evaluate`` printout in docs/results.md, recomputed: per-class IoU
+    counted with numpy on the images it names, equal to its printout to the printed 4 decimals."""
     from pathlib import Path
 
     from segformer_lite.training.model_files import SHIPPED_BASELINES
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text(encoding="utf-8")
     m = re.search(rf"evaluate --checkpoint segformer_lite/checkpoints/{kind}_context\.safetensors "
                   r"--seed (\d+) --images (\d+)`? prints:\s*```\n(IoU .*?mIoU [0-9.]+)\n```", readme, re.S)
-    assert m, f"README.md no longer shows the shipped {kind}'s evaluate printout"
+    assert m, f"docs/results.md no longer shows the shipped {kind}'s evaluate printout"
     seed, n, printed = int(m.group(1)), int(m.group(2)), m.group(3).splitlines()
     model, task = load_model(SHIPPED_BASELINES[kind])
     assert task == "context"

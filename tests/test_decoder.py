@@ -80,7 +80,7 @@ def test_output_is_quarter_resolution_and_attention_passes_through():
 def test_bad_arguments():
     with pytest.raises(TypeError, match="MiTConfig"):
         sl.SegFormer("b0", 4)
-    with pytest.raises(TypeError, match="num_classes"):
+    with pytest.raises(ValueError, match="num_classes"):
         sl.SegFormer(sl.mit_config("b0"), 0)
     with pytest.raises(TypeError, match="decoder_dim"):
         sl.SegFormer(sl.mit_config("b0"), 4, decoder_dim=2.5)

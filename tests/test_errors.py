@@ -294,3 +294,41 @@ def test_from_transformers_wrong_things(official_sd):
         sl.from_transformers(torch.nn.Linear(2, 2))
     with raises(ValueError, "transformers-layout", "official"):
         sl.from_transformers(official_sd)
+
+
+# ---------------------------------------------------------------- the shared argument checks
+def test_check_int_takes_ints_and_names_what_is_wrong():
+    from segformer_lite.config import check_int
+
+    assert check_int("n", np.int64(3)) == 3 and type(check_int("n", np.int64(3))) is int
+    assert check_int("padding", 0, 0) == 0 and check_int("seed", -5, None) == -5
+    for bad in (True, 2.0, "3", None):
+        with raises(TypeError, "n must be a positive int", repr(bad)):
+            check_int("n", bad)
+    with raises(ValueError, "n must be a positive int", "0"):
+        check_int("n", 0)
+    with raises(ValueError, "padding must be an int >= 0", "-1"):
+        check_int("padding", -1, 0)
+
+
+def test_int_pair_takes_two_ints():
+    from segformer_lite.tokens import int_pair
+
+    assert int_pair("hw", (np.int64(2), 3)) == (2, 3) and int_pair("hw", torch.Size([4, 5])) == (4, 5)
+    for bad in (3, (1, 2, 3), (True, 1), (1.0, 2), "ab"):
+        with raises(TypeError, "hw must be a pair of ints (H, W)", repr(bad)):
+            int_pair("hw", bad)
+
+
+def test_image_to_tensor_scales_uint8_and_keeps_floats():
+    from segformer_lite.tokens import image_to_tensor
+
+    photo = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    x = image_to_tensor(photo)
+    assert x.shape == (3, 2, 3) and x.dtype == torch.float32
+    torch.testing.assert_close(x, torch.from_numpy(photo).permute(2, 0, 1).float() / 255)
+    floats = np.random.default_rng(0).random((4, 5, 3), dtype=np.float32)
+    assert torch.equal(image_to_tensor(floats), torch.from_numpy(floats).permute(2, 0, 1))
+    for bad in (np.zeros((4, 5)), np.zeros((4, 5, 4)), torch.zeros(4, 5, 3)):
+        with raises(ValueError, "(H, W, 3) image array"):
+            image_to_tensor(bad)

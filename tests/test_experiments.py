@@ -1,5 +1,5 @@
-"""Issue 10 part 2: the ablation designs, the experiment loop, the verdicts, and the committed
-results file they produced."""
+"""The ablation designs, the experiment loop, the verdicts, and the committed results file they
+produced."""
 import json
 import math
 import statistics

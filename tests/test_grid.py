@@ -105,8 +105,8 @@ def test_reduced_grid_refuses_what_the_reduction_conv_refuses():
         layer(torch.zeros(1, 6 * 9, 8), (6, 9))
     with pytest.raises(ValueError, match=r"sr_ratio=8 is larger than the 6x9 token grid.*sr_ratio <= 6"):
         sl.reduced_grid((6, 9), 8)
-    for bad in (0, -2, 2.0, True):
-        with pytest.raises(ValueError, match="sr_ratio must be a positive int"):
+    for bad, error in ((0, ValueError), (-2, ValueError), (2.0, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="sr_ratio must be a positive int"):
             sl.reduced_grid((6, 6), bad)
 
 

@@ -16,7 +16,7 @@ from hf_reference import HEADS, HF_VARIANTS, SR_RATIOS, hf_segformer, images, re
 
 SIZES = [(67, 67), (45, 83)]  # (H, W): square and non-square, neither a multiple of 32
 BATCH = 2
-# encoder parameter counts of the released checkpoints (issue 2, from the NVlabs code)
+# encoder parameter counts of the released checkpoints (from the NVlabs code)
 RELEASED_PARAMS = {"b0": 3_319_392, "b1": 13_151_424, "b2": 24_196_288, "b3": 44_072_128,
                    "b4": 60_842_688, "b5": 81_443_008}
 

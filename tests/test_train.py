@@ -253,22 +253,22 @@ def test_evaluate_cli_prints_per_class_iou_and_miou(capsys, one_thread):
     assert miou == pytest.approx(expected.mean(), abs=0.5e-4)
 
 
-def _readme_evaluation():
-    """From README.md's Training section: the held-out images and seed ``python -m
-    segformer_lite evaluate`` uses, and the printout it shows for the shipped checkpoint."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+def _stated_evaluation():
+    """From docs/results.md: the held-out images and seed ``python -m segformer_lite evaluate``
+    uses, and the printout it shows for the shipped checkpoint."""
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text(encoding="utf-8")
     m = re.search(r"`(?:\.venv/bin/)?python -m segformer_lite evaluate`\s*\((\d+) held-out images of seed (\d+)"
                   r".*?```\n(IoU .*?mIoU [0-9.]+)\n```", readme, re.S)
-    assert m, "README.md no longer shows the shipped checkpoint's evaluate printout"
+    assert m, "docs/results.md no longer shows the shipped checkpoint's evaluate printout"
     return int(m.group(1)), int(m.group(2)), m.group(3)
 
 
 @pytest.mark.slow
-def test_shipped_checkpoint_scores_what_readme_states(one_thread):
-    """The shipped checkpoint's IoUs equal README's to its printed precision (half a unit in the
-    last printed digit), on the images README names (200 of seed 2026): 3.5 s on one thread on
+def test_shipped_checkpoint_scores_what_the_results_state(one_thread):
+    """The shipped checkpoint's IoUs equal docs/results.md's to its printed precision (half a unit in
+    the last printed digit), on the images it names (200 of seed 2026): 3.5 s on one thread on
     the 2-core machine when quiet, 31 s beside the browser suite."""
-    images, seed, stated = _readme_evaluation()
+    images, seed, stated = _stated_evaluation()
     want_classes, want_miou = _printed_ious(stated)
     tol = 0.5 * 10.0 ** -len(stated.split()[-1].split(".")[1])
     model, task = load_model()
@@ -276,8 +276,8 @@ def test_shipped_checkpoint_scores_what_readme_states(one_thread):
     ious = evaluate.evaluate_model(model, SyntheticShapes(images, 64, seed, task), progress=False)
     assert list(want_classes) == list(CLASSES)
     for (name, want), got in zip(want_classes.items(), ious.tolist()):
-        assert abs(got - want) <= tol, f"IoU {name}: {got:.6f}, README states {want}"
-    assert abs(ious.mean().item() - want_miou) <= tol, f"mIoU {ious.mean().item():.6f}, README states {want_miou}"
+        assert abs(got - want) <= tol, f"IoU {name}: {got:.6f}, docs/results.md states {want}"
+    assert abs(ious.mean().item() - want_miou) <= tol, f"mIoU {ious.mean().item():.6f}, docs/results.md states {want_miou}"
 
 
 def test_evaluate_cli_progress_on_stderr_quiet_silences_it(tmp_path, capsys):

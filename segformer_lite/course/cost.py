@@ -23,17 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import MiTConfig
+from ..config import MiTConfig, check_int
 from ..grid import min_input_size, reduced_grid, stage_grid_sizes
 
 __all__ = ["AttentionCost", "StageCost", "EncoderCost", "attention_cost", "mix_ffn_flops",
            "encoder_cost"]
-
-
-def _positive_ints(**values) -> None:
-    for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -62,8 +56,9 @@ def attention_cost(height: int, width: int, dim: int, num_heads: int = 1, sr_rat
     >>> attention_cost(128, 128, 32, sr_ratio=8).kv_tokens   # stage 1 of a 512x512 image
     256
     """
-    _positive_ints(height=height, width=width, dim=dim, num_heads=num_heads, sr_ratio=sr_ratio,
-                   batch=batch, bytes_per_element=bytes_per_element)
+    for name, value in dict(height=height, width=width, dim=dim, num_heads=num_heads, sr_ratio=sr_ratio,
+                            batch=batch, bytes_per_element=bytes_per_element).items():
+        check_int(name, value)
     if dim % num_heads:
         raise ValueError(f"num_heads={num_heads} must divide dim={dim} (heads split the channels)")
     n = height * width
@@ -85,7 +80,8 @@ def attention_cost(height: int, width: int, dim: int, num_heads: int = 1, sr_rat
 def mix_ffn_flops(height: int, width: int, dim: int, hidden_dim: int, batch: int = 1) -> int:
     """FLOPs of ``MixFFN(dim, hidden_dim)``: fc1, the depthwise 3x3 conv (9 per channel and
     pixel) and fc2."""
-    _positive_ints(height=height, width=width, dim=dim, hidden_dim=hidden_dim, batch=batch)
+    for name, value in dict(height=height, width=width, dim=dim, hidden_dim=hidden_dim, batch=batch).items():
+        check_int(name, value)
     n = height * width
     return 2 * batch * n * (dim * hidden_dim + hidden_dim * 9 + hidden_dim * dim)
 
@@ -123,7 +119,8 @@ def encoder_cost(cfg: MiTConfig, height: int, width: int, batch: int = 1) -> Enc
     """
     if not isinstance(cfg, MiTConfig):
         raise TypeError(f"expected an MiTConfig (see segformer_lite.mit_config), got {type(cfg).__name__}")
-    _positive_ints(height=height, width=width, batch=batch)
+    for name, value in dict(height=height, width=width, batch=batch).items():
+        check_int(name, value)
     if min(height, width) < min_input_size(cfg):
         raise ValueError(f"a {height}x{width} image is too small for this encoder: it needs at "
                          f"least {min_input_size(cfg)}x{min_input_size(cfg)}")

@@ -15,7 +15,7 @@ The course notebooks are those of a checkout of the repository: ``notebooks/`` i
 directory, or the folder ``--notebooks DIR`` names (an installed wheel does not ship them).
 
 nbgrader is an instructor's tool, pinned in requirements-test.txt, not needed to take the course;
-without it, or without course notebooks, the commands say so in one line and exit 1.
+without it, or without course notebooks, the commands say so in one line and exit 2.
 """
 from __future__ import annotations
 

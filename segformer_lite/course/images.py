@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..tokens import image_to_tensor
+
 __all__ = ["PHOTOS", "FIGURES_DIR", "load_photo", "photo_tensor", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 PHOTOS_DIR = Path(__file__).resolve().parent / "photos"  # package data, next to this module
@@ -37,7 +39,7 @@ def load_photo(name: str = "chelsea", size: tuple[int, int] | None = None) -> np
 def photo_tensor(name: str = "chelsea", size: tuple[int, int] | None = None,
                  normalize: bool = True) -> torch.Tensor:
     """A photo as a ``(1, 3, H, W)`` float32 tensor, ImageNet-normalised by default."""
-    x = torch.from_numpy(load_photo(name, size).copy()).permute(2, 0, 1).float() / 255.0  # (3, H, W)
+    x = image_to_tensor(load_photo(name, size))  # (3, H, W) in [0, 1]
     if normalize:
         x = (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
     return x[None]

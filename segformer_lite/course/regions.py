@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..tokens import int_pair
+
 __all__ = ["interior_depth", "deepest_pixel", "connected_region", "key_cell_shares", "region_weight"]
 
 
@@ -67,7 +69,7 @@ def deepest_pixel(label, cls: int) -> tuple[int, int]:
 def connected_region(mask, pixel) -> np.ndarray:
     """The 4-connected part of ``mask`` that holds ``pixel`` ``(row, col)``, as a boolean mask."""
     mask = _check_mask(mask)
-    r, c = (int(v) for v in pixel)
+    r, c = int_pair("pixel", pixel, "(row, col)")
     if not (0 <= r < mask.shape[0] and 0 <= c < mask.shape[1]) or not mask[r, c]:
         raise ValueError(f"pixel {(r, c)} is not inside the mask (shape {mask.shape})")
     region = np.zeros_like(mask)

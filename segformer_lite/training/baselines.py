@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import check_int
 from ..decoder import segmentation_loss
 
 __all__ = ["ConvBaseline", "PixelMLP", "LocalCNN", "DilatedCNN", "BASELINES", "receptive_field"]
@@ -33,9 +34,8 @@ class ConvBaseline(nn.Module):
     def __init__(self, kernel: int, dilations: tuple[int, ...], num_classes: int, width: int,
                  ignore_index: int = 255):
         super().__init__()
-        for name, value in (("num_classes", num_classes), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TypeError(f"{name} must be a positive int, got {value!r}")
+        check_int("num_classes", num_classes)
+        check_int("width", width)
         layers, c = [], 3
         for d in dilations:
             layers += [nn.Conv2d(c, width, kernel, padding=d * (kernel // 2), dilation=d), nn.ReLU()]
@@ -65,7 +65,7 @@ class PixelMLP(ConvBaseline):
 
 class LocalCNN(ConvBaseline):
     """Three 3x3 convolutions (receptive field 7x7 pixels). 32 wide: at 64 px and batch 16 a
-    64-wide step costs 3.4x the 32-wide one (issue 10's prototype), full-resolution convs are dear."""
+    64-wide step costs 3.4x the 32-wide one: full-resolution convolutions are dear."""
 
     kind = "local-cnn"
 

@@ -9,11 +9,11 @@ a smoothly shaded background, each filled with a texture (flat, stripes, checks,
 two colours; shapes drawn later hide the ones below (occlusion), and pixel noise covers
 everything. Two tasks draw them under two laws:
 
-* ``"hints"`` (the shipped checkpoint's task): a shape's colour stays near its class's hue (red,
-  blue, green) on a greyish background, and it wears its class's own texture 9 times in 10. The
-  class can be read off single pixels: a per-pixel MLP (1x1 convolutions, no spatial context)
-  reaches mIoU 0.93 on it (issue 10), so it cannot show what any part of the encoder is for.
-* ``"context"``: colour and texture are independent of the class, the background's colours
+* ``"hints"``: a shape's colour stays near its class's hue (red, blue, green) on a greyish
+  background, and it wears its class's own texture 9 times in 10. The class can be read off
+  single pixels: a per-pixel MLP (1x1 convolutions, no spatial context) reaches mIoU 0.93 on it,
+  so it cannot show what any part of the encoder is for.
+* ``"context"`` (the training command's default and the shipped checkpoint's task): colour and texture are independent of the class, the background's colours
   included (every colour from one law, every texture equally likely on every class), and the
   shapes are large (half-sizes 10 to 24 px), painted largest first so smaller ones hide parts of
   larger ones but never a whole one. A pixel, or a small patch inside a shape, says nothing about
@@ -29,6 +29,9 @@ from typing import Callable, Iterator, NamedTuple
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from ..config import check_int
+from ..tokens import image_to_tensor
 
 __all__ = ["CLASSES", "TASKS", "SyntheticShapes", "render_shapes"]
 
@@ -186,12 +189,8 @@ class SyntheticShapes(Dataset):
     classes = CLASSES
 
     def __init__(self, num_images: int, image_size: int = 64, seed: int = 0, task: str = "hints"):
-        for name, value in (("num_images", num_images), ("image_size", image_size), ("seed", seed)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if num_images < 0:
-            raise ValueError(f"num_images must be >= 0, got {num_images}")
-        if image_size < 32:
+        num_images, seed = check_int("num_images", num_images, 0), check_int("seed", seed, None)
+        if check_int("image_size", image_size, None) < 32:
             raise ValueError(f"image_size must be at least 32 pixels (MiT's coarsest stage has "
                              f"stride 32), got {image_size}")
         self.num_images, self.image_size, self.seed = int(num_images), int(image_size), int(seed)
@@ -204,7 +203,7 @@ class SyntheticShapes(Dataset):
         if not -self.num_images <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         image, label = render_shapes(self.seed, index % self.num_images, self.image_size, self.task)
-        return torch.from_numpy(image).permute(2, 0, 1).contiguous(), torch.from_numpy(label)  # (3, H, W), (H, W)
+        return image_to_tensor(image).contiguous(), torch.from_numpy(label)  # (3, H, W), (H, W)
 
     def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``(B, 3, H, W)`` and labels ``(B, H, W)`` of several items."""

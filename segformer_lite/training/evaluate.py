@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="weights written by python -m segformer_lite train, SegFormer or baseline (None: the shipped checkpoint)")
     p.add_argument("--task", choices=TASKS, default=None,
-                   help="synthetic task to score on (None: the one recorded in the checkpoint)")
+                   help="synthetic task to score on (default: the one the checkpoint records, else context)")
     p.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="seed of the held-out images")
     p.add_argument("--images", type=int, default=200, help="number of held-out images")
     p.add_argument("--image-size", type=int, default=64, help="side of the square images in pixels")
@@ -103,7 +103,7 @@ def main(argv=None) -> float:
         model, task = load_model(args.checkpoint)
     except (OSError, ValueError) as e:  # an expected failure (no such file, not a checkpoint): one line
         p.exit(2, f"{p.prog}: error: {e}\n")
-    data = SyntheticShapes(args.images, args.image_size, args.seed, task=args.task or task)
+    data = SyntheticShapes(args.images, args.image_size, args.seed, task=args.task or task or "context")
     ious = evaluate_model(model, data, progress=not args.quiet)
     for name, iou in zip(CLASSES, ious.tolist()):
         print(f"IoU {name:<12} " + ("absent (no pixel labelled or predicted)" if math.isnan(iou) else f"{iou:.4f}"))

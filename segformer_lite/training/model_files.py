@@ -18,7 +18,7 @@ __all__ = ["save_model", "load_model", "SHIPPED_BASELINES"]
 SHIPPED_BASELINES = {kind: SHIPPED_CHECKPOINT.with_name(f"{kind}_context.safetensors") for kind in BASELINES}
 
 
-def save_model(model: torch.nn.Module, path, task: str = "hints", dtype: torch.dtype = torch.float32) -> Path:
+def save_model(model: torch.nn.Module, path, task: str = "context", dtype: torch.dtype = torch.float32) -> Path:
     """Write a model that ``python -m segformer_lite train`` trains (a :class:`SegFormer`, or a
     baseline: ``PixelMLP``, ``LocalCNN``) with its kind and the ``task`` it was trained on, as
     :func:`~segformer_lite.checkpoint.save_segformer` does; :func:`load_model` reads it back."""
@@ -34,11 +34,11 @@ def save_model(model: torch.nn.Module, path, task: str = "hints", dtype: torch.d
     return write_safetensors(model, path, {**meta, "task": task}, dtype)
 
 
-def load_model(path=None) -> tuple[torch.nn.Module, str]:
+def load_model(path=None) -> tuple[torch.nn.Module, str | None]:
     """``(model, task)`` from a file written by :func:`save_model` or
     :func:`~segformer_lite.checkpoint.save_segformer` (default: the shipped checkpoint): a
-    :class:`SegFormer` or a baseline, in eval mode, and the task it was trained on (``"hints"``
-    for files that record none: they predate the tasks)."""
+    :class:`SegFormer` or a baseline, in eval mode, and the task it was trained on (``None`` when
+    the file records none, as :func:`~segformer_lite.checkpoint.save_segformer`'s do not)."""
     from safetensors import SafetensorError
 
     path = SHIPPED_CHECKPOINT if path is None else path
@@ -46,7 +46,7 @@ def load_model(path=None) -> tuple[torch.nn.Module, str]:
         meta, sd = read_safetensors(Path(path)) if isinstance(path, (str, Path)) else ({}, {})
     except (SafetensorError, OSError):
         meta, sd = {}, {}  # not readable: load_segformer says why, in its words
-    kind, task = meta.get("model", "segformer"), meta.get("task", "hints")
+    kind, task = meta.get("model", "segformer"), meta.get("task")
     if kind == "segformer":
         return load_segformer(path), task
     if kind not in BASELINES or task not in TASKS:

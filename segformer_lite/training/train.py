@@ -214,8 +214,8 @@ def train(args: argparse.Namespace) -> dict:
     start, history = 0, []
     if args.resume and state_path.is_file():
         state = load_state(state_path)
-        for key, before_tasks in (("model", "segformer"), ("task", "hints")):  # states older than both
-            was = state["args"].get(key, before_tasks)
+        for key, unrecorded in (("model", "segformer"), ("task", "hints")):  # a state without the key ran these
+            was = state["args"].get(key, unrecorded)
             if was != getattr(args, key):
                 raise ValueError(f"{state_path} is a run with --{key} {was}, not {getattr(args, key)}: "
                                  "pass the same option, or another --output")

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 # Every wait below decides pass or fail, so each is set far above what measured runs needed: two
-# runs of the suite on the shared 2-core machine at load average 6-11 (2026-11-25, 385 s and 431 s),
+# runs of the suite on the shared 2-core machine at load average 6-11 (385 s and 431 s),
 # where Run All Cells took at most 47 s (06), a slider's value changed at most 0.47 s after its
 # key, and its output changed and settled at most 2.6 s after it (60 moves). A wait that runs out
 # says which one and how long it waited.

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ...attention import EfficientSelfAttention
 from ...encoder import MixTransformer
 from ...grid import reduced_grid, stage_grid_sizes
-from ...tokens import image_to_tokens
+from ...tokens import image_to_tensor, image_to_tokens, int_pair
 from ._render import SliderView
 
 __all__ = ["AttentionMap", "BlockAttention", "attention_for_query", "encoder_attention",
@@ -61,10 +61,7 @@ class AttentionMap:
 
 
 def _check_query(query_rc, grid: tuple[int, int]) -> tuple[int, int]:
-    try:
-        r, c = (int(v) for v in query_rc)
-    except (TypeError, ValueError):
-        raise TypeError(f"query_rc must be a (row, col) pair of ints, got {query_rc!r}") from None
+    r, c = int_pair("query_rc", query_rc, "(row, col)")
     h, w = grid
     if not (0 <= r < h and 0 <= c < w):
         raise ValueError(f"query (row={r}, col={c}) is outside the {h}x{w} token grid "
@@ -158,9 +155,7 @@ def attention_for_query(layer_or_model, image: torch.Tensor, query_rc, head: int
 def _to_unit_image(image) -> torch.Tensor:
     """uint8 ``(H, W, 3)`` array or float ``(1, 3, H, W)`` tensor in [0, 1] -> ``(1, 3, H, W)``."""
     if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[-1] != 3:
-            raise ValueError(f"expected an (H, W, 3) photo array, got shape {image.shape}")
-        return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255.0
+        return image_to_tensor(image)[None]
     if isinstance(image, torch.Tensor) and image.ndim == 4 and image.shape[1] == 3:
         return image.float()
     raise TypeError("expected a photo as an (H, W, 3) uint8 array or a (1, 3, H, W) tensor in [0, 1], "

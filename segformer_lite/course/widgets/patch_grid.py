@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...config import check_int
 from ...grid import conv_output_size
+from ...tokens import int_pair
 from ._render import SliderView
 
 __all__ = ["PatchGrid", "patch_grid", "draw_patch_grid", "PatchGridWidget", "patch_grid_widget"]
@@ -98,14 +100,6 @@ class PatchGrid:
         return "; ".join(parts)
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _axis_cover(size: int, out: int, kernel: int, stride: int, padding: int):
     """How many patches see each pixel of one axis, and how many patches touch the axis at all."""
     starts = np.arange(max(out, 0)) * stride - padding
@@ -122,14 +116,9 @@ def patch_grid(image_hw: tuple[int, int], kernel: int, stride: int, padding: int
     """The patch layout of ``Conv2d(kernel_size=kernel, stride=stride, padding=padding)`` on an
     image of ``image_hw = (H, W)`` pixels. Never raises for sizes that merely do not fit: the
     returned ``PatchGrid`` then has ``valid == False`` and a ``message`` saying why."""
-    try:
-        h, w = image_hw
-    except (TypeError, ValueError):
-        raise TypeError(f"image_hw must be a pair (H, W), got {image_hw!r}") from None
-    h, w = _check_int("image height", h, 1), _check_int("image width", w, 1)
-    kernel = _check_int("kernel", kernel, 1)
-    stride = _check_int("stride", stride, 1)
-    padding = _check_int("padding", padding, 0)
+    h, w = int_pair("image_hw", image_hw)
+    h, w = check_int("image height", h), check_int("image width", w)
+    kernel, stride, padding = check_int("kernel", kernel), check_int("stride", stride), check_int("padding", padding, 0)
     out_hw = (conv_output_size(h, kernel, stride, padding), conv_output_size(w, kernel, stride, padding))
     if min(out_hw) <= 0:
         return PatchGrid((h, w), kernel, stride, padding, out_hw, 0.0, 0, (h, w), 0)
