@@ -36,3 +36,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_segformer():
+    """``tiny_segformer(num_classes, **kwargs)``: a SegFormer with MiT-B0's encoder and a 16-wide
+    decoder, the smallest model the tests train, save and load (a fresh one per call)."""
+    import segformer_lite as sl
+
+    def build(num_classes: int = 4, **kwargs):
+        return sl.SegFormer(sl.mit_config("b0"), num_classes, decoder_dim=16, **kwargs)
+
+    return build

@@ -1,4 +1,4 @@
-"""Test helpers: the reference model is Hugging Face transformers' ``SegformerModel``.
+"""Test helpers: the reference model is Hugging Face transformers' ``SegformerModel``; a free port.
 
 Nothing here is copied from ``segformer_lite``: the variant table, the weight draw and
 the error measure are written out independently so the tests compare two implementations.
@@ -7,6 +7,7 @@ transformers is imported lazily (it takes seconds) so notebook and browser tests
 from __future__ import annotations
 
 import math
+import socket
 
 import torch
 
@@ -70,10 +71,17 @@ def hf_segformer(variant: str = "b0", seed: int = 0, cls_name: str = "SegformerM
 
 
 def rel_err(ref: torch.Tensor, got: torch.Tensor) -> float:
-    """max |got - ref| / max |ref|: the parity measure the README and benchmarks quote."""
+    """max |got - ref| / max |ref|: the parity measure docs and benchmarks quote."""
     assert ref.shape == got.shape, f"shape {tuple(got.shape)} != reference {tuple(ref.shape)}"
     return ((got.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
 
 
 def images(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for gloo and torchrun)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

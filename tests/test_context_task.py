@@ -113,8 +113,8 @@ def test_train_then_evaluate_a_baseline_on_the_context_task(kind, model_class, t
         assert miou == pytest.approx(np.mean(ious), abs=1e-9), scored_on
 
 
-def test_save_model_records_kind_and_task(tmp_path):
-    segformer = sl.SegFormer(sl.mit_config("b0"), 4, decoder_dim=16)
+def test_save_model_records_kind_and_task(tiny_segformer, tmp_path):
+    segformer = tiny_segformer(4)
     path = save_model(segformer, tmp_path / "s.safetensors", task="context")
     model, task = load_model(path)
     assert isinstance(model, sl.SegFormer) and task == "context"

@@ -50,7 +50,7 @@ def test_full_attention_flops_match_flop_counter():
         assert cost.flops == counted
 
 
-@pytest.mark.parametrize("variant, size", [("b0", (97, 130)), ("b2", (130, 97))])
+@pytest.mark.parametrize("variant, size", [("b0", (97, 130)), pytest.param("b2", (130, 97), marks=pytest.mark.slow)])
 @pytest.mark.parametrize("explicit", [False, True], ids=["sdpa", "return_attention"])
 def test_encoder_flops_match_flop_counter(variant, size, explicit):
     cfg = sl.mit_config(variant)

@@ -23,7 +23,8 @@ def _hf_segformer(variant: str, decoder_dim: int, num_labels: int, seed: int = 0
     return hf
 
 
-@pytest.mark.parametrize("variant, decoder_dim, size", [("b0", 256, (64, 96)), ("b2", 768, (64, 64))])
+@pytest.mark.parametrize("variant, decoder_dim, size", [("b0", 256, (64, 96)),
+                                                         pytest.param("b2", 768, (64, 64), marks=pytest.mark.slow)])
 def test_logits_equal_transformers(variant, decoder_dim, size):
     hf = _hf_segformer(variant, decoder_dim, num_labels=7)
     model = sl.from_transformers(hf)
@@ -77,14 +78,14 @@ def test_output_is_quarter_resolution_and_attention_passes_through():
     assert model.predict(torch.rand(1, 3, 64, 96)).shape == (1, 64, 96)
 
 
-def test_bad_arguments():
+def test_bad_arguments(tiny_segformer):
     with pytest.raises(TypeError, match="MiTConfig"):
         sl.SegFormer("b0", 4)
     with pytest.raises(ValueError, match="num_classes"):
         sl.SegFormer(sl.mit_config("b0"), 0)
     with pytest.raises(TypeError, match="decoder_dim"):
         sl.SegFormer(sl.mit_config("b0"), 4, decoder_dim=2.5)
-    model = sl.SegFormer(sl.mit_config("b0"), 4, decoder_dim=16)
+    model = tiny_segformer(4)
     with pytest.raises(ValueError, match="input channels"):
         model(torch.rand(1, 1, 64, 64))
     with pytest.raises(ValueError, match="too small"):
@@ -93,9 +94,9 @@ def test_bad_arguments():
         model(torch.rand(3, 64, 64))
 
 
-def test_save_load_roundtrip(tmp_path):
+def test_save_load_roundtrip(tiny_segformer, tmp_path):
     torch.manual_seed(0)
-    model = sl.SegFormer(sl.mit_config("b0"), 5, decoder_dim=16).eval()
+    model = tiny_segformer(5).eval()
     with torch.no_grad():
         model.decode_head.norm.running_mean.normal_()
     path = save_segformer(model, tmp_path / "m.safetensors")
@@ -107,7 +108,7 @@ def test_save_load_roundtrip(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary left behind
 
 
-def test_load_bad_files(tmp_path):
+def test_load_bad_files(tiny_segformer, tmp_path):
     with pytest.raises(FileNotFoundError, match="no SegFormer checkpoint"):
         load_segformer(tmp_path / "missing.safetensors")
     corrupt = tmp_path / "corrupt.safetensors"
@@ -115,7 +116,7 @@ def test_load_bad_files(tmp_path):
     with pytest.raises(ValueError, match="not a SegFormer checkpoint"):
         load_segformer(corrupt)
     truncated = tmp_path / "truncated.safetensors"
-    save_segformer(sl.SegFormer(sl.mit_config("b0"), 4, decoder_dim=16), truncated)
+    save_segformer(tiny_segformer(4), truncated)
     truncated.write_bytes(truncated.read_bytes()[:5000])
     with pytest.raises(ValueError, match="not a SegFormer checkpoint"):
         load_segformer(truncated)
@@ -151,8 +152,8 @@ def test_loss_equals_transformers(num_labels):
     assert abs(unmasked.item() - loss.item()) > 1e-3
 
 
-def test_loss_with_attention_and_bad_labels():
-    model = sl.SegFormer(sl.mit_config("b0"), 4, decoder_dim=16).eval()
+def test_loss_with_attention_and_bad_labels(tiny_segformer):
+    model = tiny_segformer(4).eval()
     x, labels = torch.rand(1, 3, 64, 64), torch.randint(0, 4, (1, 64, 64))
     loss, logits, attns = model(x, labels, return_attention=True)
     assert loss.ndim == 0 and logits.shape == (1, 4, 16, 16) and len(attns) == sum(model.config.depths)
@@ -173,7 +174,4 @@ def test_feature_maps_are_ordinary_tensors():
         feats = enc(x)
         with_attention, _ = enc(x, return_attention=True)
     for f, g in zip(feats, with_attention):
-        assert f.is_contiguous() and g.is_contiguous()
-        flat = f.view(2, -1)
-        assert torch.equal(flat, f.reshape(2, -1))
-        assert torch.equal(flat[1, :2], f[1, 0, 0, :2])  # NCHW order: channel 0's first row first
+        assert f.is_contiguous() and g.is_contiguous()  # NCHW-contiguous: False for a channels-last view

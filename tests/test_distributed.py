@@ -1,7 +1,6 @@
 """SyncBatchNorm2d against torch's own nn.BatchNorm2d: outputs, input and parameter gradients and
 running statistics, on one process (without and with a process group) and split over two gloo
 processes, where the statistics and the backward pass must span both."""
-import socket
 
 import pytest
 import torch
@@ -9,14 +8,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from segformer_lite.training.distributed import SyncBatchNorm2d, sync_batchnorm
+from hf_reference import free_port
 
 SETTINGS = {"default": {}, "cumulative-average": {"momentum": None}, "no-affine": {"affine": False}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _batchnorm(**settings) -> torch.nn.BatchNorm2d:
@@ -50,7 +44,7 @@ def _weights(x: torch.Tensor) -> torch.Tensor:
 def one_rank_group(request):
     """A one-process gloo group when the test asks for one, else no group at all."""
     if request.param:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     yield
     if request.param:
         dist.destroy_process_group()
@@ -115,7 +109,7 @@ def test_two_ranks_are_batchnorm_on_the_global_batch(tmp_path):
     input gradient is its slice of the whole batch's, and the parameter gradients add up to it.
     Without the all-reduce in the backward pass the input gradients would miss the other rank's
     share through the mean and the variance."""
-    mp.spawn(_rank, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_rank, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     bn = _batchnorm()
     for step, x in enumerate(_batches()):

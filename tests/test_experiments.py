@@ -18,14 +18,6 @@ from segformer_lite.training.ablations import (DESIGNS, HeadOn, PlainMLP, Positi
 from segformer_lite.training.baselines import LocalCNN
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_train_design_is_the_train_command(tmp_path, one_thread):
     # the experiments train with the same loop, data and schedule as the documented command
     out = tmp_path / "w.safetensors"
@@ -42,6 +34,7 @@ def test_train_design_is_the_train_command(tmp_path, one_thread):
         assert torch.equal(v, theirs[k]), k
 
 
+@pytest.mark.slow
 def test_every_design_builds_and_runs_at_other_sizes():
     torch.manual_seed(0)
     for design in DESIGNS:
@@ -112,6 +105,7 @@ def test_erf_of_the_local_cnn_stays_in_its_receptive_field():
     assert erf.max() == 1.0 and ex.erf_extent(erf) <= 7
 
 
+@pytest.mark.slow
 def test_erf_of_mit_reaches_across_the_image():
     torch.manual_seed(0)
     maps = ex.effective_receptive_field(build_design("mit").eval(), torch.rand(2, 3, 64, 64))
@@ -148,6 +142,7 @@ def test_paired_interval_and_verdicts_by_hand():
         ex.verdict(tight, "bigger")
 
 
+@pytest.mark.slow
 def test_cli_runs_resumes_and_reports(tmp_path, capsys, one_thread):
     argv = ["decoder", "--steps", "1", "--eval-images", "2", "--seeds", "0", "1",
             "--work-dir", str(tmp_path / "runs"), "--output", str(tmp_path / "r.json")]
@@ -173,6 +168,7 @@ def test_cli_runs_resumes_and_reports(tmp_path, capsys, one_thread):
     assert all(c["comparison"] in shown and c["verdict"] in shown for c in table["comparisons"])
 
 
+@pytest.mark.slow
 def test_cli_leaves_runs_claimed_by_another_process(tmp_path, capsys):
     (tmp_path / "runs").mkdir()
     for seed in (0, 1):

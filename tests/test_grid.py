@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 from torch import nn
 
 import segformer_lite as sl
-from segformer_lite import grid
 
 # MiT's own numbers, and a made-up config with even kernels and a stride-1 stage, whose grids are
 # not ceil(H / stride)
@@ -34,12 +33,6 @@ def stages_run_in_torch(cfg: sl.MiTConfig, side: int) -> bool:
         if hw is None or conv_out(hw, r, r, 0) is None:
             return False
     return True
-
-
-def test_the_package_exports_the_grid_module():
-    assert sl.conv_output_size is grid.conv_output_size and sl.stage_grid_sizes is grid.stage_grid_sizes
-    assert sl.min_input_size is grid.min_input_size and sl.reduced_grid is grid.reduced_grid
-    assert set(grid.__all__) <= set(sl.__all__)
 
 
 @settings(max_examples=80, deadline=None)

@@ -62,6 +62,7 @@ def test_course_notebooks_have_exercises():
             assert "segformer_lite.course.checks import check_" in "".join(c["source"]), path.name
 
 
+@pytest.mark.slow  # nbgrader generates every exercise notebook
 def test_exercises_are_in_sync_with_the_solution_notebooks():
     stale = homework.stale_exercises(homework.course_notebooks(NOTEBOOKS), EXERCISES)
     assert stale == [], f"run `python -m segformer_lite homework generate`; stale: {stale}"
@@ -136,7 +137,7 @@ def test_nbgrader_round_trip(tmp_path):
         timed_out = timed_out_cells(course, student)
         assert not timed_out, (f"{student}: cells {timed_out} ran out the per-cell wait "
                                f"(LOOP_TIMEOUT = {LOOP_TIMEOUT} s) and were interrupted")
-    # the checksum warnings the README documents: one per graded cell of a submission made from
+    # the checksum warnings docs/instructors.md documents: one per graded cell of a submission made from
     # the release (hidden tests stripped), none for those made from the source
     graded_ids = [c["metadata"]["nbgrader"]["grade_id"] for s in sources for c in nbgrader_cells(s)
                   if c["metadata"]["nbgrader"]["grade"]]
@@ -182,6 +183,7 @@ def test_nbgrader_round_trip(tmp_path):
     shutil.rmtree(course)
 
 
+@pytest.mark.slow
 def test_sync_check_notices_a_stale_or_missing_exercise(tmp_path):
     for path in EXERCISES.glob("*.ipynb"):
         shutil.copy(path, tmp_path / path.name)

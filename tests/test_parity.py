@@ -1,8 +1,11 @@
-"""Parity with Hugging Face transformers' SegformerModel for all six released variants.
+"""Parity with Hugging Face transformers' SegformerModel for the six released variants.
 
-Each reference model is built once per module (random unit-scale weights, see hf_reference),
-copied with ``sl.from_transformers`` and run on a square and a non-square batch whose sides are
-not multiples of 32, so the ceil-like strides and the sequence-reduction floors both show.
+The architecture of all six (parameter counts, configs, drop-path rates, LayerNorms) is compared
+on the meta device: no memory, no weights. Outputs are compared where they add coverage: B0
+(narrow), B1 (wide) and B2 (deeper stages); B3-B5 are B2 with more blocks of the same kind. Each
+reference model is built once per module (random unit-scale weights, see hf_reference), copied
+with ``sl.from_transformers`` and run on a square and a non-square batch whose sides are not
+multiples of 32, so the ceil-like strides and the sequence-reduction floors both show.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import pytest
 import torch
 
 import segformer_lite as sl
-from hf_reference import HEADS, HF_VARIANTS, SR_RATIOS, hf_segformer, images, rel_err
+from hf_reference import HEADS, HF_VARIANTS, SR_RATIOS, hf_config, hf_segformer, images, rel_err
 
 SIZES = [(67, 67), (45, 83)]  # (H, W): square and non-square, neither a multiple of 32
 BATCH = 2
@@ -21,7 +24,19 @@ RELEASED_PARAMS = {"b0": 3_319_392, "b1": 13_151_424, "b2": 24_196_288, "b3": 44
                    "b4": 60_842_688, "b5": 81_443_008}
 
 
+FORWARD_VARIANTS = ["b0", "b1", "b2"]
+
+
 @pytest.fixture(scope="module", params=list(HF_VARIANTS))
+def meta_pair(request):
+    """(variant, transformers' model, ours), both built on the meta device from the variant's name."""
+    from transformers import SegformerModel
+
+    with torch.device("meta"):
+        return request.param, SegformerModel(hf_config(request.param)), sl.MixTransformer(sl.mit_config(request.param))
+
+
+@pytest.fixture(scope="module", params=FORWARD_VARIANTS)
 def pair(request, one_thread):
     """(variant, hf model, our copy, {size: (hf outputs, our eager outputs, our sdpa outputs)})."""
     variant = request.param
@@ -37,19 +52,23 @@ def pair(request, one_thread):
     yield variant, hf, ours, runs
 
 
-def test_parameter_count_is_the_released_one(pair):
-    variant, hf, ours, _ = pair
+def test_parameter_count_is_the_released_one(meta_pair):
+    variant, hf, ours = meta_pair
     n_ours = sum(p.numel() for p in ours.parameters())
     assert n_ours == RELEASED_PARAMS[variant]
     assert n_ours == sum(p.numel() for p in hf.parameters())
 
 
-def test_named_config_is_the_released_architecture(pair):
+def test_converted_config_differs_from_the_named_one_only_in_eps(pair):
     variant, _, ours, _ = pair
-    cfg = sl.mit_config(variant)
     # the copy of transformers' model differs from the named variant only in transformers' eps
-    assert dataclasses.replace(ours.config, norm_eps=1e-6, embed_norm_eps=1e-5) == cfg
+    assert dataclasses.replace(ours.config, norm_eps=1e-6, embed_norm_eps=1e-5) == sl.mit_config(variant)
     assert (ours.config.norm_eps, ours.config.embed_norm_eps) == (1e-5, 1e-5)
+
+
+def test_named_config_is_the_released_architecture(meta_pair):
+    variant, _, _ = meta_pair
+    cfg = sl.mit_config(variant)
     assert list(cfg.embed_dims) == HF_VARIANTS[variant]["hidden_sizes"]
     assert list(cfg.depths) == HF_VARIANTS[variant]["depths"]
     assert list(cfg.num_heads) == HEADS and list(cfg.sr_ratios) == SR_RATIOS
@@ -90,10 +109,10 @@ def test_fused_attention_path_equals_eager_path(pair, size):
         assert rel_err(r, f) < 1e-5, f"stage {i + 1}"
 
 
-def test_drop_path_rates_match_transformers(pair):
+def test_drop_path_rates_match_transformers(meta_pair):
     """Stochastic depth grows linearly from 0 to drop_path_rate over all blocks, as in both
     references; transformers keeps an Identity where the rate is 0."""
-    _, hf, ours, _ = pair
+    _, hf, ours = meta_pair
     ref = [getattr(layer.drop_path, "drop_prob", 0.0) for stage in hf.stages for layer in stage.blocks]
     n = len(ref)
     assert ref == pytest.approx([0.1 * i / (n - 1) for i in range(n)])
@@ -103,7 +122,8 @@ def test_drop_path_rates_match_transformers(pair):
 
 def test_layer_norms_match_transformers_in_number_and_eps(pair):
     """A wrong block eps (1e-6 instead of transformers' 1e-5) moves the outputs by only ~5e-6
-    relative, inside the tolerance above, so the eps are compared directly."""
+    relative, inside the tolerance above, so the eps are compared directly. transformers' eps are
+    those of a converted model (1e-5 everywhere), so ours is the converted copy."""
     _, hf, ours, _ = pair
     ref = [m.eps for m in hf.modules() if isinstance(m, torch.nn.LayerNorm)]
     got = [m.eps for m in ours.modules() if isinstance(m, torch.nn.LayerNorm)]

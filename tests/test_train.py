@@ -1,7 +1,6 @@
 """Training and evaluation CLIs: schedule, atomic writes, exact resume, DDP, clear errors."""
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from segformer_lite.training.data import CLASSES, SyntheticShapes
 from segformer_lite.training import evaluate, train
 from segformer_lite.checkpoint import load_segformer, save_segformer
 from segformer_lite.training.model_files import load_model
+from hf_reference import free_port
 
 # a tiny run: B0 widths at the smallest image B0 takes, a narrow decoder
 TINY = ["--image-size", "32", "--batch-size", "2", "--decoder-dim", "16", "--eval-images", "2",
@@ -45,10 +45,10 @@ def test_save_state_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # and no temporary is left
 
 
-def test_save_segformer_is_atomic(tmp_path, monkeypatch):
+def test_save_segformer_is_atomic(tiny_segformer, tmp_path, monkeypatch):
     import safetensors.torch
 
-    model = sl.SegFormer(sl.mit_config("b0"), 4, decoder_dim=16)
+    model = tiny_segformer(4)
     path = save_segformer(model, tmp_path / "w.safetensors")
     before = path.read_bytes()
 
@@ -67,7 +67,7 @@ def _run(tmp_path, *extra):
     return train.train(train.parse_args(TINY + ["--output", str(tmp_path / "w.safetensors"), *extra]))
 
 
-def test_resume_equals_uninterrupted_run(tmp_path, capsys):
+def test_resume_equals_uninterrupted_run(tiny_segformer, tmp_path, capsys):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     _run(straight, "--steps", "4", "--eval-every", "2", "--seed", "3")
     # stop after the checkpoint at step 2 (mIoU >= 0 always holds), then resume to step 4;
@@ -94,14 +94,14 @@ def test_resume_equals_uninterrupted_run(tmp_path, capsys):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     assert not torch.equal(a["decode_head.classifier.weight"],
-                           sl.SegFormer(sl.mit_config("b0"), 4, 16).state_dict()["decode_head.classifier.weight"])
+                           tiny_segformer(4).state_dict()["decode_head.classifier.weight"])
 
 
-def test_official_parameter_groups():
+def test_official_parameter_groups(tiny_segformer):
     """As the official config's paramwise_cfg: decode head (its BatchNorm included) at 10x lr with
     weight decay, every encoder LayerNorm without decay, everything else plain. Checked by module
     type, independently of the name matching the groups are built with."""
-    model = sl.SegFormer(sl.mit_config("b0"), 4, decoder_dim=16)
+    model = tiny_segformer(4)
     groups = train.param_groups(model, weight_decay=0.01)
     got = {id(p): (g["lr_mult"], g["weight_decay"]) for g in groups for p in g["params"]}
     assert sum(len(g["params"]) for g in groups) == len(got) == len(list(model.parameters()))
@@ -121,12 +121,12 @@ def test_official_parameter_groups():
     assert len(one) == 1 and one[0]["weight_decay"] == 0.01 and one[0]["lr_mult"] == 1.0
 
 
-def test_training_lowers_the_held_out_loss(tmp_path):
+def test_training_lowers_the_held_out_loss(tiny_segformer, tmp_path):
     _run(tmp_path, "--task", "hints", "--steps", "30", "--eval-every", "15", "--lr", "2e-3", "--seed", "0")
     state = train.load_state(tmp_path / "w.safetensors.state.pt")
     assert [h["step"] for h in state["history"]] == [15, 30]
     torch.manual_seed(0)  # the initial weights, as train() draws them
-    before = sl.SegFormer(sl.mit_config("b0"), len(CLASSES), decoder_dim=16).eval()
+    before = tiny_segformer(len(CLASSES)).eval()
     after = load_segformer(tmp_path / "w.safetensors")
     images, labels = SyntheticShapes(16, 32, seed=77).batch(range(16))
 
@@ -159,15 +159,9 @@ def test_bad_cli_arguments(tmp_path, capsys):
         train.load_state(tmp_path / "nothing.pt")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _torchrun(out, *args):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+           "--master_addr=127.0.0.1", f"--master_port={free_port()}",
            "-m", "segformer_lite", "train", *TINY, "--output", str(out), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=280, env=env)
@@ -188,7 +182,7 @@ def test_torchrun_two_processes_ddp(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_ddp_two_processes_equal_one_process_on_the_global_batch(tmp_path):
+def test_ddp_two_processes_equal_one_process_on_the_global_batch(tiny_segformer, tmp_path):
     # Without dropout/drop-path (their masks are drawn per process) training is deterministic, and
     # at step s rank r reads items (2s + r) * 2 and the next: the two ranks' batches of 2 together
     # are the batch of 4 one process reads. With DDP averaging the gradients and the decoder's
@@ -209,7 +203,7 @@ def test_ddp_two_processes_equal_one_process_on_the_global_batch(tmp_path):
     # statistics, as in training) with dropout off.
     one = load_segformer(single)
     torch.manual_seed(5)  # the initial weights, as train() draws them
-    init = sl.SegFormer(sl.mit_config("b0"), len(CLASSES), decoder_dim=16, dropout=0.0)
+    init = tiny_segformer(len(CLASSES), dropout=0.0)
     images, _ = SyntheticShapes(16, 32, seed=77).batch(range(16))
     logits = []
     for model in (rank0, one, init):
@@ -280,8 +274,8 @@ def test_shipped_checkpoint_scores_what_the_results_state(one_thread):
     assert abs(ious.mean().item() - want_miou) <= tol, f"mIoU {ious.mean().item():.6f}, docs/results.md states {want_miou}"
 
 
-def test_evaluate_cli_progress_on_stderr_quiet_silences_it(tmp_path, capsys):
-    path = save_segformer(sl.SegFormer(sl.mit_config("b0"), len(CLASSES), decoder_dim=16), tmp_path / "w.safetensors")
+def test_evaluate_cli_progress_on_stderr_quiet_silences_it(tiny_segformer, tmp_path, capsys):
+    path = save_segformer(tiny_segformer(len(CLASSES)), tmp_path / "w.safetensors")
     miou = evaluate.main(["--checkpoint", str(path), "--images", "3", "--seed", "9"])
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
@@ -337,17 +331,17 @@ def test_iou_by_hand():
     torch.testing.assert_close(iou, torch.tensor([2 / 4, 2 / 3, 2 / 3], dtype=torch.float64))
 
 
-def test_evaluate_bad_input(tmp_path, capsys):
+def test_evaluate_bad_input(tiny_segformer, tmp_path, capsys):
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"garbage" * 10)
     with pytest.raises(SystemExit) as exit_:
         evaluate.main(["--checkpoint", str(corrupt)])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and "not a SegFormer checkpoint" in err
-    wrong_k = sl.SegFormer(sl.mit_config("b0"), 7, decoder_dim=16)
+    wrong_k = tiny_segformer(7)
     with pytest.raises(ValueError, match="7 classes but the data set has 4"):
         evaluate.evaluate_model(wrong_k, SyntheticShapes(2, 64))
-    model = sl.SegFormer(sl.mit_config("b0"), 4, decoder_dim=16)
+    model = tiny_segformer(4)
     with pytest.raises(ValueError, match="input channels"):
         model.predict(torch.rand(1, 64, 64, 3))  # channels last
     with pytest.raises(TypeError, match="SegFormer"):

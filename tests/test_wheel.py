@@ -159,7 +159,7 @@ def test_installed_wheel_works_outside_the_checkout(wheel, tmp_path):
 
     out = run("-m", "segformer_lite", "evaluate", "--images", "40").stdout
     miou = float(re.search(r"^mIoU (\S+)$", out, re.M).group(1))
-    # a random model scores about 0.16 ("background everywhere"); README: 0.8506 on 200 images
+    # a random model scores about 0.16 ("background everywhere"); docs/results.md: 0.8506 on 200 images
     assert miou > 0.75, f"the shipped checkpoint should segment the context shapes, got:\n{out}"
     for kind in ("pixel-mlp", "local-cnn"):  # the shipped baselines are package data too
         out = run("-m", "segformer_lite", "evaluate", "--checkpoint", str(purelib / "segformer_lite" / "checkpoints"

@@ -188,7 +188,6 @@ def test_maps_of_one_figure_share_one_fixed_log_scale_and_one_colour_bar():
 
 
 def test_widget_draws_its_map_with_a_colour_bar():
-    pytest.importorskip("ipywidgets")
     w = am.attention_widget(load_photo("chelsea", (60, 90)), grid=(6, 9))
     fig = Figure()
     amap, message = w.draw(fig.add_subplot(), row=0, col=0, head=1, sr_ratio=1)

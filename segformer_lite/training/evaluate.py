@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="weights written by python -m segformer_lite train, SegFormer or baseline (None: the shipped checkpoint)")
     p.add_argument("--task", choices=TASKS, default=None,
-                   help="synthetic task to score on (default: the one the checkpoint records, else context)")
+                   help="synthetic task to score on (None: the one the checkpoint records, else context)")
     p.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="seed of the held-out images")
     p.add_argument("--images", type=int, default=200, help="number of held-out images")
     p.add_argument("--image-size", type=int, default=64, help="side of the square images in pixels")
