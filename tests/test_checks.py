@@ -7,13 +7,7 @@ planted class differs from the correct one by exactly one bug, selected with ``b
 """
 from __future__ import annotations
 
-import ast
-import builtins
-import contextlib
-import io
-import json
 import math
-import re
 from pathlib import Path
 
 import pytest
@@ -23,9 +17,11 @@ from einops import rearrange
 from torch import nn
 
 import segformer_lite as sl
-from segformer_lite.course import checks, homework
+from segformer_lite.course import checks
 from segformer_lite.course.checks import harness, variants
 from segformer_lite.block import DropPath
+
+from graded_cells import graded_exercises, run
 
 
 # --- student-style implementations ----------------------------------------------------------------
@@ -573,70 +569,6 @@ def test_layer_settings_unlike_the_reference_are_listed():
 # bound to each planted student. The checker, run as the graded cell's visible code, and the hidden
 # tests must pass or fail together.
 
-HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
-
-
-def _source(cell: dict) -> str:
-    lines = "".join(cell["source"]).splitlines(True)
-    return "".join(line for line in lines if not line.lstrip().startswith(("%", "!")))  # no IPython magics
-
-
-def _binds(stmt: ast.stmt) -> set[str]:
-    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-        return {(a.asname or a.name).split(".")[0] for a in stmt.names}
-    if isinstance(stmt, (ast.FunctionDef, ast.ClassDef)):
-        return {stmt.name}
-    if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-        return {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-    return set()
-
-
-def _reads(tree: ast.AST) -> set[str]:
-    loads = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-    stores = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-    return loads - stores - set(dir(builtins))
-
-
-def _context(earlier: list[str], needed: set[str], exercise: set[str]) -> list[str]:
-    """The earlier top-level statements that bind what ``needed`` reads, transitively, in order."""
-    statements = [stmt for src in earlier for stmt in ast.parse(src).body]
-    chosen, seen, todo = set(), set(exercise), set(needed) - set(exercise)
-    while todo:
-        name = todo.pop()
-        seen.add(name)
-        binders = [i for i, stmt in enumerate(statements) if name in _binds(stmt)]
-        if binders and binders[-1] not in chosen:
-            chosen.add(binders[-1])
-            todo |= _reads(statements[binders[-1]]) - seen
-    return [ast.unparse(statements[i]) for i in sorted(chosen)]
-
-
-def graded_exercises() -> list[dict]:
-    """One entry per graded cell of the course notebooks: its checker, visible code, hidden tests,
-    the names its exercise defines and the statements its hidden tests need."""
-    found = []
-    for path in homework.solution_notebooks(Path(__file__).resolve().parents[1] / "notebooks"):
-        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-        code = [c for c in cells if c["cell_type"] == "code"]
-        for i, cell in enumerate(code):
-            meta = cell["metadata"].get("nbgrader", {})
-            if not meta.get("grade"):
-                continue
-            source = _source(cell)
-            hidden = HIDDEN.search(source)
-            assert hidden, f"{path.name}: graded cell {meta['grade_id']} has no hidden tests"
-            visible = HIDDEN.sub("", source)
-            [solution] = [c for c in code[:i] if c["metadata"].get("nbgrader", {}).get("solution")][-1:]
-            exercise = {s.name for s in ast.parse(_source(solution)).body
-                        if isinstance(s, (ast.FunctionDef, ast.ClassDef))}
-            earlier = [_source(c) for c in code[:i]]
-            found.append(dict(notebook=path.name, grade_id=meta["grade_id"], visible=visible,
-                              hidden=hidden.group(1), exercise=sorted(exercise),
-                              checker=re.search(r"\b(check_\w+)\(", visible).group(1),
-                              context=_context(earlier, _reads(ast.parse(hidden.group(1))), exercise)))
-    return found
-
-
 def notebook_students(checker: str, names: list[str]) -> list[tuple[str, dict]]:
     """(bug, {exercise name: student}) for the correct student and every planted one."""
     if checker == "check_tokens":
@@ -657,16 +589,6 @@ def notebook_students(checker: str, names: list[str]) -> list[tuple[str, dict]]:
     return [(bug, {name: cls}) for bug, cls in correct + planted_classes + extra.get(checker, [])]
 
 
-def _run(code: str, namespace: dict) -> tuple[Exception | None, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            exec(compile(code, "<graded cell>", "exec"), namespace)
-        except Exception as e:  # the hidden tests' verdict
-            return e, out.getvalue(), err.getvalue()
-    return None, out.getvalue(), err.getvalue()
-
-
 AGREEMENT = [(ex, bug, students) for ex in graded_exercises()
              for bug, students in notebook_students(ex["checker"], ex["exercise"])]
 
@@ -679,9 +601,9 @@ def test_checker_and_hidden_tests_agree(exercise, bug, students):
     for stmt in exercise["context"]:
         exec(stmt, namespace)
     namespace.update(students)
-    error, out, err = _run(exercise["visible"], dict(namespace))
+    error, out, err = run(exercise["visible"], dict(namespace))
     checker_passes = error is None and err == "" and "✓ " in out
-    hidden_error, hidden_out, _ = _run(exercise["hidden"], dict(namespace))
+    hidden_error, hidden_out, _ = run(exercise["hidden"], dict(namespace))
     assert not isinstance(hidden_error, NameError), f"the hidden tests need more of the notebook: {hidden_error}"
     assert checker_passes == (hidden_error is None), (
         f"{exercise['notebook']} {exercise['grade_id']}, student {bug}: checker "

@@ -5,9 +5,26 @@ Each ``check_<exercise>(Student)`` builds the learner's module and the package's
 the same constructor arguments, copies the reference's weights into the learner's, and compares
 outputs on fresh random inputs of several shapes: batches of 2, square and non-square grids,
 every sr_ratio the hidden tests use, and the error contract where the exercise has one. A
-checker tries at least everything its notebook's hidden tests grade, at a tolerance no looser,
-so its check mark means full marks (``tests/test_checks.py`` runs every planted student through
-both and requires that they agree). Three outcomes:
+checker compares every property its notebook's hidden tests grade, at the same tolerance
+(``harness.RTOL``, ``harness.ATOL``; exact where a reshape is graded), and calls the learner's
+code with the same keywords, so its check mark means full marks. ``tests/test_checks.py`` runs
+every planted student through both, ``tests/test_checks_contracts.py`` every student derived
+from the notebook's solution by perturbing one compared property. The properties, per exercise
+(each stated in the exercise's markdown or docstring):
+
+* every tensor returned: a tensor, the reference's dtype, device and shape, its values;
+* ``count_attention`` (00): a tuple of three Python ints;
+* ``OverlapPatchEmbed`` (01), ``image_to_tokens`` (02): the tuple ``(tokens, grid)``, the grid a
+  tuple of two Python ints (a ``torch.Size`` is one); built with ``patch_size=``, ``stride=``;
+* ``tokens_to_image`` (02): exact values, and ``ValueError`` (or a subclass) for a grid that
+  does not fit the tokens;
+* ``EfficientSelfAttention`` (03): with ``return_attention=True`` the tuple ``(out, attn)``,
+  both compared; built with ``num_heads=``, ``sr_ratio=``;
+* ``Block`` (04): ``drop_path=``, eval and training mode; ``MixFFN`` (04), ``AllMLPDecoder``
+  (06): the output tensor;
+* ``MixTransformer`` (05): a list (not a tuple) of the four feature maps.
+
+Three outcomes:
 
 * right: prints one line starting with ``✓`` and returns ``None``;
 * unfinished (``forward`` raises ``NotImplementedError``): prints "... not implemented yet" to
@@ -21,8 +38,10 @@ the learner's output differs from the reference (or their code raises), the vari
 (or error) it reproduces names the mistake; failing that, a batch size hard-coded to 1 (right on
 the first image alone) or a grid guessed as sqrt(N) (right on square grids only). Before any of
 that, the settings of the layers built in ``__init__`` (padding, groups, kernel and stride, eps)
-are compared with the reference's, and an input tensor changed in place fails. The variants are
-plain ``torch`` code, written independently of the package.
+are compared with the reference's, and an input tensor changed in place fails; before any value
+is compared, the form of the output (``harness.vet``: container types and lengths, dtype,
+device, ints) is, with a hint naming the property. The variants are plain ``torch`` code,
+written independently of the package.
 
 Modules: ``mistakes`` (the catalogue), ``variants`` (the planted variants), ``harness`` (build,
 call, compare, name the mistake) and ``checkers`` (the ``check_*`` functions, re-exported here).

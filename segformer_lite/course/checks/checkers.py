@@ -17,8 +17,8 @@ from ...mix_ffn import MixFFN
 from ...patch_embed import OverlapPatchEmbed
 from ...tokens import image_to_tokens, tokens_to_image
 from . import variants
-from .harness import Report, Unfinished, build, call, close, compare, compare_on_grids, describe, diff, fail, randn, \
-    run_check, tokens_and_hw
+from .harness import Report, Unfinished, build, call, close, compare, compare_on_grids, describe, diff, fail, \
+    randn, raises_alike, run_check, vet
 
 _GRIDS = [(8, 8), (4, 16), (6, 10)]  # square; non-square with a square N (sqrt(N) runs, wrongly); neither
 
@@ -30,6 +30,7 @@ def _grids(sr_ratio: int) -> list[tuple[int, int]]:
 
 
 _TOKEN_GRIDS = _GRIDS + [(1, 9)]  # and one row of pixels
+_TOKENS_AND_GRID = ("the tokens", "the grid (H, W)")
 _TINY = MiTConfig(embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4), depths=(1, 2, 1, 1),
                   drop_path_rate=0.0)
 _IMAGE_SIZES = [(64, 64), (64, 96), (40, 72)]
@@ -42,18 +43,16 @@ def _listed(values) -> str:
 
 
 def check_overlap_patch_embed(Student: type) -> None:
-    """Check ``Student(in_channels, embed_dim, patch_size, stride)`` (layers ``proj``, ``norm``)
-    whose ``forward(images)`` returns ``(tokens (B, H'*W', C), (H', W'))``."""
+    """Check ``Student(in_channels, embed_dim, patch_size=k, stride=s)`` (layers ``proj``,
+    ``norm``) whose ``forward(images)`` returns the tuple ``(tokens (B, H'*W', C), (H', W'))``,
+    the grid a tuple of two ints."""
     title = "OverlapPatchEmbed"
-
-    def accept(got, expected, where):
-        return tokens_and_hw(got, title, "forward must",
-                             "Return the tokens and the grid: return self.norm(tokens), (h, w).")
 
     def body() -> str:
         cases = 0
         for args, sizes in [((3, 8, 7, 4), [(32, 32), (30, 45)]), ((8, 16, 3, 2), [(12, 12), (9, 14)])]:
-            student, ref = build(Student, OverlapPatchEmbed, args, {}, title)
+            student, ref = build(Student, OverlapPatchEmbed, args[:2], dict(patch_size=args[2], stride=args[3]),
+                                 title)
 
             def case(seed, hw):
                 x = randn(2, args[0], *hw, seed=seed)
@@ -65,18 +64,17 @@ def check_overlap_patch_embed(Student: type) -> None:
                 where = f"for images of shape {tuple(x.shape)} (kernel {args[2]}, stride {args[3]})"
                 return (x,), where, planted
 
-            cases += compare_on_grids(title, student, ref, sizes, case, sqrt_hw_on_error=False, accept=accept)
+            cases += compare_on_grids(title, student, ref, sizes, case, sqrt_hw_on_error=False,
+                                      name="forward's result", items=_TOKENS_AND_GRID)
         return f"matches segformer_lite.OverlapPatchEmbed on {cases} inputs (square and non-square)"
 
     run_check(title, body)
 
 
 def check_image_to_tokens(image_to_tokens_fn: Callable) -> None:
-    """Check ``image_to_tokens_fn(x (B, C, H, W)) -> (tokens (B, H*W, C), (H, W))``."""
+    """Check ``image_to_tokens_fn(x (B, C, H, W)) -> (tokens (B, H*W, C), (H, W))``, a tuple whose
+    grid is a tuple of two ints."""
     title = "image_to_tokens"
-
-    def accept(got, expected, where):
-        return tokens_and_hw(got, title, "must", "Return both: the grid travels with the tokens.")
 
     def case(seed, hw):
         x = randn(2, 5, *hw, seed=seed)
@@ -88,7 +86,7 @@ def check_image_to_tokens(image_to_tokens_fn: Callable) -> None:
 
     def body() -> str:
         n = compare_on_grids(title, image_to_tokens_fn, image_to_tokens, _TOKEN_GRIDS, case,
-                             sqrt_hw_on_error=False, accept=accept, exact=True)
+                             sqrt_hw_on_error=False, exact=True, name="the result", items=_TOKENS_AND_GRID)
         return f"matches segformer_lite.image_to_tokens exactly on {n} grids (square, non-square, one row)"
 
     run_check(title, body)
@@ -136,7 +134,8 @@ def check_tokens(image_to_tokens_fn: Callable, tokens_to_image_fn: Callable) -> 
         x = randn(2, 5, 6, 10, seed=7)
         tokens, hw = call(image_to_tokens_fn, x, title=title, where="on a 6x10 image")
         back = call(tokens_to_image_fn, tokens, hw, title=title, where="on a 6x10 image")
-        if not close(back, x):
+        vet(title, back, x, "on a 6x10 image", "tokens_to_image(*image_to_tokens(x))")
+        if not close(back, x, exact=True):
             raise fail(title, "tokens_to_image(*image_to_tokens(x)) does not give x back",
                        extra="The two reshapes must be exact inverses (same token order).")
         return "tokens_to_image(*image_to_tokens(x)) == x on a 6x10 image"
@@ -145,9 +144,9 @@ def check_tokens(image_to_tokens_fn: Callable, tokens_to_image_fn: Callable) -> 
 
 
 def check_efficient_self_attention(Student: type) -> None:
-    """Check ``Student(dim, num_heads, sr_ratio)`` (layers ``q``, ``kv``, ``proj`` and, when
+    """Check ``Student(dim, num_heads=h, sr_ratio=sr)`` (layers ``q``, ``kv``, ``proj`` and, when
     ``sr_ratio > 1``, ``sr``, ``norm``) whose ``forward(x (B, N, C), (H, W))`` returns ``(B, N, C)``
-    and, with ``return_attention=True``, ``(out, attn (B, heads, N, M))``."""
+    and, with ``return_attention=True``, the tuple ``(out, attn (B, heads, N, M))``."""
     title = "EfficientSelfAttention"
     knobs = {"heads_over_tokens": dict(split="tokens", merge="reshape"),
              "merge_no_permute": dict(merge="reshape"), "no_scale": dict(scale="none"),
@@ -166,7 +165,8 @@ def check_efficient_self_attention(Student: type) -> None:
     def body() -> str:
         cases = 0
         for args in configs:
-            student, ref = build(Student, EfficientSelfAttention, args, {}, title)
+            student, ref = build(Student, EfficientSelfAttention, args[:1],
+                                 dict(num_heads=args[1], sr_ratio=args[2]), title)
             if "return_attention" not in inspect.signature(student.forward).parameters:
                 raise fail(title, "forward has no return_attention argument",
                            extra="Keep the skeleton's signature forward(self, x, hw, return_attention=False)"
@@ -184,11 +184,13 @@ def check_efficient_self_attention(Student: type) -> None:
                 where += " with return_attention=True"
                 got = call(functools.partial(student, return_attention=True), *inputs, title=title, where=where)
                 want = ref(*inputs, return_attention=True)
-                if not (isinstance(got, (tuple, list)) and len(got) == 2 and close(got[1], want[1])):
-                    raise fail(title, f"the attention probabilities returned differ {where}",
+                vet(title, got, want, where, "forward's result", ("the output", "the attention maps"))
+                if not close(got[1], want[1]):
+                    raise fail(title, f"the attention probabilities returned differ {where} "
+                               f"({diff(got[1], want[1])})",
                                extra="Return (out, attn) with attn the softmax of the scaled scores, "
-                                     "(B, heads, N, M), that multiplies v.")
-                compare(title, got[0], want[0], where, {})
+                                     "(B, heads, N, M), the weights that multiply v.")
+                compare(title, got[0], want[0], where, {}, name="the output")
 
             cases += compare_on_grids(title, student, ref, _grids(args[2]), case, then=attention_maps)
         return (f"matches segformer_lite.EfficientSelfAttention on {cases} inputs, attention maps "
@@ -244,8 +246,8 @@ def check_block(Student: type) -> None:
                 return (x, hw), f"for x of shape {tuple(x.shape)}, hw={hw}, sr_ratio={args[2]} (eval mode)", planted
 
             n += compare_on_grids(title, student, ref, _grids(args[2]), case)
-        # training mode (the last config): DropPath draws one mask per branch; same seed -> same masks
-        student.train(), ref.train()
+        # training mode, stage 1's sr_ratio: DropPath draws one mask per branch; same seed -> same masks
+        student, ref = (m.train() for m in build(Student, Block, (16, 1, 8), {"drop_path": 0.5}, title))
         x, hw = randn(8, 24 * 16, 16, seed=5), (16, 24)
 
         def seeded(fn: Callable, *args, **kwargs):
@@ -313,9 +315,11 @@ def check_mix_transformer(Student: type) -> None:
                 mistakes = ["encoder_last_only"] if close(got, expected[-1]) else []
                 raise fail(title, f"forward must return a list of {_TINY.num_stages} feature maps, "
                                   f"got a {describe(got)}", mistakes)
-            return list(got) if isinstance(got, tuple) else got
+            return got
 
-        n = compare_on_grids(title, student, ref, _IMAGE_SIZES, case, sqrt_hw_on_error=False, accept=accept)
+        n = compare_on_grids(title, student, ref, _IMAGE_SIZES, case, sqrt_hw_on_error=False, accept=accept,
+                             name="forward's result",
+                             items=tuple(f"stage {i + 1}'s feature map" for i in range(_TINY.num_stages)))
         return f"matches segformer_lite.MixTransformer on {n} batches of 2 images (square and non-square)"
 
     run_check(title, body)
@@ -323,15 +327,6 @@ def check_mix_transformer(Student: type) -> None:
 
 # square; non-square; sides that are not multiples of 32, so the stage grids round up (10, 5, 3, 2)
 _DECODER_IMAGES = [(64, 64), (64, 96), (40, 72)]
-
-
-def _raises_alike(make: Callable, error: BaseException) -> bool:
-    """Whether ``make()`` raises the same exception, with the same message, as the learner's code."""
-    try:
-        make()
-    except Exception as e:
-        return type(e) is type(error) and str(e) == str(error)
-    return False
 
 
 def check_all_mlp_decoder(Student: type) -> None:
@@ -361,11 +356,11 @@ def check_all_mlp_decoder(Student: type) -> None:
             except Report as report:  # the learner's code raised: does a planted variant raise alike?
                 cause = report.__cause__
                 named = [m_id for m_id, kw in raising.items()
-                         if _raises_alike(lambda kw=kw: variants.all_mlp_decoder(ref, feats, **kw), cause)]
+                         if raises_alike(lambda kw=kw: variants.all_mlp_decoder(ref, feats, **kw), cause)]
                 if not named:
                     raise
                 raise fail(title, f"raised {type(cause).__name__} {where}: {cause}", named) from cause
-            compare(title, got, ref(feats), where, planted, True, True)
+            compare(title, got, ref(feats), where, planted, name="the logits")
         return (f"matches segformer_lite.AllMLPDecoder on {len(_DECODER_IMAGES)} inputs "
                 "(batch 2, square and non-square, sides not multiples of 32)")
 

@@ -15,7 +15,7 @@ import operator
 from typing import Callable
 
 from ...grid import conv_output_size, reduced_grid
-from .harness import Report, Unfinished, run_check
+from .harness import Unfinished, fail, run_check
 from .mistakes import Mistake
 
 # (image height, width, sr_ratio, num_heads, patch_size, stride): square and non-square, sides
@@ -53,6 +53,8 @@ COUNTING_MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in 
     "count_no_heads": ("the scores of one head are counted, not of all heads",
                        "every head has its own N x M score matrix: num_heads * N * M"),
 }.items()}
+
+_TITLE = "count_attention"
 
 # each way to count, the right one first; a planted variant picks one way per row
 _GRID = {"right": lambda n, k, s: (n + 2 * (k // 2) - k) // s + 1,
@@ -99,27 +101,24 @@ def _combinations() -> list[tuple[str, ...]]:
 
 
 def _as_counts(got, where: str) -> tuple[int, int, int]:
-    if not (isinstance(got, (tuple, list)) and len(got) == 3):
-        raise Report(f"count_attention: {where} it returned {got!r}; it must return three numbers, "
-                     "(N, M, scores).")
-    counts = []
+    """The learner's counts, or a failure naming the property of the contract (a tuple of three
+    Python ints) they miss; the hidden tests assert the same."""
+    if not (isinstance(got, tuple) and len(got) == 3):
+        raise fail(_TITLE, f"{where} it returned {got!r} ({type(got).__name__}); the contract is a "
+                   "tuple of three ints, (N, M, scores)", extra="End with return n, m, scores.")
     for name, v in zip(("N", "M", "scores"), got):
-        try:
-            if isinstance(v, bool):
-                raise TypeError
-            counts.append(operator.index(v))
-        except TypeError:
-            raise Report(f"count_attention: {where} {name} is {v!r} ({type(v).__name__}); counts "
-                         "are whole numbers (int). Use // (floor division), not /, and round "
-                         "nothing by hand.") from None
-    return tuple(counts)
+        if type(v) is not int:
+            raise fail(_TITLE, f"{where} {name} is {v!r} ({type(v).__name__}); the contract is a "
+                       "Python int", extra="Counts are whole numbers: use // (floor division), not /, "
+                                           "and round nothing by hand.")
+    return got
 
 
 def check_count_attention(count_fn: Callable) -> None:
     """Check ``count_fn(height, width, sr_ratio, num_heads=1, patch_size=7, stride=4)``, which
     returns ``(N, M, scores)`` for one attention layer on an image of ``height x width`` pixels,
     on every case of ``CASES``."""
-    title = "count_attention"
+    title = _TITLE
 
     def body() -> str:
         got = []
@@ -131,9 +130,9 @@ def check_count_attention(count_fn: Callable) -> None:
             except NotImplementedError:
                 raise Unfinished from None
             except Exception as e:  # the learner's bug, reported with a hint, not a traceback
-                raise Report(f"{title}: {where} it raised {type(e).__name__}: {e}\nKeep the "
-                             "signature count_attention(height, width, sr_ratio, num_heads=1, "
-                             "patch_size=7, stride=4).") from e
+                raise fail(title, f"{where} it raised {type(e).__name__}: {e}",
+                           extra="Keep the signature count_attention(height, width, sr_ratio, "
+                                 "num_heads=1, patch_size=7, stride=4).") from e
             got.append((where, _as_counts(out, where)))
         expected = [_reference(*case) for case in CASES]
         if all(g == e for (_, g), e in zip(got, expected)):
@@ -142,16 +141,10 @@ def check_count_attention(count_fn: Callable) -> None:
         found = [combo for combo in _combinations()
                  if [planted_count(combo)(*case) for case in CASES] == counts]
         where, g, e = next((wh, g, e) for (wh, g), e in zip(got, expected) if g != e)
-        lines = [f"{title}: wrong counts {where} (N, M, scores) = {g}, expected {e}"]
-        if found:
-            for m_id in found[0]:
-                lines += [f"Likely mistake: {COUNTING_MISTAKES[m_id].title}.",
-                          f"  How to fix: {COUNTING_MISTAKES[m_id].fix}."]
-        else:
-            first = ("N", "M", "scores")[next(i for i in range(3) if g[i] != e[i])]
-            lines.append(f"No catalogued mistake reproduces your counts; {first} is the first "
-                         "that is wrong. Compute the patch grid (H', W') first, then the key grid, "
-                         "then the scores, and print each.")
-        raise Report("\n".join(lines))
+        first = ("N", "M", "scores")[next(i for i in range(3) if g[i] != e[i])]
+        raise fail(title, f"wrong counts {where} (N, M, scores) = {g}, expected {e}", found[0] if found else (),
+                   f"No catalogued mistake reproduces your counts; {first} is the first that is wrong. "
+                   "Compute the patch grid (H', W') first, then the key grid, then the scores, and print each.",
+                   COUNTING_MISTAKES)
 
     run_check(title, body)

@@ -8,11 +8,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .mistakes import ALIASES, MISTAKES
+from .mistakes import ALIASES, MISTAKES, Mistake
 
-# torch.testing.assert_close's float32 defaults: no looser than any notebook's hidden test, so a
-# learner who passes the checker passes the hidden test too
-ATOL, RTOL = 1e-5, 1.3e-6
+# the tolerance of every notebook's hidden tests (torch.testing.assert_close(..., rtol=RTOL,
+# atol=ATOL)): the checker accepts exactly what the hidden tests accept
+ATOL, RTOL = 1e-5, 1e-4
 
 Variants = dict[str, Callable[[], Any]]  # mistake id (or alias) -> its planted variant's output
 
@@ -25,11 +25,14 @@ class Report(AssertionError):
     pass
 
 
-def fail(title: str, what: str, mistakes: list[str] = (), extra: str = "") -> Report:
+def fail(title: str, what: str, mistakes: list[str] = (), extra: str = "",
+         catalogue: dict[str, Mistake] = MISTAKES) -> Report:
+    """Every checker's failure: what is wrong, then the likely mistakes (from ``catalogue``) and
+    their fixes, else the ``extra`` hint, else a generic one."""
     lines = [f"{title}: {what}"]
     if mistakes:
         for m_id in dict.fromkeys(mistakes):
-            m = MISTAKES[m_id]
+            m = catalogue[m_id]
             lines += [f"Likely mistake: {m.title}.", f"  How to fix: {m.fix}."]
     elif extra:
         lines.append(extra)
@@ -91,16 +94,19 @@ def matching(got: Any, variants: Variants) -> list[str]:
     return found
 
 
+def raises_alike(make: Callable, error: BaseException) -> bool:
+    """Whether ``make()`` raises the learner's ``error``: same type, same message (shapes
+    included), so the same mistake."""
+    try:
+        make()
+    except Exception as e:
+        return type(e) is type(error) and str(e) == str(error)
+    return False
+
+
 def raising(error: Exception, variants: Variants) -> list[str]:
     """The ids of the catalogued mistakes whose planted variant raises the learner's ``error``."""
-    found = []
-    for m_id, make in variants.items():
-        try:
-            make()
-        except Exception as e:  # same type, same message (shapes included): same mistake
-            if type(e) is type(error) and str(e) == str(error):
-                found.append(ALIASES.get(m_id, m_id))
-    return found
+    return [ALIASES.get(m_id, m_id) for m_id, make in variants.items() if raises_alike(make, error)]
 
 
 def right_for_one(student: Callable, reference: Callable, args: tuple,
@@ -229,10 +235,59 @@ def randn(*shape: int, seed: int) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
+def _kind(x: Any) -> str:
+    """'a float (8.0)', 'a list', 'a Tensor'."""
+    return f"a {type(x).__name__}" + (f" ({x!r})" if isinstance(x, (int, float)) else "")
+
+
+def vet(title: str, got: Any, expected: Any, where: str, name: str = "the output",
+        items: tuple[str, ...] = ()) -> None:
+    """Fail unless ``got`` has the form of ``expected``, whatever its values, naming the property
+    that differs: a tensor where the reference returns one, with its dtype and device; a tuple
+    (``torch.Size`` is one) or a list where it returns one, as long; Python ints where it
+    returns ints. ``items`` names the items of a returned tuple or list in the messages. The
+    hidden tests assert the same properties."""
+    if isinstance(expected, torch.Tensor):
+        if not isinstance(got, torch.Tensor):
+            raise fail(title, f"{name} is {_kind(got)} {where}, not a tensor",
+                       extra=f"Return {name} as a torch.Tensor, as the reference does.")
+        if got.dtype != expected.dtype:
+            raise fail(title, f"{name} is {str(got.dtype).removeprefix('torch.')} {where}; the "
+                       f"reference's is {str(expected.dtype).removeprefix('torch.')}",
+                       extra=f"Where does a {str(got.dtype).removeprefix('torch.')} creep in? Keep the "
+                             "input's dtype: no .double() or .half(), no torch.tensor(...) or numpy "
+                             "array mixed in.")
+        if got.device != expected.device:
+            raise fail(title, f"{name} is on the device {got.device} {where}; the reference's is on "
+                       f"{expected.device}", extra="Keep every tensor on the input's device: no .to(), "
+                                                   ".cpu() or .cuda() of your own; create new tensors "
+                                                   "with device=x.device.")
+        return
+    if isinstance(expected, (tuple, list)):
+        kind = tuple if isinstance(expected, tuple) else list
+        if not isinstance(got, kind):
+            hint = ("Return them as a tuple: return a, b (a comma makes one)." if kind is tuple else
+                    "Collect them in a list: features = [], then features.append(...).")
+            raise fail(title, f"{name} is {_kind(got)} {where}; the contract is a {kind.__name__} of "
+                       f"{len(expected)}", extra=hint)
+        if len(got) != len(expected):
+            raise fail(title, f"{name} has {len(got)} items {where}; the contract is {len(expected)} "
+                       f"({describe(expected)})", extra="Return exactly what the exercise's contract lists.")
+        if all(type(e) is int for e in expected) and not all(type(g) is int for g in got):
+            raise fail(title, f"{name} holds {', '.join(_kind(g) for g in got)} {where}; the contract "
+                       f"is {len(expected)} Python ints",
+                       extra="Sizes and counts are ints: use // (floor division), not /, and read sizes "
+                             "from the shape (h, w = x.shape[-2:]), not from a tensor.")
+        for i, (g, e) in enumerate(zip(got, expected)):
+            vet(title, g, e, where, items[i] if i < len(items) else f"{name}[{i}]")
+
+
 def compare(title: str, got: Any, expected: Any, where: str, variants: Variants,
-            fallback: Callable[[], list[str]] = list, exact: bool = False) -> None:
-    """Fail unless ``got`` matches ``expected``, naming the planted variants it reproduces (or,
-    when none does, the mistakes ``fallback()`` suspects)."""
+            fallback: Callable[[], list[str]] = list, exact: bool = False, name: str = "the output",
+            items: tuple[str, ...] = ()) -> None:
+    """Fail unless ``got`` has the form of ``expected`` (:func:`vet`) and its values, naming the
+    planted variants it reproduces (or, when none does, the mistakes ``fallback()`` suspects)."""
+    vet(title, got, expected, where, name, items)
     if close(got, expected, exact):
         return
     found = matching(got, variants) or fallback()
@@ -242,13 +297,15 @@ def compare(title: str, got: Any, expected: Any, where: str, variants: Variants,
 def compare_on_grids(title: str, student: Callable, reference: Callable, grids: list[tuple[int, int]],
                      case: Callable[[int, tuple[int, int]], tuple[tuple, str, Variants]], *,
                      sqrt_hw_on_error: bool = True, accept: Callable[[Any, Any, str], Any] | None = None,
-                     then: Callable[[tuple, str], None] | None = None, exact: bool = False) -> int:
+                     then: Callable[[tuple, str], None] | None = None, exact: bool = False,
+                     name: str = "the output", items: tuple[str, ...] = ()) -> int:
     """Compare ``student(*args)`` with ``reference(*args)`` on one input per grid (H, W), square and
     non-square, and return how many inputs were compared.
 
     ``case(seed, hw)`` makes the arguments (the first one batched, B >= 2), the "where" of the
-    messages and the planted variants; ``accept(got, expected, where)`` vets the form of the
-    learner's output before the comparison (returning it, normalised), ``then(args, where)``
+    messages and the planted variants; ``accept(got, expected, where)`` diagnoses a wrong form
+    of the learner's output before :func:`compare` vets it (``name``, ``items`` in its messages),
+    ``then(args, where)``
     checks more once the output matches. A wrong output or an error is blamed on the planted
     variant that reproduces it; failing that, on a batch size hard-coded to 1 when the first
     item alone comes out right; failing that, on a grid guessed as sqrt(N) when square grids
@@ -269,24 +326,8 @@ def compare_on_grids(title: str, student: Callable, reference: Callable, grids: 
         expected = reference(*args)
         if accept:
             got = accept(got, expected, where)
-        compare(title, got, expected, where, variants, lambda: suspects(square_passed), exact)
+        compare(title, got, expected, where, variants, lambda: suspects(square_passed), exact, name, items)
         if then:
             then(args, where)
         square_passed |= square
     return len(grids)
-
-
-def as_hw(hw: Any, title: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in hw)
-    except (TypeError, ValueError):
-        raise fail(title, f"the grid must be a pair of ints (H, W), got {hw!r}",
-                   extra="Read it from the feature map: h, w = x.shape[-2:].") from None
-    return h, w
-
-
-def tokens_and_hw(got: Any, title: str, must: str, extra: str) -> tuple[torch.Tensor, tuple[int, int]]:
-    """The learner's ``(tokens, (H, W))``, or a failure saying what ``must`` be returned."""
-    if not (isinstance(got, (tuple, list)) and len(got) == 2):
-        raise fail(title, f"{must} return (tokens, (H, W)), got a {describe(got)}", extra=extra)
-    return got[0], as_hw(got[1], title)
