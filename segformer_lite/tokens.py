@@ -33,8 +33,8 @@ def tokens_to_image(tokens: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         raise TypeError(f"expected a torch.Tensor of shape (B, N, C), got {type(tokens).__name__}")
     if tokens.ndim != 3:
         raise ValueError(f"expected 3-D tokens (B, N, C), got {tokens.ndim}-D shape {tuple(tokens.shape)}")
-    try:
-        h, w = (int(v) for v in hw)
+    try:  # a symbolic size (torch.export, ONNX export) stays symbolic: int() would fix it to the traced value
+        h, w = (v if isinstance(v, torch.SymInt) else int(v) for v in hw)
     except (TypeError, ValueError):
         raise TypeError(f"hw must be a pair of ints (H, W), got {hw!r}") from None
     if h * w != tokens.shape[1]:
