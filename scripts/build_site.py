@@ -95,13 +95,13 @@ def _static_widget(model_id: str, state: dict, notebook: str) -> str:
             walk(child.removeprefix("IPY_MODEL_"))
 
     walk(model_id)
-    sliders = " ".join(p for p in parts if p.startswith('<span class="slider">'))
+    sliders = " &middot; ".join(p for p in parts if p.startswith('<span class="slider">'))
     rest = "".join(p for p in parts if not p.startswith('<span class="slider">'))
     return (f'<div class="static-widget"><div class="controls">{sliders}</div>{rest}'
             f'<div class="note">Interactive in Jupyter: this is the picture the stored run shows, at the '
             f"slider values above. To move the sliders, run the notebook with a kernel: "
             f"<code>pip install -e \".[course]\"</code>, then <code>jupyter lab notebooks/{notebook}</code> "
-            f"and <em>Run All Cells</em>.</div></div>")
+            f"and <em>Run &rsaquo; Run All Cells</em>.</div></div>")
 
 
 def _freeze_widgets(nb, notebook: str) -> int:
@@ -167,6 +167,7 @@ def _contents(course: list[Page], exercises: dict[str, Page]) -> str:
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1.0">
 <title>segformer-lite: the course</title>
+<link rel="icon" href="data:,">
 <style>
   body {{ font-family: sans-serif; max-width: 52em; margin: 2em auto; padding: 0 1em; line-height: 1.5; }}
   li {{ margin: 0.3em 0; }}
