@@ -126,11 +126,12 @@ def test_bad_arguments(tmp_path):
 
 @pytest.mark.slow
 def test_command_exports_the_shipped_checkpoint(tmp_path, capsys):
-    main(["--out", str(tmp_path), "--format", "onnx", "--check-size", "71", "93"])
-    line = capsys.readouterr().out.strip()
-    assert line.startswith(f"{tmp_path / 'segformer.onnx'}: exported in"), line
-    diff = float(line.split("max |diff| = ")[1].split(";")[0])
-    assert diff < 1e-4, line
-    assert line.endswith("smallest side 29"), line
+    main(["--out", str(tmp_path), "--format", "onnx", "--check-size", "71", "93", "--check-size", "29", "40"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith(f"{tmp_path / 'segformer.onnx'}: exported in"), lines
+    assert lines[0].endswith("smallest side 29"), lines
+    assert [line.split(":")[0] for line in lines[1:]] == [
+        "  onnxruntime vs PyTorch at (1, 3, 71, 93)", "  onnxruntime vs PyTorch at (1, 3, 29, 40)"]
+    assert all(float(line.split("max |diff| = ")[1]) < 1e-4 for line in lines[1:]), lines
     runner = OnnxRunner(tmp_path / "segformer.onnx")
     assert [o.name for o in runner.session.get_outputs()] == ["logits"]
