@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -77,24 +78,22 @@ def _dynamic_shapes(cfg: MiTConfig) -> tuple[dict[int, Dim], ...]:
     return ({0: Dim("batch", min=1), 2: Dim("height", min=side), 3: Dim("width", min=side)},)
 
 
-class _EvalMode:
-    """Export what inference runs (no dropout, BatchNorm's running statistics), then restore."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.model, self.was_training = model, model.training
-
-    def __enter__(self):
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was_training)
+@contextmanager
+def _eval_mode(model: torch.nn.Module):
+    """Export what inference runs (no dropout, BatchNorm's running statistics), then restore the mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def export_program(model: MixTransformer | SegFormer) -> torch.export.ExportedProgram:
     """``torch.export`` of the model in eval mode, batch, height and width symbolic
     (heights and widths from :func:`export_min_size` up). Save it with ``torch.export.save``."""
     cfg = _config(model)
-    with _EvalMode(model):
+    with _eval_mode(model):
         return torch.export.export(model, (example_input(cfg),), dynamic_shapes=_dynamic_shapes(cfg))
 
 
@@ -104,7 +103,7 @@ def export_onnx(model: MixTransformer | SegFormer, path, opset_version: int | No
     dynamo exporter (``torch.onnx.export(dynamo=True)``, which needs onnxscript)."""
     cfg = _config(model)
     path = Path(path)
-    with _EvalMode(model):
+    with _eval_mode(model):
         program = torch.onnx.export(model, (example_input(cfg),), dynamo=True, external_data=False,
                                     dynamic_shapes=_dynamic_shapes(cfg), input_names=["images"],
                                     output_names=output_names(model), opset_version=opset_version,
@@ -140,7 +139,7 @@ class ProgramRunner:
         images = next(n for n in program.graph.nodes if n.op == "placeholder"
                       and n.name not in program.graph_signature.inputs_to_parameters
                       and n.name not in program.graph_signature.inputs_to_buffers)
-        batch, self.channels, height, width = images.meta["val"].shape
+        _, self.channels, height, width = images.meta["val"].shape
         self.min_size = max(int(program.range_constraints[d.node.expr].lower) for d in (height, width))
         self.module = program.module()
 
