@@ -42,8 +42,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
-EXTRA = "course"  # the optional dependencies of the notebooks' sliders
-EXTRA_ONLY_DIR = "segformer_lite/course/widgets/"  # the only code allowed to import them
+# each optional extra and the only code allowed to import it (a folder or a file)
+EXTRAS = {"course": "segformer_lite/course/widgets/",  # the notebooks' sliders
+          "export": "segformer_lite/export.py"}  # ONNX export and onnxruntime
 
 
 @pytest.fixture(scope="module")
@@ -102,17 +103,18 @@ def test_wheel_ships_the_data(wheel):
 def test_wheel_declares_every_import_and_requirements_pin_them(wheel):
     reqs = _requirements(wheel)
     core = {canonicalize_name(r.name) for r in reqs if r.marker is None}
-    extra = {canonicalize_name(r.name) for r in reqs if r.marker is not None
-             and r.marker.evaluate({"extra": EXTRA})}
-    assert core and extra, f"expected core and [{EXTRA}] requirements, got {[str(r) for r in reqs]}"
+    extras = {name: {canonicalize_name(r.name) for r in reqs if r.marker is not None
+                     and r.marker.evaluate({"extra": name})} for name in EXTRAS}
+    assert core and all(extras.values()), f"expected core and {sorted(EXTRAS)} requirements, got {[str(r) for r in reqs]}"
     dists = importlib.metadata.packages_distributions()  # import name -> distributions providing it
     for module, files in sorted(_third_party_imports(wheel).items()):
         provided_by = {canonicalize_name(d) for d in dists.get(module, [])}
         assert provided_by, f"no installed distribution provides {module!r} (imported by {sorted(files)})"
-        allowed = core | extra if all(f.startswith(EXTRA_ONLY_DIR) for f in files) else core
+        usable = [name for name, only in EXTRAS.items() if all(f.startswith(only) for f in files)]
+        allowed = core.union(*(extras[name] for name in usable))
         assert provided_by & allowed, (
             f"{module!r} (from {'/'.join(sorted(provided_by))}) is imported by {sorted(files)} "
-            f"but not declared in pyproject.toml's {'dependencies' if allowed == core else 'dependencies or ' + EXTRA}")
+            f"but not declared in pyproject.toml's {' or '.join(['dependencies'] + usable)}")
 
     pins = {}
     for line in (REPO / "requirements.txt").read_text().splitlines():
