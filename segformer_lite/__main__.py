@@ -4,6 +4,7 @@
     evaluate     per-class IoU and mIoU of a trained model on held-out images (training/evaluate.py)
     experiments  the paper's claims tested on the context task (training/experiments.py)
     homework     the course notebooks as an nbgrader assignment (course/homework.py)
+    export       the model to ONNX or torch.export, checked against PyTorch (export.py; pip install ".[export]")
 
 ``python -m segformer_lite COMMAND --help`` gives each command's options.
 """
@@ -13,7 +14,8 @@ import importlib
 import sys
 
 COMMANDS = {"train": "segformer_lite.training.train", "evaluate": "segformer_lite.training.evaluate",
-            "experiments": "segformer_lite.training.experiments", "homework": "segformer_lite.course.homework"}
+            "experiments": "segformer_lite.training.experiments", "homework": "segformer_lite.course.homework",
+            "export": "segformer_lite.export"}
 
 
 def main(argv: list[str] | None = None) -> int:

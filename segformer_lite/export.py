@@ -19,7 +19,7 @@ no guards and is checked down to the model's own minimum, :func:`segformer_lite.
     export_onnx(SegFormer(mit_config("b0"), num_classes=5), "segformer.onnx")
     logits = OnnxRunner("segformer.onnx")(images)  # images: float32 (B, 3, H, W) numpy array
 
-``python -m segformer_lite.export --out DIR`` exports the shipped checkpoint (see :func:`main`).
+``python -m segformer_lite export --out DIR`` exports the shipped checkpoint (see :func:`main`).
 Needs the ``export`` extra: ``pip install segformer-lite[export]`` (onnx, onnxscript, onnxruntime).
 """
 from __future__ import annotations
@@ -186,7 +186,7 @@ def _max_abs_diff(ours, reference) -> float:
 def main(argv: list[str] | None = None) -> None:
     """``export`` command: write DIR/NAME.onnx and DIR/NAME.pt2, then check both against PyTorch
     at sizes that were not used to export (max |difference| printed per size)."""
-    parser = argparse.ArgumentParser(prog="python -m segformer_lite.export", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m segformer_lite export", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="directory to write the files to")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", type=Path, default=None,

@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{RESULTS.relative_to(RESULTS.parents[3])} to replace it); with --show, the file "
                         "to read (default: the committed results)")
     p.add_argument("--partial", action="store_true",
-                   help="write the report from the runs finished so far, listing the rest as not run")
+                   help="train nothing: write the report from the runs finished so far, listing the rest as not run")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's choice)")
     p.add_argument("--show", action="store_true", help="train nothing: print the tables of the results in --output")
     return p
@@ -328,7 +328,7 @@ def main(argv=None) -> None:
     print(f"{len(wanted)} runs of {recipe.steps} steps x {recipe.batch_size} images for {', '.join(names)}: "
           f"{len(wanted) - len(missing)} done in {args.work_dir}", flush=True)
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    for key in missing:
+    for key in [] if args.partial else missing:
         claim = files[key].with_suffix(".claim")
         try:  # another process running the same command may have taken this run
             claim.open("x").close()
