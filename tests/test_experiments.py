@@ -257,6 +257,7 @@ def test_committed_results_are_complete_and_consistent():
                 k = int(c["metric"][3:]) - 1
                 assert a == pytest.approx([r[min(k, len(r) - 1)] for r in got["designs"][c["a"]]["erf_radius"]])
             s = stats.paired(a, b)
+            assert c["diffs"] == pytest.approx(s.pop("diffs"))
             assert {k: c[k] for k in s} == pytest.approx(s)
             assert c["verdict"] == stats.verdict(s)
     position = results["experiments"]["position"]["designs"]
