@@ -40,7 +40,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..checkpoint import atomic_write
-from .ablations import DESIGNS, build_design
+from .ablations import build_design
 from .data import SyntheticShapes
 from .erf import effective_receptive_field, erf_extent, erf_radius, theoretical_receptive_field
 from .evaluate import HELD_OUT_SEED as EVAL_SEED, evaluate_model, mean_iou

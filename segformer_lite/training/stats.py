@@ -13,12 +13,11 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 
-__all__ = ["t975", "paired", "unpaired", "verdict", "seed_table", "comparison_table", "explain"]
+__all__ = ["t975", "paired", "unpaired", "verdict", "seed_table", "unit", "comparison_table", "explain"]
 
 # two-sided 95 % quantiles of Student's t by degrees of freedom
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
          10: 2.228, 12: 2.179, 14: 2.145, 16: 2.120, 18: 2.101}
-VERDICTS = ("agrees", "disagrees", "inconclusive")
 
 
 def t975(dof: int) -> float:
