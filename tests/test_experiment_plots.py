@@ -47,7 +47,8 @@ def results():
     runs = {(d, s): fake_run(d, s) for d in DESIGNS for s in SEEDS}
     with pytest.MonkeyPatch.context() as mp:  # timing real encoders at 512 px takes seconds
         mp.setattr(ex, "_time_encoders", lambda designs, size, batch: {d: 0.010 + 0.001 * i for i, d in enumerate(designs)})
-        out = ex.report(list(ex.EXPERIMENTS), runs, SEEDS, ex.Recipe(steps=2), eval_images=4)
+        out = ex.report(list(ex.EXPERIMENTS), runs, dict.fromkeys(ex.EXPERIMENTS, SEEDS), ex.Recipe(steps=2),
+                        eval_images=4)
     return out["experiments"]
 
 

@@ -180,7 +180,7 @@ def test_cli_runs_resumes_and_reports(tmp_path, capsys, one_thread):
     out = capsys.readouterr().out
     assert "6 runs of 1 steps x 16 images for decoder: 0 done" in out
     report = json.loads((tmp_path / "r.json").read_text())
-    assert list(report["experiments"]) == ["decoder"] and report["seeds"] == [0, 1]
+    assert list(report["experiments"]) == ["decoder"] and report["experiments"]["decoder"]["seeds"] == [0, 1]
     table = report["experiments"]["decoder"]
     assert set(table["designs"]) == {"mit", "head-stage1", "head-stage4"}
     assert [c["whose"] for c in table["comparisons"]] == ["paper", "course"]
@@ -215,7 +215,14 @@ def test_cli_leaves_runs_claimed_by_another_process(tmp_path, capsys, one_thread
     assert list(report["designs"]) == ["head-stage1"] and report["comparisons"] == []
     assert report["not_run"] == {"designs": ["mit", "head-stage4"],
                                  "comparisons": [c.label for c in ex.EXPERIMENTS["decoder"]["comparisons"]]}
-    assert "not run: mit, head-stage4" in ex.show({"seeds": [0, 1], "experiments": {"decoder": report}}, ["decoder"])
+    assert "not run: mit, head-stage4" in ex.show({"experiments": {"decoder": report}}, ["decoder"])
+
+
+@pytest.mark.parametrize("name", list(ex.EXPERIMENTS))
+def test_each_experiment_has_its_own_valid_training_seeds(name):
+    seeds = ex.EXPERIMENTS[name]["seeds"]
+    assert 3 <= len(seeds) == len(set(seeds)) <= 10 and ex.EVAL_SEED not in seeds
+    assert ex.build_parser().parse_args([name]).seeds is None  # the CLI then trains these
 
 
 def test_default_output_is_the_work_dir_never_the_committed_results():
