@@ -245,16 +245,16 @@ def test_cli_bad_arguments(argv, message, capsys):
 
 def test_committed_results_are_complete_and_consistent():
     results = ex.load_results()
-    seeds = results["seeds"]
-    assert len(seeds) >= 3 and ex.EVAL_SEED not in seeds and results["eval_images"] == 200
-    assert results["recipe"]["steps"] == 4500
+    assert results["eval_images"] == 200 and results["recipe"]["steps"] == 4500
     assert set(results["experiments"]) == set(ex.EXPERIMENTS)
     for name, spec in ex.EXPERIMENTS.items():
         got = results["experiments"][name]
-        assert list(got["designs"]) + got["not_run"]["designs"] == [d for d in spec["designs"] if d in got["designs"]] + \
-            [d for d in spec["designs"] if d not in got["designs"]]
-        assert {c["comparison"] for c in got["comparisons"]} | set(got["not_run"]["comparisons"]) == \
-            {c.label for c in spec["comparisons"]}
+        assert got["seeds"] == list(spec["seeds"]) and len(got["seeds"]) >= 3 and ex.EVAL_SEED not in got["seeds"]
+        assert list(got["designs"]) == list(spec["designs"]), f"{name}: not run {got['not_run']}"
+        assert got["not_run"] == {"designs": [], "comparisons": []}
+        assert [c["comparison"] for c in got["comparisons"]] == [c.label for c in spec["comparisons"]]
+        for d in got["designs"].values():
+            assert all(len(v) == len(got["seeds"]) for v in d["miou"].values())
         for c in got["comparisons"]:
             a, b = c["a_values"], c["b_values"]
             if c["metric"].startswith("miou"):  # recompute from the per-design table
