@@ -222,7 +222,16 @@ def test_cli_leaves_runs_claimed_by_another_process(tmp_path, capsys, one_thread
 def test_each_experiment_has_its_own_valid_training_seeds(name):
     seeds = ex.EXPERIMENTS[name]["seeds"]
     assert 3 <= len(seeds) == len(set(seeds)) <= 10 and ex.EVAL_SEED not in seeds
-    assert ex.build_parser().parse_args([name]).seeds is None  # the CLI then trains these
+
+
+def test_cli_without_seeds_wants_each_experiments_own_seeds(tmp_path, capsys):
+    # decoder: mit, head-stage4, head-stage1 over seeds 0-4 = 15 runs; position adds pos-embed over
+    # seeds 0-2 = 3 (its mit runs are among the decoder's): 18 runs, counted by hand
+    ex.main(["decoder", "position", "--partial", "--steps", "4500", "--threads", "0", "--work-dir", str(tmp_path)])
+    assert "18 runs of 4500 steps x 16 images for decoder, position: 0 done" in capsys.readouterr().out
+    report = json.loads((tmp_path / "report.json").read_text())["experiments"]
+    assert report["decoder"]["seeds"] == [0, 1, 2, 3, 4] and report["position"]["seeds"] == [0, 1, 2]
+    assert report["decoder"]["not_run"]["designs"] == ["mit", "head-stage4", "head-stage1"]
 
 
 def test_default_output_is_the_work_dir_never_the_committed_results():
