@@ -1,11 +1,13 @@
 """The checkers, one per exercise: ``check_<exercise>(Student)`` (see the package docstring)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from typing import Callable
 
 import torch
+from torch import nn
 
 from ...attention import EfficientSelfAttention
 from ...block import Block
@@ -18,21 +20,29 @@ from ...patch_embed import OverlapPatchEmbed
 from ...tokens import image_to_tokens, tokens_to_image
 from . import variants
 from .harness import Report, Unfinished, build, call, close, compare, compare_on_grids, describe, diff, fail, \
-    randn, raises_alike, run_check, vet
+    gradients, in_float64, randn, raises_alike, run_check, vet
 
-_GRIDS = [(8, 8), (4, 16), (6, 10)]  # square; non-square with a square N (sqrt(N) runs, wrongly); neither
+# first a grid whose sides differ from each other and from every width checked (so a wrong axis
+# cannot hide), then a square one, then a non-square one with a square N (sqrt(N) runs, wrongly)
+_GRIDS = [(6, 10), (8, 8), (4, 16)]
 
 
 def _grids(sr_ratio: int) -> list[tuple[int, int]]:
     """_GRIDS's three kinds of grid, each side a multiple of sr_ratio so the reduction keeps every token."""
-    return _GRIDS if sr_ratio <= 2 else [(2 * sr_ratio, 2 * sr_ratio), (sr_ratio, 4 * sr_ratio),
-                                          (2 * sr_ratio, 3 * sr_ratio)]
+    return _GRIDS if sr_ratio <= 2 else [(2 * sr_ratio, 3 * sr_ratio), (2 * sr_ratio, 2 * sr_ratio),
+                                          (sr_ratio, 4 * sr_ratio)]
 
 
 _TOKEN_GRIDS = _GRIDS + [(1, 9)]  # and one row of pixels
+_DTYPES = (torch.float64, torch.int64)  # the tokens helpers' contract: the input's dtype comes back
 _TOKENS_AND_GRID = ("the tokens", "the grid (H, W)")
 _TINY = MiTConfig(embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4), depths=(1, 2, 1, 1),
                   drop_path_rate=0.0)
+# notebook 05's checker: a four-channel input (in_channels is not 3), and images whose sides differ
+# (a 40x72 image's grids round up: 10x18, 5x9, 3x5, 2x3); notebook 05 names both
+MIT_CHECK_CONFIG = MiTConfig(in_channels=4, embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4),
+                             depths=(1, 2, 1, 1), drop_path_rate=0.0)
+MIT_CHECK_SIZES = [(40, 72), (64, 64), (64, 96)]
 _IMAGE_SIZES = [(64, 64), (64, 96), (40, 72)]
 
 
@@ -48,11 +58,15 @@ def check_overlap_patch_embed(Student: type) -> None:
     the grid a tuple of two ints."""
     title = "OverlapPatchEmbed"
 
+    # (in_channels, embed_dim, patch_size, stride), keywords, image sizes: the first grid 6x11 with C = 10;
+    # the second layer with every argument unlike its default (eps too)
+    configs = [((3, 10, 7, 4), {}, [(24, 44), (32, 32)]), ((10, 16, 3, 2), dict(eps=0.1), [(12, 18), (9, 14)])]
+
     def body() -> str:
         cases = 0
-        for args, sizes in [((3, 8, 7, 4), [(32, 32), (30, 45)]), ((8, 16, 3, 2), [(12, 12), (9, 14)])]:
-            student, ref = build(Student, OverlapPatchEmbed, args[:2], dict(patch_size=args[2], stride=args[3]),
-                                 title)
+        for args, more, sizes in configs:
+            student, ref = build(Student, OverlapPatchEmbed, args[:2],
+                                 dict(patch_size=args[2], stride=args[3], **more), title)
 
             def case(seed, hw):
                 x = randn(2, args[0], *hw, seed=seed)
@@ -61,12 +75,14 @@ def check_overlap_patch_embed(Student: type) -> None:
                            "flatten_no_permute": lambda: variants.patch_embed(ref, x, flatten="reshape"),
                            "column_major": lambda: variants.patch_embed(ref, x, flatten="column"),
                            "hw_swapped": lambda: variants.patch_embed(ref, x, swap_hw=True)}
-                where = f"for images of shape {tuple(x.shape)} (kernel {args[2]}, stride {args[3]})"
+                where = (f"for images of shape {tuple(x.shape)} (kernel {args[2]}, stride {args[3]}"
+                         + "".join(f", {k}={v}" for k, v in more.items()) + ")")
                 return (x,), where, planted
 
             cases += compare_on_grids(title, student, ref, sizes, case, sqrt_hw_on_error=False,
                                       name="forward's result", items=_TOKENS_AND_GRID)
-        return f"matches segformer_lite.OverlapPatchEmbed on {cases} inputs (square and non-square)"
+        return (f"matches segformer_lite.OverlapPatchEmbed on {cases} inputs (square and non-square, eps "
+                "passed on), gradients and float64 included")
 
     run_check(title, body)
 
@@ -87,7 +103,13 @@ def check_image_to_tokens(image_to_tokens_fn: Callable) -> None:
     def body() -> str:
         n = compare_on_grids(title, image_to_tokens_fn, image_to_tokens, _TOKEN_GRIDS, case,
                              sqrt_hw_on_error=False, exact=True, name="the result", items=_TOKENS_AND_GRID)
-        return f"matches segformer_lite.image_to_tokens exactly on {n} grids (square, non-square, one row)"
+        for dtype in _DTYPES:  # the contract: the tokens keep the input's dtype
+            x = randn(2, 5, 6, 10, seed=8).mul(4).to(dtype)
+            where = f"for x of shape {tuple(x.shape)} and dtype {str(dtype).removeprefix('torch.')}"
+            compare(title, call(image_to_tokens_fn, x, title=title, where=where), image_to_tokens(x), where, {},
+                    exact=True, name="the result", items=_TOKENS_AND_GRID)
+        return (f"matches segformer_lite.image_to_tokens exactly on {n} grids (square, non-square, one row) "
+                "and in float64 and int64, gradients included")
 
     run_check(title, body)
 
@@ -105,6 +127,11 @@ def check_tokens_to_image(tokens_to_image_fn: Callable) -> None:
 
     def body() -> str:
         n = compare_on_grids(title, tokens_to_image_fn, tokens_to_image, _TOKEN_GRIDS, case, exact=True)
+        for dtype in _DTYPES:  # the contract: the image keeps the tokens' dtype
+            t = randn(2, 60, 5, seed=8).mul(4).to(dtype)
+            where = f"for tokens of shape {tuple(t.shape)}, dtype {str(dtype).removeprefix('torch.')}, and hw=(6, 10)"
+            compare(title, call(tokens_to_image_fn, t, (6, 10), title=title, where=where),
+                    tokens_to_image(t, (6, 10)), where, {}, exact=True)
         t = randn(2, 60, 5, seed=9)
         for hw in [(8, 8), (6, 5)]:  # 64 cells for 60 tokens; 30 cells, which reshape(B, -1, 6, 5) fills
             where = f"for tokens of shape {tuple(t.shape)} and hw={hw}"
@@ -119,7 +146,8 @@ def check_tokens_to_image(tokens_to_image_fn: Callable) -> None:
                            ["grid_not_checked"]) from e
             raise fail(title, f"accepted a grid that does not fit the tokens {where}", ["grid_not_checked"])
         return (f"matches segformer_lite.tokens_to_image exactly on {n} grids (square, non-square, "
-                "one row) and refuses grids that do not fit with ValueError")
+                "one row) and in float64 and int64, gradients included, and refuses grids that do not fit "
+                "with ValueError")
 
     run_check(title, body)
 
@@ -160,13 +188,15 @@ def check_efficient_self_attention(Student: type) -> None:
              "heads_over_token_blocks": dict(split="token_blocks", merge="reshape"),
              "conv_channels_last_out": dict(layout="reshape_out"),
              "conv_channels_last_in": dict(layout="reshape_in")}
-    configs = [(16, 2, 2), (24, 3, 1), (16, 2, 4), (32, 4, 8)]  # (dim, num_heads, sr_ratio)
+    # (dim, num_heads, sr_ratio), other keywords: every argument also unlike its default
+    configs = [((16, 2, 2), {}), ((24, 3, 1), dict(qkv_bias=False)), ((16, 2, 4), dict(eps=0.1)),
+               ((32, 4, 8), dict(qkv_bias=False, eps=0.2))]
 
     def body() -> str:
         cases = 0
-        for args in configs:
+        for args, more in configs:
             student, ref = build(Student, EfficientSelfAttention, args[:1],
-                                 dict(num_heads=args[1], sr_ratio=args[2]), title)
+                                 dict(num_heads=args[1], sr_ratio=args[2], **more), title)
             if "return_attention" not in inspect.signature(student.forward).parameters:
                 raise fail(title, "forward has no return_attention argument",
                            extra="Keep the skeleton's signature forward(self, x, hw, return_attention=False)"
@@ -175,7 +205,8 @@ def check_efficient_self_attention(Student: type) -> None:
             def case(seed, hw):
                 x = randn(2, hw[0] * hw[1], args[0], seed=seed)
                 where = (f"for x of shape {tuple(x.shape)}, hw={hw} "
-                         f"(dim={args[0]}, num_heads={args[1]}, sr_ratio={args[2]})")
+                         f"(dim={args[0]}, num_heads={args[1]}, sr_ratio={args[2]}"
+                         + "".join(f", {k}={v}" for k, v in more.items()) + ")")
                 planted = {m_id: (lambda kw=kw: variants.attention(ref, x, hw, **kw))
                            for m_id, kw in knobs.items()}
                 return (x, hw), where, planted
@@ -194,7 +225,8 @@ def check_efficient_self_attention(Student: type) -> None:
 
             cases += compare_on_grids(title, student, ref, _grids(args[2]), case, then=attention_maps)
         return (f"matches segformer_lite.EfficientSelfAttention on {cases} inputs, attention maps "
-                f"included (square and non-square, sr_ratio {_listed(c[2] for c in configs)})")
+                f"included (square and non-square, sr_ratio {_listed(c[0][2] for c in configs)}, qkv_bias "
+                "and eps passed on), gradients and float64 included")
 
     run_check(title, body)
 
@@ -212,7 +244,7 @@ def check_mix_ffn(Student: type) -> None:
              "unflatten_no_permute_in": dict(layout="reshape_in")}  # named through mistakes.ALIASES
 
     def body() -> str:
-        student, ref = build(Student, MixFFN, (8, 32), {}, title)
+        student, ref = build(Student, MixFFN, (8, 24), {}, title)  # hidden width 3x, not the usual 4x
 
         def case(seed, hw):
             x = randn(2, hw[0] * hw[1], 8, seed=seed)
@@ -220,7 +252,7 @@ def check_mix_ffn(Student: type) -> None:
             return (x, hw), f"for x of shape {tuple(x.shape)}, hw={hw}", planted
 
         n = compare_on_grids(title, student, ref, _GRIDS, case)
-        return f"matches segformer_lite.MixFFN on {n} inputs (square and non-square)"
+        return f"matches segformer_lite.MixFFN on {n} inputs (square and non-square), gradients and float64 included"
 
     run_check(title, body)
 
@@ -233,21 +265,24 @@ def check_block(Student: type) -> None:
     knobs = {"post_norm": dict(post_norm=True), "no_attn_residual": dict(attn_residual=False),
              "no_ffn_residual": dict(ffn_residual=False), "norm1_twice": dict(norm1_twice=True),
              "parallel_branches": dict(parallel=True), "no_drop_path": dict(drop_path=False)}
-    configs = [(16, 2, 2), (16, 1, 8)]  # (dim, num_heads, sr_ratio)
+    # (dim, num_heads, sr_ratio), keywords: the second with every argument unlike its default
+    configs = [((16, 2, 2), dict(drop_path=0.5)),
+               ((16, 1, 8), dict(mlp_ratio=2, qkv_bias=False, drop_path=0.5, eps=0.1, embed_eps=0.2))]
 
     def body() -> str:
         n = 0
-        for args in configs:
-            student, ref = build(Student, Block, args, {"drop_path": 0.5}, title)
+        for args, more in configs:
+            student, ref = build(Student, Block, args, more, title)
 
             def case(seed, hw):
                 x = randn(2, hw[0] * hw[1], 16, seed=seed)
                 planted = {m_id: (lambda kw=kw: variants.block(ref, x, hw, **kw)) for m_id, kw in knobs.items()}
-                return (x, hw), f"for x of shape {tuple(x.shape)}, hw={hw}, sr_ratio={args[2]} (eval mode)", planted
+                shown = "".join(f", {k}={v}" for k, v in more.items() if k != "drop_path")
+                return (x, hw), f"for x of shape {tuple(x.shape)}, hw={hw}, sr_ratio={args[2]}{shown} (eval mode)", planted
 
             n += compare_on_grids(title, student, ref, _grids(args[2]), case)
         # training mode, stage 1's sr_ratio: DropPath draws one mask per branch; same seed -> same masks
-        student, ref = (m.train() for m in build(Student, Block, (16, 1, 8), {"drop_path": 0.5}, title))
+        student, ref = (m.train() for m in build(Student, Block, *configs[1], title))
         x, hw = randn(8, 24 * 16, 16, seed=5), (16, 24)
 
         def seeded(fn: Callable, *args, **kwargs):
@@ -255,11 +290,16 @@ def check_block(Student: type) -> None:
             return fn(*args, **kwargs)
 
         where = f"for x of shape {tuple(x.shape)}, hw={hw} (training mode, drop_path=0.5)"
-        got = call(seeded, student, x, hw, title=title, where=where)
+        with torch.no_grad():
+            got = call(seeded, student, x, hw, title=title, where=where)
         planted = {m_id: (lambda kw=kw: seeded(variants.block, ref, x, hw, **kw)) for m_id, kw in knobs.items()}
-        compare(title, got, seeded(ref, x, hw), where, planted)
+        with torch.no_grad():
+            compare(title, got, seeded(ref, x, hw), where, planted)
+        gradients(title, functools.partial(seeded, student), functools.partial(seeded, ref), (x, hw), where,
+                  modules=(student, ref))  # the same DropPath masks, so the same gradients
         return (f"matches segformer_lite.Block on {n + 1} inputs (square, non-square, "
-                f"sr_ratio {_listed(c[2] for c in configs)}, training mode)")
+                f"sr_ratio {_listed(c[0][2] for c in configs)}, training mode, mlp_ratio, qkv_bias and both eps "
+                "passed on), gradients and float64 included")
 
     run_check(title, body)
 
@@ -295,32 +335,67 @@ def check_stage(Student: type) -> None:
     run_check(title, body)
 
 
+@contextlib.contextmanager
+def _refusing_finished(student: nn.Module, title: str, finished: tuple[type, ...]):
+    """While the learner's forward runs, calling the forward of one of the package's ``finished``
+    classes (the part the exercise asks for) fails with a report saying so."""
+    running = []
+    hooks = [student.register_forward_pre_hook(lambda *_: running.append(True)),
+             student.register_forward_hook(lambda *_: running.clear(), always_call=True)]
+    originals = {cls: cls.forward for cls in finished}
+
+    def guarded(cls: type, original: Callable) -> Callable:
+        @functools.wraps(original)
+        def forward(self, *args, **kwargs):
+            if running:
+                raise fail(title, f"forward calls segformer_lite.{cls.__name__}'s finished forward: the package "
+                           "would run the steps this exercise asks you to write",
+                           extra="Write them with the parts the skeleton gives: each stage's patch_embed, its "
+                                 "blocks (with the grid beside the tokens), its norm, then back to an image.")
+            return original(self, *args, **kwargs)
+        return forward
+    try:
+        for cls, original in originals.items():
+            cls.forward = guarded(cls, original)
+        yield
+    finally:
+        for cls, original in originals.items():
+            cls.forward = original
+        for hook in hooks:
+            hook.remove()
+
+
 def check_mix_transformer(Student: type) -> None:
     """Check ``Student(cfg)`` (layer ``stages``) whose ``forward(images)`` returns the list of
-    the four stages' feature maps ``[(B, C_i, H_i, W_i)]``: the stage loop of notebook 05."""
+    the four stages' feature maps ``[(B, C_i, H_i, W_i)]``: the stage loop of notebook 05, on
+    ``MIT_CHECK_CONFIG`` and ``MIT_CHECK_SIZES`` (which the notebook names). Calling the forward
+    of ``segformer_lite.Stage`` (or ``MixTransformer``) inside the loop is refused."""
     title = "MixTransformer"
     knobs = {"stage_no_norm": dict(norm=False), "unflatten_no_permute": dict(layout="reshape"),
              "encoder_chains_tokens": dict(chain="tokens"), "encoder_not_chained": dict(chain="input")}
 
     def body() -> str:
-        student, ref = build(Student, MixTransformer, (_TINY,), {}, title)
+        student, ref = build(Student, MixTransformer, (MIT_CHECK_CONFIG,), {}, title)
+        channels = MIT_CHECK_CONFIG.in_channels
 
         def case(seed, hw):
-            x = randn(2, 3, *hw, seed=seed)
+            x = randn(2, channels, *hw, seed=seed)
             planted = {m_id: (lambda kw=kw: variants.encoder(ref, x, **kw)) for m_id, kw in knobs.items()}
             return (x,), f"for images of shape {tuple(x.shape)}", planted
 
         def accept(got, expected, where):
             if isinstance(got, torch.Tensor):
                 mistakes = ["encoder_last_only"] if close(got, expected[-1]) else []
-                raise fail(title, f"forward must return a list of {_TINY.num_stages} feature maps, "
+                raise fail(title, f"forward must return a list of {MIT_CHECK_CONFIG.num_stages} feature maps, "
                                   f"got a {describe(got)}", mistakes)
             return got
 
-        n = compare_on_grids(title, student, ref, _IMAGE_SIZES, case, sqrt_hw_on_error=False, accept=accept,
-                             name="forward's result",
-                             items=tuple(f"stage {i + 1}'s feature map" for i in range(_TINY.num_stages)))
-        return f"matches segformer_lite.MixTransformer on {n} batches of 2 images (square and non-square)"
+        with _refusing_finished(student, title, (Stage, MixTransformer)):
+            n = compare_on_grids(title, student, ref, MIT_CHECK_SIZES, case, sqrt_hw_on_error=False, accept=accept,
+                                 name="forward's result",
+                                 items=tuple(f"stage {i + 1}'s feature map" for i in range(MIT_CHECK_CONFIG.num_stages)))
+        return (f"matches segformer_lite.MixTransformer on {n} batches of 2 images (square and non-square, "
+                f"{channels} channels), gradients and float64 included")
 
     run_check(title, body)
 
@@ -341,7 +416,7 @@ def check_all_mlp_decoder(Student: type) -> None:
     raising = {"decoder_scale_factor": dict(size="scale_factor")}  # runs only on multiples of 32
 
     def body() -> str:
-        student, ref = build(Student, AllMLPDecoder, (_TINY.embed_dims, 5, 12), {}, title)
+        student, ref = build(Student, AllMLPDecoder, (_TINY.embed_dims, 5, 12), dict(dropout=0.3), title)
         g = torch.Generator().manual_seed(2)  # BatchNorm statistics worth checking (not 0 and 1)
         ref.norm.running_mean.copy_(torch.randn(12, generator=g) * 0.5)
         ref.norm.running_var.copy_(torch.rand(12, generator=g) * 1.5 + 0.5)
@@ -352,7 +427,8 @@ def check_all_mlp_decoder(Student: type) -> None:
             where = f"for the stage maps of a batch of two {h}x{w} images, {[tuple(f.shape) for f in feats]}"
             planted = {m_id: (lambda kw=kw: variants.all_mlp_decoder(ref, feats, **kw)) for m_id, kw in knobs.items()}
             try:
-                got = call(student, feats, title=title, where=where)
+                with torch.no_grad():
+                    got = call(student, feats, title=title, where=where)
             except Report as report:  # the learner's code raised: does a planted variant raise alike?
                 cause = report.__cause__
                 named = [m_id for m_id, kw in raising.items()
@@ -360,8 +436,24 @@ def check_all_mlp_decoder(Student: type) -> None:
                 if not named:
                     raise
                 raise fail(title, f"raised {type(cause).__name__} {where}: {cause}", named) from cause
-            compare(title, got, ref(feats), where, planted, name="the logits")
-        return (f"matches segformer_lite.AllMLPDecoder on {len(_DECODER_IMAGES)} inputs "
-                "(batch 2, square and non-square, sides not multiples of 32)")
+            with torch.no_grad():
+                compare(title, got, ref(feats), where, planted, name="the logits")
+        gradients(title, student, ref, (feats,), where, "the logits")
+        in_float64(title, student, ref, (feats,), where, "the logits")
+        # training mode: BatchNorm on the batch's statistics, dropout=0.3 with the same seed for both
+        student.train(), ref.train()
+
+        def seeded(module, maps):
+            torch.manual_seed(1234)
+            return module(maps)
+        where = where.replace("images, ", "images in training mode (dropout=0.3), ")
+        with torch.no_grad():
+            got = call(seeded, student, feats, title=title, where=where)
+            compare(title, got, seeded(ref, feats), where, {}, name="the logits")
+        gradients(title, functools.partial(seeded, student), functools.partial(seeded, ref), (feats,), where,
+                  "the logits", modules=(student, ref))
+        return (f"matches segformer_lite.AllMLPDecoder on {len(_DECODER_IMAGES) + 1} inputs (batch 2, square "
+                "and non-square, sides not multiples of 32, training mode with dropout=0.3), gradients and "
+                "float64 included")
 
     run_check(title, body)

@@ -2,6 +2,7 @@
 outputs and, when they differ, name the planted variant that reproduces the learner's output."""
 from __future__ import annotations
 
+import copy
 import sys
 from typing import Any, Callable
 
@@ -45,13 +46,16 @@ def fail(title: str, what: str, mistakes: list[str] = (), extra: str = "",
 def run_check(title: str, body: Callable[[], str]) -> None:
     """Run one checker body; translate NotImplementedError into the "not implemented" note."""
     try:  # fork_rng: checking must not move the notebook's random stream
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]):
             summary = body()
     except Unfinished:
         print(f"{title}: not implemented yet (forward raises NotImplementedError). "
               "Write it, then re-run this cell.", file=sys.stderr)
         return
     print(f"✓ {title}: {summary}")
+
+
+_NO_FORWARD = 'is missing the required "forward" function'
 
 
 def call(fn: Callable, *args, title: str, where: str,
@@ -61,8 +65,14 @@ def call(fn: Callable, *args, title: str, where: str,
     before = [a.clone() for a in args if isinstance(a, torch.Tensor)]
     try:
         out = fn(*args)
-    except NotImplementedError:
+    except NotImplementedError as e:
+        if _NO_FORWARD in str(e):  # torch's own error: a container (ModuleDict, ModuleList) was called
+            raise fail(title, f"called a module that has no forward of its own {where}: {e}",
+                       extra="The skeleton's containers (an nn.ModuleDict of named parts, an nn.ModuleList) "
+                             "only hold layers: call the layers they hold, one step at a time.") from None
         raise Unfinished from None
+    except Report:  # a checker's own verdict from inside the learner's call (a refused shortcut)
+        raise
     except Exception as e:  # the learner's bug, reported with a hint instead of a traceback
         raise fail(title, f"raised {type(e).__name__} {where}: {e}", diagnose(e)) from e
     after = [a for a in args if isinstance(a, torch.Tensor)]
@@ -159,32 +169,151 @@ def diff(got: Any, expected: Any) -> str:
     return f"expected {expected!r}, got {got!r}"
 
 
-# the settings of a layer that a learner writes in __init__, compared with the reference's
-_SETTINGS = {nn.Conv2d: ("kernel_size", "stride", "padding", "dilation", "groups"),
-             nn.LayerNorm: ("normalized_shape", "eps", "elementwise_affine")}
+# --- the layers built in __init__: judged by what they compute, not by how they are written -------
+
+_PROBED = (nn.Conv2d, nn.Linear, nn.LayerNorm, nn.BatchNorm2d)
 # (layer name, setting, is the learner's value this mistake?) -> catalogued mistake
 _NAMED_SETTINGS = {("proj", "padding"): (lambda v: v == (0, 0), "no_padding"),
                    ("dwconv", "groups"): (lambda v: v == 1, "dwconv_no_groups"),
                    ("sr", "kernel_size"): (lambda v: True, "sr_kernel_stride"),
                    ("sr", "stride"): (lambda v: True, "sr_kernel_stride")}
+# where the released code (NVlabs mix_transformer.py) gets each LayerNorm's eps, by the layer's owner
+_EPS_SOURCE = {
+    "OverlapPatchEmbed": "the released code (NVlabs mix_transformer.py) builds this LayerNorm as "
+                         "nn.LayerNorm(dim), torch's default eps=1e-5",
+    "EfficientSelfAttention": "the released code (NVlabs mix_transformer.py) builds this LayerNorm as "
+                              "nn.LayerNorm(dim), torch's default eps=1e-5",
+    "Block": "the released code (NVlabs mix_transformer.py) builds this LayerNorm with "
+             "norm_layer=partial(nn.LayerNorm, eps=1e-6)",
+    "Stage": "the released code (NVlabs mix_transformer.py) builds this LayerNorm with "
+             "norm_layer=partial(nn.LayerNorm, eps=1e-6)"}
 
 
-def layer_settings(student: nn.Module, ref: nn.Module, reference: str) -> tuple[list[str], list[str]]:
-    """Where a layer the learner built (by name) is set up unlike the reference's: one line per
-    difference, and the catalogued mistakes among them."""
-    mine = dict(student.named_modules())
+def _probe(layer: nn.Module) -> torch.Tensor:
+    """An input the reference's ``layer`` takes: a non-square map whose sides are no multiple of
+    the conv's stride, or a few rows of features."""
+    g = torch.Generator().manual_seed(3)
+    if isinstance(layer, nn.Conv2d):
+        k = max(layer.kernel_size)
+        return torch.randn(2, layer.in_channels, 2 * k + 3, 3 * k + 2, generator=g)
+    if isinstance(layer, nn.BatchNorm2d):
+        return torch.randn(2, layer.num_features, 5, 7, generator=g)
+    width = layer.in_features if isinstance(layer, nn.Linear) else layer.normalized_shape
+    return torch.randn(2, 5, *([width] if isinstance(width, int) else width), generator=g) * 2 + 0.5
+
+
+def _padding(conv: nn.Conv2d) -> tuple[int, ...]:
+    """The padding a conv applies, however it was written ("same", "valid", an int, a tuple)."""
+    if conv.padding == "valid":
+        return (0, 0)
+    if conv.padding == "same":  # stride 1: (k - 1) * dilation split over both sides (torch pads the extra after)
+        return tuple(d * (k - 1) // 2 for k, d in zip(conv.kernel_size, conv.dilation))
+    return tuple(conv.padding)
+
+
+def _settings(layer: nn.Module) -> dict[str, Any]:
+    """The settings that decide what a layer computes, with the padding as applied."""
+    has = lambda name: getattr(layer, name, None) is not None  # noqa: E731
+    if isinstance(layer, nn.Conv2d):
+        return dict(in_channels=layer.in_channels, out_channels=layer.out_channels,
+                    kernel_size=layer.kernel_size, stride=layer.stride, padding=_padding(layer),
+                    dilation=layer.dilation, groups=layer.groups, padding_mode=layer.padding_mode,
+                    bias=has("bias"))
+    if isinstance(layer, nn.Linear):
+        return dict(in_features=layer.in_features, out_features=layer.out_features, bias=has("bias"))
+    if isinstance(layer, nn.LayerNorm):
+        return dict(normalized_shape=layer.normalized_shape, eps=layer.eps,
+                    elementwise_affine=layer.elementwise_affine, bias=has("bias"))
+    if isinstance(layer, nn.BatchNorm2d):
+        return dict(num_features=layer.num_features, eps=layer.eps, affine=layer.affine,
+                    track_running_stats=layer.track_running_stats)
+    return {}
+
+
+def _effect(setting: str, got: Any, want: Any, layer: nn.Module, owner: str, kwargs: dict) -> str:
+    """What a setting unlike the reference's does, in words."""
+    if setting == "eps":
+        passed = [k for k, v in kwargs.items() if "eps" in k and v == want]
+        why = (f"this check builds it with {passed[0]}={want}: pass the constructor's {passed[0]} on "
+               "(eps=" + passed[0] + "), do not write a number of your own" if passed else
+               _EPS_SOURCE.get(owner, f"the reference's eps is {want}"))
+        return (f"has eps={got!r} where the reference's has eps={want!r}; eps is added to each token's "
+                f"variance before the square root, so every normalised value changes (most where the "
+                f"variance is small). {why[0].upper()}{why[1:]}")
+    if setting == "padding":
+        return (f"pads {got} pixels per side (rows, columns) where the reference pads {want}: the "
+                "output grid and its border values change")
+    if setting == "groups":
+        if want == layer.in_channels:
+            return (f"has groups={got}, so each filter mixes {layer.in_channels // got} channels, where the "
+                    f"reference's gives every channel its own filter (groups={want}): a different "
+                    "computation with a weight of another shape")
+        return f"has groups={got} where the reference's has groups={want}"
+    if setting == "padding_mode":
+        return (f"pads with padding_mode={got!r} where the reference pads with {want!r}: the border "
+                "values of the output change")
+    if setting == "bias":
+        return ("has a bias where the reference's has none" if got else "has no bias where the reference's has "
+                "one") + ("; pass the constructor's qkv_bias on (bias=qkv_bias)" if "qkv_bias" in kwargs else "")
+    if setting == "kernel_size":
+        return f"has a {got[0]}x{got[1]} kernel where the reference's is {want[0]}x{want[1]}: another window"
+    if setting == "stride":
+        return (f"moves {got} pixels at a time (stride={got}) where the reference's moves {want}: the output "
+                "grid comes out another size")
+    if setting == "dilation":
+        return f"has dilation={got} where the reference's has {want}: its kernel reads pixels further apart"
+    if setting in ("in_channels", "in_features"):
+        return f"reads {got} input channels where the reference's reads {want}"
+    if setting in ("out_channels", "out_features", "num_features"):
+        return f"makes {got} channels where the reference's makes {want}"
+    if setting == "normalized_shape":
+        return f"normalises over {got} where the reference's normalises over {want}, the channels"
+    return f"has {setting}={got!r} where the reference's has {setting}={want!r}"
+
+
+def _computes_alike(theirs: nn.Module, layer: nn.Module) -> tuple[bool, str]:
+    """Whether the learner's layer, given the reference layer's weights, computes what it does on a
+    probe input; and, when not, how it differs."""
+    mine = copy.deepcopy(theirs)
+    try:
+        mine.load_state_dict(layer.state_dict())
+    except Exception as e:  # weights of other shapes (groups, kernel) or a bias too many
+        return False, "its weights do not fit the reference's: " + str(e).splitlines()[-1].strip()
+    x = _probe(layer)
+    with torch.no_grad():
+        want = copy.deepcopy(layer).eval()(x)
+        try:
+            got = mine.eval()(x)
+        except Exception as e:
+            return False, f"it raised {type(e).__name__} on an input of shape {tuple(x.shape)} that the reference takes"
+    if close(got, want):
+        return True, ""
+    return False, f"on an input of shape {tuple(x.shape)}: {diff(got, want)}"
+
+
+def layer_differences(student: nn.Module, ref: nn.Module, kwargs: dict) -> tuple[list[str], list[str]]:
+    """The layers the learner built (by name) that compute something else than the reference's on
+    the same weights, one line each naming the settings that differ and their effect, and the
+    catalogued mistakes among them. A setting written another way (padding="same" for a stride-1
+    odd kernel) computes the same and is no difference."""
+    mine, owners = dict(student.named_modules()), dict(ref.named_modules())
     lines, mistakes = [], []
     for name, layer in ref.named_modules():
         theirs = mine.get(name)
-        if not name or not isinstance(theirs, type(layer)):
+        if not name or not isinstance(layer, _PROBED) or not isinstance(theirs, nn.Module):
             continue
-        for setting in _SETTINGS.get(type(layer), ()):
-            got, want = getattr(theirs, setting), getattr(layer, setting)
-            if got != want:
-                lines.append(f"self.{name} has {setting}={got!r}, {reference}'s has {setting}={want!r}")
-                is_it, m_id = _NAMED_SETTINGS.get((name.rsplit(".", 1)[-1], setting), (None, None))
-                if is_it and is_it(got):
-                    mistakes.append(m_id)
+        alike, how = _computes_alike(theirs, layer)
+        if alike:
+            continue
+        owner = type(owners[name.rsplit(".", 1)[0]] if "." in name else ref).__name__
+        got, want = _settings(theirs), _settings(layer)
+        effects = [_effect(k, got[k], want[k], layer, owner, kwargs) for k in want if k in got and got[k] != want[k]]
+        lines.append(f"self.{name} " + ("; ".join(effects) + f" ({how})" if effects else
+                                         f"computes something else than the reference's {type(layer).__name__} ({how})"))
+        for k in want:
+            is_it, m_id = _NAMED_SETTINGS.get((name.rsplit(".", 1)[-1], k), (None, None))
+            if is_it and k in got and got[k] != want[k] and is_it(got[k]):
+                mistakes.append(m_id)
     return lines, mistakes
 
 
@@ -206,11 +335,12 @@ def build(Student: type, Reference: type, args: tuple, kwargs: dict, title: str)
     if not isinstance(student, nn.Module):
         raise fail(title, f"{Student.__name__} is not a torch.nn.Module",
                    extra="Subclass nn.Module and call super().__init__() first.")
-    lines, mistakes = layer_settings(student, ref, f"segformer_lite.{Reference.__name__}")
+    lines, mistakes = layer_differences(student, ref, kwargs)
     if lines:
-        raise fail(title, f"the layers built by {Student.__name__}({shown}) differ from the reference:\n  "
-                   + "\n  ".join(lines), mistakes,
-                   extra="Build each layer with the settings the notebook derives (or the skeleton passes).")
+        raise fail(title, f"layers built by {Student.__name__}({shown}) compute something else than "
+                   f"segformer_lite.{Reference.__name__}'s on the same weights:\n  " + "\n  ".join(lines),
+                   mistakes, extra="Build each layer with the settings the notebook derives (or the skeleton "
+                                   "passes); a setting written another way is fine when it computes the same.")
     try:
         student.load_state_dict(ref.state_dict())
     except RuntimeError as e:
@@ -298,7 +428,7 @@ def compare_on_grids(title: str, student: Callable, reference: Callable, grids: 
                      case: Callable[[int, tuple[int, int]], tuple[tuple, str, Variants]], *,
                      sqrt_hw_on_error: bool = True, accept: Callable[[Any, Any, str], Any] | None = None,
                      then: Callable[[tuple, str], None] | None = None, exact: bool = False,
-                     name: str = "the output", items: tuple[str, ...] = ()) -> int:
+                     name: str = "the output", items: tuple[str, ...] = (), train: bool = True) -> int:
     """Compare ``student(*args)`` with ``reference(*args)`` on one input per grid (H, W), square and
     non-square, and return how many inputs were compared.
 
@@ -310,7 +440,23 @@ def compare_on_grids(title: str, student: Callable, reference: Callable, grids: 
     variant that reproduces it; failing that, on a batch size hard-coded to 1 when the first
     item alone comes out right; failing that, on a grid guessed as sqrt(N) when square grids
     passed (or, with ``sqrt_hw_on_error``, when the error came on a non-square grid).
+
+    Once every output matches, with ``train`` the first input also goes through a backward pass
+    (:func:`gradients`) and, for modules, through both in float64 (:func:`in_float64`).
     """
+    with torch.no_grad():
+        compared = _compare_on_grids(title, student, reference, grids, case, sqrt_hw_on_error, accept, then,
+                                     exact, name, items)
+    if train:
+        args, where, _ = case(0, grids[0])
+        gradients(title, student, reference, args, where, name)
+        if isinstance(student, nn.Module) and isinstance(reference, nn.Module):
+            in_float64(title, student, reference, args, where, name, items)
+    return compared
+
+
+def _compare_on_grids(title, student, reference, grids, case, sqrt_hw_on_error, accept, then, exact, name,
+                      items) -> int:
     square_passed = False
     for seed, hw in enumerate(grids):
         square = hw[0] == hw[1]
@@ -331,3 +477,100 @@ def compare_on_grids(title: str, student: Callable, reference: Callable, grids: 
             then(args, where)
         square_passed |= square
     return len(grids)
+
+
+# --- training: the backward pass ------------------------------------------------------------------
+
+_BLOCKED = ("Something in forward cuts it from autograd's graph: .detach(), .data, .item() or .numpy() "
+            "turned back into a tensor, a new tensor built from the values (torch.tensor(...)), or "
+            "torch.no_grad() / torch.inference_mode() inside forward. Such a module runs but cannot "
+            "train: keep every step of forward differentiable.")
+
+
+def _leaves(x: Any) -> Any:
+    """``x`` with every floating-point tensor (nested in tuples and lists too) replaced by a fresh
+    copy that requires grad."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone().requires_grad_(x.is_floating_point())
+    if isinstance(x, (tuple, list)):
+        return type(x)(map(_leaves, x))
+    return x
+
+
+def _tensors(x: Any) -> list[torch.Tensor]:
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, (tuple, list)):
+        return [t for item in x for t in _tensors(item)]
+    return []
+
+
+def gradients(title: str, student: Callable, reference: Callable, args: tuple, where: str,
+              name: str = "the output", modules: tuple[nn.Module, nn.Module] | None = None) -> None:
+    """Fail unless one backward pass through the learner's code gives the reference's gradients,
+    at the hidden tests' tolerance: for every input tensor and every parameter of the learner's
+    module (matched by name; ``modules`` names the two modules when ``student`` and ``reference`` are
+    functions that call them). The loss is a fixed random weighting of every output value, so each
+    value's gradient counts."""
+    where += " (backward pass)"
+    mine, theirs = _leaves(args), _leaves(args)
+    if modules is None and isinstance(student, nn.Module) and isinstance(reference, nn.Module):
+        modules = (student, reference)
+    for module in modules or ():
+        module.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        got = call(student, *mine, title=title, where=where)
+        expected = reference(*theirs)
+        outs, refs = _tensors(got), _tensors(expected)
+        blocked = [i for i, (o, r) in enumerate(zip(outs, refs)) if r.requires_grad and not o.requires_grad]
+        if blocked:
+            which = name if len(refs) == 1 else ", ".join(f"{name}[{i}]" for i in blocked)
+            raise fail(title, f"{which} carries no gradient {where}: no loss computed from it could "
+                       "train a weight", extra=_BLOCKED)
+        weights = [randn(*r.shape, seed=40 + i).to(r.dtype) for i, r in enumerate(refs)]
+        pairs = [(o, r, w) for o, r, w in zip(outs, refs, weights) if r.requires_grad]
+        try:
+            sum((o * w).sum() for o, _, w in pairs).backward()
+        except Exception as e:
+            raise fail(title, f"the backward pass raised {type(e).__name__} {where}: {e}",
+                       extra="An in-place operation (x += ..., .relu_(), x[...] = ...) overwrote a tensor "
+                             "autograd still needs: write x = x + ... instead.") from e
+        sum((r * w).sum() for _, r, w in pairs).backward()
+    checked = [("the input" if len(mine) == 1 else f"argument {i + 1}", a, b)
+               for i, (a, b) in enumerate(zip(_tensors(mine), _tensors(theirs))) if b.requires_grad]
+    if modules:
+        params = dict(modules[0].named_parameters())
+        checked += [(f"self.{n}", params[n], p) for n, p in modules[1].named_parameters() if n in params]
+    for label, a, b in checked:
+        if b.grad is None:
+            continue
+        if a.grad is None:
+            raise fail(title, f"no gradient reaches {label} {where}, where the reference's gets one",
+                       extra=_BLOCKED)
+        if not close(a.grad, b.grad):
+            raise fail(title, f"the gradient of {label} differs from the reference's {where} "
+                       f"({diff(a.grad, b.grad)}), although the outputs match",
+                       extra="Something in forward changes how the gradient flows without changing the "
+                             "values: a .detach() on part of a sum, a custom autograd.Function, a value "
+                             "computed twice and mixed. Keep forward plain torch.")
+
+
+def in_float64(title: str, student: nn.Module, reference: nn.Module, args: tuple, where: str,
+               name: str = "the output", items: tuple[str, ...] = ()) -> None:
+    """The dtype promise: the learner's module, in float64 on float64 inputs, returns float64
+    values that match the reference's (then both go back to float32, exactly)."""
+    where += " in float64 (module.double())"
+    args = tuple(a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else
+                 [t.double() for t in a] if isinstance(a, list) else a for a in args)
+    student.double(), reference.double()
+    try:
+        with torch.no_grad():
+            got = call(student, *args, title=title, where=where)
+            expected = reference(*args)
+        vet(title, got, expected, where, name, items)
+        if not close(got, expected):
+            raise fail(title, f"wrong output {where} ({diff(got, expected)})",
+                       extra="Where does float32 creep in? Create new tensors with dtype=x.dtype (and "
+                             "device=x.device), or with torch.zeros_like / x.new_zeros.")
+    finally:
+        student.float(), reference.float()

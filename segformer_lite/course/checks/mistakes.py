@@ -111,7 +111,8 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
                           "collect every stage's output in a list and return all of them"),
     "encoder_not_chained": ("each stage is fed the input images instead of the previous "
                             "stage's feature map",
-                            "x = stage(x) in the loop: stage i+1 reads stage i's output"),
+                            "keep x = the feature map you just appended: stage i+1's patch embedding "
+                            "reads stage i's output, not the images"),
     "encoder_chains_tokens": ("the next stage is fed tokens (B, N, C) instead of the feature map",
                               "stage i+1's patch embedding is a Conv2d: feed it "
                               "x = tokens_to_image(stage.norm(x), hw), the map you also collect"),
