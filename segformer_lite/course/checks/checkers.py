@@ -16,7 +16,7 @@ from ...grid import stage_grid_sizes
 from ...mix_ffn import MixFFN
 from ...patch_embed import OverlapPatchEmbed
 from ...tokens import image_to_tokens, tokens_to_image
-from . import variants
+from . import localise, variants
 from .harness import Report, Unfinished, build, call, close, compare, compare_on_grids, describe, diff, fail, \
     randn, raises_alike, run_check, vet
 
@@ -160,7 +160,7 @@ def check_efficient_self_attention(Student: type) -> None:
              "heads_over_token_blocks": dict(split="token_blocks", merge="reshape"),
              "conv_channels_last_out": dict(layout="reshape_out"),
              "conv_channels_last_in": dict(layout="reshape_in")}
-    configs = [(16, 2, 2), (24, 3, 1), (16, 2, 4), (32, 4, 8)]  # (dim, num_heads, sr_ratio)
+    configs = [(8, 1, 2), (16, 2, 2), (24, 3, 1), (16, 2, 4), (32, 4, 8)]  # (dim, num_heads, sr_ratio)
 
     def body() -> str:
         cases = 0
@@ -255,6 +255,7 @@ def check_block(Student: type) -> None:
             return fn(*args, **kwargs)
 
         where = f"for x of shape {tuple(x.shape)}, hw={hw} (training mode, drop_path=0.5)"
+        localise.set_case(student, ref, (x, hw), run=seeded)
         got = call(seeded, student, x, hw, title=title, where=where)
         planted = {m_id: (lambda kw=kw: seeded(variants.block, ref, x, hw, **kw)) for m_id, kw in knobs.items()}
         compare(title, got, seeded(ref, x, hw), where, planted)
@@ -351,6 +352,7 @@ def check_all_mlp_decoder(Student: type) -> None:
                      for i, (c, grid) in enumerate(zip(_TINY.embed_dims, stage_grid_sizes(_TINY, h, w)))]
             where = f"for the stage maps of a batch of two {h}x{w} images, {[tuple(f.shape) for f in feats]}"
             planted = {m_id: (lambda kw=kw: variants.all_mlp_decoder(ref, feats, **kw)) for m_id, kw in knobs.items()}
+            localise.set_case(student, ref, (feats,))
             try:
                 got = call(student, feats, title=title, where=where)
             except Report as report:  # the learner's code raised: does a planted variant raise alike?
