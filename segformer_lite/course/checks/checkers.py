@@ -18,7 +18,7 @@ from ...grid import stage_grid_sizes
 from ...mix_ffn import MixFFN
 from ...patch_embed import OverlapPatchEmbed
 from ...tokens import image_to_tokens, tokens_to_image
-from . import variants
+from . import localise, variants
 from .harness import Report, Unfinished, build, call, close, compare, compare_on_grids, describe, diff, fail, \
     gradients, in_float64, randn, raises_alike, run_check, vet
 
@@ -188,8 +188,9 @@ def check_efficient_self_attention(Student: type) -> None:
              "heads_over_token_blocks": dict(split="token_blocks", merge="reshape"),
              "conv_channels_last_out": dict(layout="reshape_out"),
              "conv_channels_last_in": dict(layout="reshape_in")}
-    # (dim, num_heads, sr_ratio), other keywords: every argument also unlike its default
-    configs = [((16, 2, 2), {}), ((24, 3, 1), dict(qkv_bias=False)), ((16, 2, 4), dict(eps=0.1)),
+    # (dim, num_heads, sr_ratio), other keywords: every argument also unlike its default; one head
+    # first, so that a mistake in splitting or merging heads shows as "1 head passes, 2 fail"
+    configs = [((8, 1, 2), {}), ((16, 2, 2), {}), ((24, 3, 1), dict(qkv_bias=False)), ((16, 2, 4), dict(eps=0.1)),
                ((32, 4, 8), dict(qkv_bias=False, eps=0.2))]
 
     def body() -> str:
@@ -290,6 +291,7 @@ def check_block(Student: type) -> None:
             return fn(*args, **kwargs)
 
         where = f"for x of shape {tuple(x.shape)}, hw={hw} (training mode, drop_path=0.5)"
+        localise.set_case(student, ref, (x, hw), run=seeded)
         with torch.no_grad():
             got = call(seeded, student, x, hw, title=title, where=where)
         planted = {m_id: (lambda kw=kw: seeded(variants.block, ref, x, hw, **kw)) for m_id, kw in knobs.items()}
@@ -426,6 +428,7 @@ def check_all_mlp_decoder(Student: type) -> None:
                      for i, (c, grid) in enumerate(zip(_TINY.embed_dims, stage_grid_sizes(_TINY, h, w)))]
             where = f"for the stage maps of a batch of two {h}x{w} images, {[tuple(f.shape) for f in feats]}"
             planted = {m_id: (lambda kw=kw: variants.all_mlp_decoder(ref, feats, **kw)) for m_id, kw in knobs.items()}
+            localise.set_case(student, ref, (feats,))
             try:
                 with torch.no_grad():
                     got = call(student, feats, title=title, where=where)

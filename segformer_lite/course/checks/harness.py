@@ -3,12 +3,14 @@ outputs and, when they differ, name the planted variant that reproduces the lear
 from __future__ import annotations
 
 import copy
+import re
 import sys
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from . import localise
 from .mistakes import ALIASES, MISTAKES, Mistake
 
 # the tolerance of every notebook's hidden tests (torch.testing.assert_close(..., rtol=RTOL,
@@ -23,30 +25,37 @@ class Unfinished(Exception):
 
 
 class Report(AssertionError):
-    pass
+    def _render_traceback_(self) -> list[str]:  # IPython shows these lines, not the checker's frames
+        return localise.render(self)
 
 
 def fail(title: str, what: str, mistakes: list[str] = (), extra: str = "",
-         catalogue: dict[str, Mistake] = MISTAKES) -> Report:
-    """Every checker's failure: what is wrong, then the likely mistakes (from ``catalogue``) and
-    their fixes, else the ``extra`` hint, else a generic one."""
+         catalogue: dict[str, Mistake] = MISTAKES, localised: bool = False, shape: bool = False,
+         error: BaseException | None = None) -> Report:
+    """Every checker's failure: what is wrong, then the likely mistakes (from ``catalogue``; the
+    fix from the second time a mistake is named on), else the ``extra`` hint; with
+    ``localised``, where the learner's module first parts from the reference (on the case the
+    checker is comparing; ``error``: the learner's code raised it); the shape-trace advice
+    only where a shape differs."""
     lines = [f"{title}: {what}"]
+    where, shape_here = localise.where_it_differs(error) if localised else ([], False)
     if mistakes:
         for m_id in dict.fromkeys(mistakes):
-            m = catalogue[m_id]
-            lines += [f"Likely mistake: {m.title}.", f"  How to fix: {m.fix}."]
+            lines += localise.hint_lines(m_id, catalogue)
     elif extra:
         lines.append(extra)
-    else:
-        lines.append("No catalogued mistake reproduces your output. Print the shape of every "
-                     "intermediate tensor and compare with the notebook's shape trace.")
+    elif not where:
+        lines.append("No catalogued mistake reproduces it.")
+    lines += where + localise.notes()
+    if (shape or shape_here) and not mistakes:
+        lines.append(localise.SHAPE_ADVICE)
     return Report("\n".join(lines))
 
 
 def run_check(title: str, body: Callable[[], str]) -> None:
     """Run one checker body; translate NotImplementedError into the "not implemented" note."""
     try:  # fork_rng: checking must not move the notebook's random stream
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), localise.cases(title):
             summary = body()
     except Unfinished:
         print(f"{title}: not implemented yet (forward raises NotImplementedError). "
@@ -60,11 +69,13 @@ _NO_FORWARD = 'is missing the required "forward" function'
 
 def call(fn: Callable, *args, title: str, where: str,
          diagnose: Callable[[Exception], list[str]] = lambda e: []):
-    """Call the learner's code; NotImplementedError means unfinished, any other error fails
-    (naming the mistakes ``diagnose(error)`` finds), and so does changing a tensor argument."""
-    before = [a.clone() for a in args if isinstance(a, torch.Tensor)]
+    """Call the learner's code on copies of ``args`` (the caller keeps the originals for the
+    reference); NotImplementedError means unfinished, any other error fails (naming the mistakes
+    ``diagnose(error)`` finds, else where the learner's module parts from the reference), and so
+    does changing a tensor argument. A list changed in place is noted in a later report."""
+    given = localise.copies(args)
     try:
-        out = fn(*args)
+        out = fn(*given)
     except NotImplementedError as e:
         if _NO_FORWARD in str(e):  # torch's own error: a container (ModuleDict, ModuleList) was called
             raise fail(title, f"called a module that has no forward of its own {where}: {e}",
@@ -73,11 +84,15 @@ def call(fn: Callable, *args, title: str, where: str,
         raise Unfinished from None
     except Report:  # a checker's own verdict from inside the learner's call (a refused shortcut)
         raise
-    except Exception as e:  # the learner's bug, reported with a hint instead of a traceback
-        raise fail(title, f"raised {type(e).__name__} {where}: {e}", diagnose(e)) from e
-    after = [a for a in args if isinstance(a, torch.Tensor)]
-    if any(not torch.equal(a, b) for a, b in zip(after, before)):
-        raise fail(title, f"changed its input tensor {where}", ["inplace_input"])
+    except Exception as e:  # the learner's bug, reported with a hint and the learner's own frames
+        localise.note(localise.changed(fn, given, args))
+        raise fail(title, f"raised {type(e).__name__} {where}: {e}", diagnose(e), localised=True,
+                   shape=bool(re.search(r"shape|size|dimension", str(e))), error=e) from e
+    done = localise.changed(fn, given, args)
+    tensors = [d for d in done if " list " not in d]
+    if tensors:
+        raise fail(title, f"{tensors[0]} {where}", ["inplace_input"])
+    localise.note(done)
     return out
 
 
@@ -414,14 +429,21 @@ def vet(title: str, got: Any, expected: Any, where: str, name: str = "the output
 
 def compare(title: str, got: Any, expected: Any, where: str, variants: Variants,
             fallback: Callable[[], list[str]] = list, exact: bool = False, name: str = "the output",
-            items: tuple[str, ...] = ()) -> None:
+            items: tuple[str, ...] = ()) -> bool:
     """Fail unless ``got`` has the form of ``expected`` (:func:`vet`) and its values, naming the
-    planted variants it reproduces (or, when none does, the mistakes ``fallback()`` suspects)."""
+    planted variants it reproduces (or, when none does, the mistakes ``fallback()`` suspects).
+    A wrong output that no catalogued mistake explains is kept while a check runs
+    (:func:`localise.defer`), and then the result is False."""
     vet(title, got, expected, where, name, items)
     if close(got, expected, exact):
-        return
+        localise.verdict(where, None)
+        return True
     found = matching(got, variants) or fallback()
-    raise fail(title, f"wrong output {where} ({diff(got, expected)})", found)
+    report = fail(title, f"wrong output {where} ({diff(got, expected)})", found, localised=True,
+                  shape=not _same_layout(got, expected))
+    if found or not localise.defer(report, where):  # uncatalogued: the check goes on to the other cases
+        raise report
+    return False
 
 
 def compare_on_grids(title: str, student: Callable, reference: Callable, grids: list[tuple[int, int]],
@@ -461,6 +483,7 @@ def _compare_on_grids(title, student, reference, grids, case, sqrt_hw_on_error, 
     for seed, hw in enumerate(grids):
         square = hw[0] == hw[1]
         args, where, variants = case(seed, hw)
+        localise.set_case(student, reference, args)
 
         def suspects(guessed_grid: bool) -> list[str]:
             if right_for_one(student, reference, args, accept):
@@ -472,7 +495,8 @@ def _compare_on_grids(title, student, reference, grids, case, sqrt_hw_on_error, 
         expected = reference(*args)
         if accept:
             got = accept(got, expected, where)
-        compare(title, got, expected, where, variants, lambda: suspects(square_passed), exact, name, items)
+        if not compare(title, got, expected, where, variants, lambda: suspects(square_passed), exact, name, items):
+            continue
         if then:
             then(args, where)
         square_passed |= square

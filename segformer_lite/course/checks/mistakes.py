@@ -23,7 +23,9 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
     "column_major": ("the tokens are in column-major order (w before h)",
                      "flatten rows first: token n is pixel (n // W, n % W); use 'b c h w -> b (h w) c'"),
     "hw_swapped": ("H and W are swapped",
-                   "keep the grid as (H, W) = (rows, columns), e.g. h, w = x.shape[-2:]"),
+                   "keep the grid as (H, W) = (rows, columns): read it from the map as h, w = x.shape[-2:] "
+                   "where x is (B, C, H, W), and pass on the hw argument that travels with tokens (B, N, C) "
+                   "as it came (h, w = hw); a (B, N, C) tensor's last two sizes are N and C, not H and W"),
     # tokens -> image
     "unflatten_no_permute": ("the tokens were reshaped to an image without moving channels first",
                              "tokens.reshape(B, C, H, W) scrambles channels and pixels; use "
@@ -146,3 +148,79 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
 ALIASES = {"heads_over_tokens_split_only": "heads_over_tokens", "heads_over_token_blocks": "heads_over_tokens",
            "conv_channels_last_out": "conv_channels_last", "conv_channels_last_in": "conv_channels_last",
            "unflatten_no_permute_in": "unflatten_no_permute", "decoder_linear_axis_out": "decoder_linear_axis"}
+
+# why each mistake is one: the first report that names a mistake says this; the fix (MISTAKES)
+# comes when the same mistake is named again (localise.hint_lines)
+WHY: dict[str, str] = {
+    "no_padding": "a convolution without padding drops the border: its windows never centre on the edge "
+                  "pixels, so the token grid comes out smaller than SegFormer's",
+    "embed_no_norm": "the patch embedding ends with a LayerNorm over each token's channels; without it the "
+                     "tokens reach the blocks at another scale than the released model's",
+    "flatten_no_permute": "a reshape keeps the memory order, which for (B, C, H, W) is channel by channel: "
+                          "the numbers of one token end up spread over several tokens",
+    "column_major": "token n must be pixel (n // W, n % W), rows first, the order every other part "
+                    "(and tokens_to_image) assumes",
+    "hw_swapped": "H counts rows and W columns; a non-square grid read the other way round puts every "
+                  "token in the wrong place",
+    "unflatten_no_permute": "tokens (B, N, C) hold each token's channels together; a reshape to (B, C, H, W) "
+                            "reads them as if channels came first, mixing pixels and channels",
+    "grid_not_checked": "a grid that does not fit the tokens is a caller's mistake, and it should stop with a "
+                        "clear error instead of an unrelated one or, worse, a silent reshape",
+    "sqrt_hw": "N tokens fit many grids (a 4x16 grid also has 64); only the grid the tokens came from is right",
+    "heads_over_tokens": "heads split the channels: every head sees every token, through dim // num_heads "
+                         "of its channels",
+    "merge_no_permute": "out is (B, heads, N, d); reshaping it to (B, N, C) without moving the head axis "
+                        "next to d mixes tokens across heads",
+    "no_scale": "q.k sums d_head products, so its spread grows with d_head; unscaled scores make the softmax "
+                "too peaked",
+    "scale_dim": "each head's dot product has d_head = dim // num_heads terms, not dim",
+    "softmax_axis": "each query's weights over the keys must sum to 1; over the other axis, each key's "
+                    "weights over the queries do",
+    "conv_channels_last": "Conv2d reads (B, C, H, W); a reshape of (B, N, C) to that shape does not move "
+                          "the channels, it reinterprets the memory",
+    "sr_no_norm": "the reduced tokens are normalised before they become keys and values, as in the "
+                  "released model",
+    "no_reduction": "sequence reduction is what makes this attention efficient: keys and values come from "
+                    "the grid shrunk sr_ratio times per side",
+    "kv_swapped": "the fused kv Linear's first dim outputs are the keys and the last dim the values, as in "
+                  "the released weights",
+    "sr_kernel_stride": "each key should summarise one sr x sr patch of the grid, with no overlap and no gap",
+    "no_proj": "attention ends with the output projection, which mixes the heads' results",
+    "dwconv_no_groups": "a depthwise conv gives each channel its own 3x3 filter; a full conv mixes all "
+                        "channels (and has other weight shapes)",
+    "gelu_before_dwconv": "Mix-FFN's order is fc1, the depthwise conv, then GELU, then fc2",
+    "gelu_after_fc2": "Mix-FFN's order is fc1, the depthwise conv, then GELU, then fc2",
+    "no_gelu": "without the activation, fc1, the conv and fc2 collapse into one linear map",
+    "relu": "SegFormer's Mix-FFN uses GELU, and the weights were trained with it",
+    "gelu_tanh": "the released model uses the exact GELU; the tanh form differs in the 4th decimal",
+    "no_dwconv": "the depthwise 3x3 conv is what gives Mix-FFN (and MiT, which has no position embedding) "
+                 "its sense of position",
+    "ffn_residual": "the residual connection belongs to the Block, which adds it around the whole branch",
+    "post_norm": "MiT normalises each branch's input (pre-norm), not the sum after the residual",
+    "no_attn_residual": "each branch adds its result to its input; without the residual the block forgets "
+                        "its input",
+    "no_ffn_residual": "each branch adds its result to its input; without the residual the block forgets "
+                       "its input",
+    "norm1_twice": "each branch has its own LayerNorm with its own weights",
+    "parallel_branches": "the branches run one after the other: Mix-FFN reads the attention branch's result",
+    "no_drop_path": "stochastic depth drops each residual branch at random during training",
+    "inplace_input": "an in-place update changes the caller's tensor, which the caller may still need",
+    "batch_hard_coded": "a batch holds several images; a size written as 1 is right for one image only",
+    "stage_no_norm": "each stage ends with a LayerNorm on its tokens before they become a feature map",
+    "stage_returns_tokens": "a stage hands on a feature map (B, C, H, W), which the next stage's conv reads",
+    "encoder_last_only": "the decoder reads every stage's map, so the encoder returns all four",
+    "encoder_not_chained": "each stage reads the previous stage's feature map: that is what makes the "
+                           "encoder hierarchical",
+    "encoder_chains_tokens": "the next stage starts with a Conv2d, which reads (B, C, H, W)",
+    "decoder_concat_order": "the fuse conv's weights were trained with a fixed order of input channels, the "
+                            "released code's",
+    "decoder_full_size": "the head predicts at stride 4, stage 1's grid; the image size comes later, at "
+                         "prediction time",
+    "decoder_scale_factor": "the stage grids round up, so a fixed factor misses stage 1's size when a side "
+                            "is not a multiple of 32",
+    "decoder_align_corners": "align_corners changes where the upsampled samples sit; the weights were "
+                             "trained with the released code's choice",
+    "decoder_no_norm": "the fuse conv has no bias: its BatchNorm supplies the scale and shift",
+    "decoder_no_relu": "the fuse step is conv, BatchNorm and ReLU; without the ReLU the head changes",
+    "decoder_linear_axis": "nn.Linear acts on the last axis, which must hold the channels",
+}
