@@ -55,10 +55,10 @@ def test_course_notebooks_have_exercises():
     found = {p.name for p in homework.solution_notebooks(NOTEBOOKS)}
     assert set(ROUND_TRIP) <= found, found
     for path in homework.solution_notebooks(NOTEBOOKS):
-        graded = [c for c in nbgrader_cells(path) if c["metadata"]["nbgrader"]["grade"]]
+        graded = [c for c in nbgrader_cells(path) if c["metadata"]["nbgrader"]["grade"] and c["cell_type"] == "code"]
         solutions = [c for c in nbgrader_cells(path) if c["metadata"]["nbgrader"]["solution"]]
         assert graded and solutions, path.name
-        for c in graded:  # every graded cell calls a checker from segformer_lite.course.checks
+        for c in graded:  # every graded code cell calls a checker from segformer_lite.course.checks
             assert "segformer_lite.course.checks import check_" in "".join(c["source"]), path.name
 
 
@@ -139,27 +139,36 @@ def test_nbgrader_round_trip(tmp_path):
                                f"(LOOP_TIMEOUT = {LOOP_TIMEOUT} s) and were interrupted")
     # the checksum warnings docs/instructors.md documents: one per graded cell of a submission made from
     # the release (hidden tests stripped), none for those made from the source
+    # (the answer cells are not locked: a student writes in them, and nbgrader checks no checksum there)
     graded_ids = [c["metadata"]["nbgrader"]["grade_id"] for s in sources for c in nbgrader_cells(s)
-                  if c["metadata"]["nbgrader"]["grade"]]
+                  if c["metadata"]["nbgrader"]["grade"] and c["metadata"]["nbgrader"]["locked"]]
     for grade_id in graded_ids:
         assert log.count(f"Attribute 'checksum' for cell {grade_id} has changed!") == 1, log
     homework.nbgrader(course, "export")
     with open(course / "grades.csv", newline="") as f:
         scores = {row["student_id"]: (float(row["score"]), float(row["max_score"])) for row in csv.DictReader(f)}
-    total = sum(c["metadata"]["nbgrader"].get("points", 0) for s in sources for c in nbgrader_cells(s)
-                if c["metadata"]["nbgrader"]["grade"])
-    assert total >= 2
-    assert scores["solutions"] == (total, total)
+
+    def points(cell_type: str) -> float:
+        return sum(c["metadata"]["nbgrader"]["points"] for s in sources for c in nbgrader_cells(s)
+                   if c["metadata"]["nbgrader"]["grade"] and c["cell_type"] == cell_type)
+
+    # the checkers' points (code cells) are autograded; the written answers (manually graded
+    # markdown cells) wait for a person, so they count towards the maximum but score nothing yet,
+    # and an answer cell left as released scores 0 at once
+    auto, manual = points("code"), points("markdown")
+    total = auto + manual
+    assert auto >= 2 and manual >= 2
+    assert scores["solutions"] == (auto, total)
     assert scores["untouched"] == (0, total)
-    assert scores["planted"] == (total - 1, total)  # one exercise wrong, the others full marks
-    assert scores["looping"] == (total - 1, total)  # the loop was interrupted, grading went on
-    assert scores["planted_decoder"] == (total - 1, total)
+    assert scores["planted"] == (auto - 1, total)  # one exercise wrong, the others full marks
+    assert scores["looping"] == (auto - 1, total)  # the loop was interrupted, grading went on
+    assert scores["planted_decoder"] == (auto - 1, total)
 
     # untouched student versions run top to bottom: the only notes are "not implemented yet"
     for name in ROUND_TRIP:
         nb = nbformat.read(course / "autograded" / "untouched" / homework.ASSIGNMENT / name, 4)
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-        graded = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+        graded = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"]
         assert graded
         for c in graded:
             # autograde restores the graded cells from the source, hidden tests included; they

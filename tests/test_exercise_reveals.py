@@ -1,0 +1,161 @@
+"""Homework asks before it tells: in the student version of every exercise notebook, no cell above
+an exercise's graded cell hands over the decisions that cell grades, and every prompt for a
+prediction or an answer has a cell to write it in, empty in the student version.
+
+``DECISIONS`` lists, beside the checkers' mistake catalogue (``segformer_lite.course.checks``),
+the tokens of the decisions each exercise grades, as regexes that tolerate spacing. Where a
+decision rests on a fact nobody can derive (an eps), the notebook states the fact and its source in
+prose; the tokens here catch the line of code that would hand the decision over.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from segformer_lite.course import homework
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+EXERCISES = homework.exercises_dir(NOTEBOOKS)
+
+# graded cell's grade_id -> {the decision: a regex for its token}
+DECISIONS: dict[str, dict[str, str]] = {
+    "check_count_attention": {  # notebook 00: the keys and the scores (the padding is given, 01 derives it)
+        "the keys rounded down per side": r"⌊\s*H\s*/\s*sr\s*⌋|//\s*sr_ratio|rounded down",
+        "the scores of all heads": r"num_heads\s*[·*]\s*N\s*[·*]\s*M",
+    },
+    "check_overlap_patch_embed": {  # notebook 01: the conv's padding and the norm's eps
+        "the padding rule k // 2": r"\b(k|patch_size)\s*//\s*2",
+        "the padding in code": r"padding\s*=\s*(k|patch_size)\b",
+        "the norm's eps in code": r"eps\s*=",
+    },
+    "check_efficient_self_attention": {  # notebook 03: the scale, the reduction conv, its norm
+        "the per-head scale": r"\*\*\s*-\s*0?\.5",
+        "head_dim": r"head_dim",
+        "d_head as dim // num_heads": r"\bdim\s*//\s*num_heads",
+        "d is d_head": r"`d`\s+is\s+\$?d_\{?head",
+        "the reduction conv's kernel": r"kernel_size\s*=\s*(sr_ratio|sr|demo_sr)\b",
+        "the reduction conv's stride": r"stride\s*=\s*(sr_ratio|sr|demo_sr)\b",
+        "kernel = stride = sr": r"kernel\s*=\s*stride",
+        "the norm's eps in code": r"eps\s*=",
+    },
+    "check_mix_ffn": {  # notebook 04: the depthwise conv and the GELU
+        "depthwise groups": r"groups\s*=\s*(hidden|hidden_dim|channels|C)\b",
+        "the padding of a 3x3 conv": r"padding\s*=\s*1\b",
+        "the GELU form": r"approximate\s*=",
+    },
+    "check_block": {  # notebook 04: the norms' eps, the hidden width, where the norms sit
+        "pre-norm": r"pre-?norm",
+        "the norm inside the attention branch": r"attn\(\s*(self\.)?norm1\(",
+        "the norm inside the Mix-FFN branch": r"ffn\(\s*(self\.)?norm2\(",
+        "the block norms' eps in code": r"LayerNorm\([^)\n]*eps",
+        "the hidden width": r"\bdim\s*\*\s*mlp_ratio|mlp_ratio\s*\*\s*dim\b",
+    },
+    "check_all_mlp_decoder": {  # notebook 06: the upsampling and the concatenation order
+        "align_corners=False": r"align_corners\s*=\s*False",
+        "the upsampling size": r"size\s*=\s*(feats|f)\[0\]|feats\[0\]\.shape",
+        "deepest first": r"\[\s*_?c4\s*,\s*_?c3|(ups|upsampled|projected)\[::-1\]|deepest[ -]first|reversed\(",
+        "the fuse block's order": r"relu\(\s*(self\.|head\.)?norm\(\s*(self\.|head\.)?fuse",
+    },
+    # notebook 02: nothing to hold back. Its lesson is the two reshapes themselves (flatten then
+    # transpose, transpose then reshape, shown right and wrong) and its contract states the rest
+    # (row-major order, the grid as ints, ValueError when N != H * W): the exercise practises them.
+    "check_tokens": {},
+}
+
+PROMPTS = re.compile(r"Predict, then run|Check your understanding")
+ANSWER = "YOUR ANSWER HERE"  # what nbgrader's generate_assignment leaves in a manually graded answer cell
+
+
+def cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8"))["cells"]
+
+
+def text(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def grade_id(cell: dict) -> str | None:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def graded_cells(folder: Path) -> dict[str, tuple[Path, int]]:
+    """grade_id -> (notebook, index) of every graded code cell (a checker call) in ``folder``."""
+    found = {}
+    for path in sorted(folder.glob("*.ipynb")):
+        for i, c in enumerate(cells(path)):
+            meta = c.get("metadata", {}).get("nbgrader", {})
+            if c["cell_type"] == "code" and meta.get("grade"):
+                found[meta["grade_id"]] = (path, i)
+    return found
+
+
+def revealed(cells_above: list[dict], decisions: dict[str, str]) -> list[str]:
+    """Each (cell, decision, matched text) among ``cells_above`` that matches a decision's token."""
+    return [f"cell {i}: {name}: {m.group(0)!r}" for i, c in enumerate(cells_above)
+            for name, token in decisions.items() for m in re.finditer(token, text(c), re.IGNORECASE)]
+
+
+# notebook 05's exercise belongs to another change; it joins DECISIONS and ANSWERED when its
+# notebook asks before it tells
+NOT_YET = {"check_mix_transformer"}
+ANSWERED = ["00_why_efficient_attention.ipynb", "01_overlapping_patch_embedding.ipynb", "02_tokens.ipynb",
+            "03_efficient_self_attention.ipynb", "04_mix_ffn_and_block.ipynb", "06_all_mlp_decoder.ipynb"]
+
+
+def test_every_exercise_lists_its_decisions():
+    assert set(graded_cells(EXERCISES)) - NOT_YET == set(DECISIONS)
+
+
+@pytest.mark.parametrize("exercise", sorted(DECISIONS))
+def test_no_decision_is_revealed_above_its_graded_cell(exercise):
+    path, index = graded_cells(EXERCISES)[exercise]
+    found = revealed(cells(path)[:index], DECISIONS[exercise])
+    assert not found, f"{path.name}, above the graded cell {exercise} (cell {index}):\n  " + "\n  ".join(found)
+
+
+@pytest.mark.parametrize("exercise", sorted(DECISIONS))
+def test_every_decision_token_matches_the_course_version(exercise):
+    """The tokens are not dead: each one matches the course notebook's solution or its reveal below
+    the graded cell, so the test above would fail if that text moved above it."""
+    path, _ = graded_cells(NOTEBOOKS)[exercise]
+    course = cells(path)
+    for name, token in DECISIONS[exercise].items():
+        assert any(re.search(token, text(c), re.IGNORECASE) for c in course), f"{path.name}: {name} ({token}) matches nothing"
+
+
+def test_the_check_fails_on_a_planted_reveal():
+    """The released line of notebook 06 above its graded cell is found."""
+    above = [{"source": ['ups.append(F.interpolate(x, size=size, mode="bilinear", align_corners = False))\n',
+                         "x = torch.cat(ups[::-1], dim=1)\n"]}]
+    found = revealed(above, DECISIONS["check_all_mlp_decoder"])
+    assert any("align_corners=False" in f for f in found) and any("deepest first" in f for f in found), found
+
+
+@pytest.mark.parametrize("name", ANSWERED)
+def test_every_prompt_has_an_empty_answer_cell_in_the_student_version(name):
+    path = EXERCISES / name
+    nb = cells(path)
+    assert not any("<details>" in text(c) for c in nb), f"{path.name}: an answer block is left in"
+    for i, c in enumerate(nb):
+        if c["cell_type"] == "markdown" and PROMPTS.search(text(c)):
+            # the answer cell follows the prompt, or the one code cell that answers it
+            following = nb[i + 1:i + 3]
+            answers = [a for a in following if a["cell_type"] == "markdown" and grade_id(a)]
+            assert answers, f"{path.name} cell {i}: no answer cell after the prompt {text(c)[:60]!r}"
+            assert ANSWER in text(answers[0]) and "BEGIN SOLUTION" not in text(answers[0]), \
+                f"{path.name} cell {i + 1}: the student version's answer cell is not empty"
+
+
+@pytest.mark.parametrize("name", ANSWERED)
+def test_the_course_version_keeps_the_answers_in_manually_graded_cells(name):
+    path = NOTEBOOKS / name
+    nb = cells(path)
+    answer_cells = [c for c in nb if c["cell_type"] == "markdown" and grade_id(c)]
+    assert answer_cells, path.name
+    for c in answer_cells:
+        meta = c["metadata"]["nbgrader"]
+        assert meta["solution"] and meta["grade"] and meta["points"] > 0, (path.name, meta)
+        assert re.fullmatch(r"### BEGIN SOLUTION\n.+\n### END SOLUTION", text(c), re.S), (path.name, meta["grade_id"])
