@@ -58,9 +58,9 @@ def check_overlap_patch_embed(Student: type) -> None:
     the grid a tuple of two ints."""
     title = "OverlapPatchEmbed"
 
-    # (in_channels, embed_dim, patch_size, stride), keywords, image sizes: the first grid 6x11 with C = 10;
-    # the second layer with every argument unlike its default (eps too)
-    configs = [((3, 10, 7, 4), {}, [(24, 44), (32, 32)]), ((10, 16, 3, 2), dict(eps=0.1), [(12, 18), (9, 14)])]
+    # (in_channels, embed_dim, patch_size, stride), keywords, image sizes: first every argument unlike
+    # its default (eps too) and a 6x9 grid with C = 16, then stage 1's layer on a 6x11 grid with C = 10
+    configs = [((10, 16, 3, 2), dict(eps=0.1), [(12, 18), (9, 14)]), ((3, 10, 7, 4), {}, [(24, 44), (32, 32)])]
 
     def body() -> str:
         cases = 0
@@ -188,9 +188,10 @@ def check_efficient_self_attention(Student: type) -> None:
              "heads_over_token_blocks": dict(split="token_blocks", merge="reshape"),
              "conv_channels_last_out": dict(layout="reshape_out"),
              "conv_channels_last_in": dict(layout="reshape_in")}
-    # (dim, num_heads, sr_ratio), other keywords: every argument also unlike its default
-    configs = [((16, 2, 2), {}), ((24, 3, 1), dict(qkv_bias=False)), ((16, 2, 4), dict(eps=0.1)),
-               ((32, 4, 8), dict(qkv_bias=False, eps=0.2))]
+    # (dim, num_heads, sr_ratio), other keywords: first every argument unlike its default (the first grid
+    # 8x12, C = 16, M = 6 keys), then the defaults and sr_ratio 1, 2 and 8
+    configs = [((16, 2, 4), dict(qkv_bias=False, eps=0.1)), ((16, 2, 2), {}), ((24, 3, 1), dict(qkv_bias=False)),
+               ((32, 4, 8), dict(eps=0.2))]
 
     def body() -> str:
         cases = 0
@@ -265,9 +266,10 @@ def check_block(Student: type) -> None:
     knobs = {"post_norm": dict(post_norm=True), "no_attn_residual": dict(attn_residual=False),
              "no_ffn_residual": dict(ffn_residual=False), "norm1_twice": dict(norm1_twice=True),
              "parallel_branches": dict(parallel=True), "no_drop_path": dict(drop_path=False)}
-    # (dim, num_heads, sr_ratio), keywords: the second with every argument unlike its default
-    configs = [((16, 2, 2), dict(drop_path=0.5)),
-               ((16, 1, 8), dict(mlp_ratio=2, qkv_bias=False, drop_path=0.5, eps=0.1, embed_eps=0.2))]
+    # (dim, num_heads, sr_ratio), keywords: first every argument unlike its default (so a layer built
+    # with a setting of its own is reported before any output is compared), then the defaults
+    configs = [((16, 1, 8), dict(mlp_ratio=2, qkv_bias=False, drop_path=0.5, eps=0.1, embed_eps=0.2)),
+               ((16, 2, 2), dict(drop_path=0.5))]
 
     def body() -> str:
         n = 0
@@ -282,7 +284,7 @@ def check_block(Student: type) -> None:
 
             n += compare_on_grids(title, student, ref, _grids(args[2]), case)
         # training mode, stage 1's sr_ratio: DropPath draws one mask per branch; same seed -> same masks
-        student, ref = (m.train() for m in build(Student, Block, *configs[1], title))
+        student, ref = (m.train() for m in build(Student, Block, *configs[0], title))
         x, hw = randn(8, 24 * 16, 16, seed=5), (16, 24)
 
         def seeded(fn: Callable, *args, **kwargs):

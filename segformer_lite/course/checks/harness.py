@@ -467,8 +467,26 @@ def _compare_on_grids(title, student, reference, grids, case, sqrt_hw_on_error, 
                 return ["batch_hard_coded"]
             return ["sqrt_hw"] if guessed_grid and not square else []
 
-        got = call(student, *args, title=title, where=where,
-                   diagnose=lambda e: raising(e, variants) or suspects(sqrt_hw_on_error))
+        def on_error(error: Exception) -> list[str]:
+            """The mistakes behind an error: a planted variant that raises alike; a batch size of 1;
+            else, on a non-square grid, what the code does on a square one: right there, a grid
+            guessed as sqrt(N) (with ``sqrt_hw_on_error``); wrong there, the variant it reproduces."""
+            found = raising(error, variants) or suspects(False)
+            squares = [(i, g) for i, g in enumerate(grids) if g[0] == g[1]]
+            if found or square or not squares:
+                return found
+            sq_args, _, sq_variants = case(*squares[0])
+            try:
+                expected = reference(*sq_args)
+                got = student(*sq_args)
+                got = accept(got, expected, "") if accept else got
+            except Exception:  # wrong there too, or another error: no diagnosis
+                return []
+            if close(got, expected, exact):
+                return ["sqrt_hw"] if sqrt_hw_on_error else []
+            return matching(got, sq_variants)
+
+        got = call(student, *args, title=title, where=where, diagnose=on_error)
         expected = reference(*args)
         if accept:
             got = accept(got, expected, where)
