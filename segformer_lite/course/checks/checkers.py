@@ -407,9 +407,10 @@ _DECODER_IMAGES = [(64, 64), (64, 96), (40, 72)]
 
 
 def check_all_mlp_decoder(Student: type) -> None:
-    """Check ``Student(in_dims, num_classes, decoder_dim)`` (layers ``linear_c``, ``fuse``, ``norm``,
-    ``dropout``, ``classifier``) whose ``forward(feats)``, ``feats`` the four stage maps
-    ``[(B, C_i, H_i, W_i)]``, returns the logits ``(B, num_classes, H_1, W_1)`` (eval mode)."""
+    """Check ``Student(in_dims, num_classes, decoder_dim, dropout=p)`` (layers ``linear_c``, ``fuse``,
+    ``norm``, ``dropout``, ``classifier``) whose ``forward(feats)``, ``feats`` the four stage maps
+    ``[(B, C_i, H_i, W_i)]``, returns the logits ``(B, num_classes, H_1, W_1)``, in eval mode and, with
+    the same seed for both (so the same dropout mask), in training mode."""
     title = "AllMLPDecoder"
     knobs = {"decoder_concat_order": dict(order="shallowest_first"), "decoder_full_size": dict(size="image"),
              "decoder_align_corners": dict(align_corners=True), "decoder_no_norm": dict(norm=False),
