@@ -544,8 +544,10 @@ def gradients(title: str, student: Callable, reference: Callable, args: tuple, w
         outs, refs = _tensors(got), _tensors(expected)
         blocked = [i for i, (o, r) in enumerate(zip(outs, refs)) if r.requires_grad and not o.requires_grad]
         if blocked:
-            which = name if len(refs) == 1 else ", ".join(f"{name}[{i}]" for i in blocked)
-            raise fail(title, f"{which} carries no gradient {where}: no loss computed from it could "
+            which = (name if len(refs) == 1 else f"all {len(refs)} tensors of {name}" if len(blocked) == len(refs)
+                     else ", ".join(f"{name}[{i}]" for i in blocked))
+            carry = "carries" if len(refs) == 1 or len(blocked) == 1 else "carry"
+            raise fail(title, f"{which} {carry} no gradient {where}: no loss computed from it could "
                        "train a weight", extra=_BLOCKED)
         weights = [randn(*r.shape, seed=40 + i).to(r.dtype) for i, r in enumerate(refs)]
         pairs = [(o, r, w) for o, r, w in zip(outs, refs, weights) if r.requires_grad]
