@@ -242,3 +242,85 @@ def test_a_left_out_parameter_is_refused_like_a_real_signature():
     with pytest.raises(TypeError):
         students["__init__ refusing the keyword heads"](8, heads=2)
     assert "heads" not in inspect.signature(students["__init__ without heads"]).parameters
+
+
+# --- wrong answers found by doing the exercises as a student would (issue 25) ---------------------
+# Each is written as a learner would, on top of the notebook's own solution, and must be refused by
+# the checker AND by the hidden tests; the checker's message is printed (pytest -s shows them).
+
+WRONG_ANSWERS = {
+    "check_overlap_patch_embed": {
+        "eps ignored (torch's default hard-coded)": '''
+class OverlapPatchEmbed(OverlapPatchEmbed):
+    def __init__(self, in_channels, embed_dim, patch_size=7, stride=4, eps=1e-5):
+        super().__init__(in_channels, embed_dim, patch_size, stride, eps)
+        self.norm = nn.LayerNorm(embed_dim)
+''',
+        "LayerNorm applied to the (B, C, H, W) map": '''
+class OverlapPatchEmbed(OverlapPatchEmbed):
+    def forward(self, x):
+        x = self.proj(x)
+        h, w = x.shape[-2:]
+        return self.norm(x).flatten(2).transpose(1, 2), (h, w)
+''',
+    },
+    "check_tokens": {
+        "image_to_tokens calls .float()": '''
+_image_to_tokens = image_to_tokens
+def image_to_tokens(x):
+    tokens, hw = _image_to_tokens(x)
+    return tokens.float(), hw
+''',
+    },
+    "check_mix_transformer": {
+        "each feature map detached": '''
+class MixTransformer(MixTransformer):
+    def forward(self, images):
+        return [f.detach() for f in super().forward(images)]
+''',
+        "torch.no_grad() inside forward": '''
+class MixTransformer(MixTransformer):
+    def forward(self, images):
+        with torch.no_grad():
+            return super().forward(images)
+''',
+        "x = stage(x) on the skeleton's stages": '''
+class MixTransformer(MixTransformer):
+    def forward(self, images):
+        features, x = [], images
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+''',
+        "x = stage(x) on sl.Stage built in place of the skeleton's stages": '''
+class MixTransformer(MixTransformer):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        in_dims = (cfg.in_channels,) + cfg.embed_dims[:-1]
+        self.stages = nn.ModuleList(sl.Stage(cfg, i, in_dims[i], [0.0] * cfg.depths[i])
+                                    for i in range(cfg.num_stages))
+
+    def forward(self, images):
+        features, x = [], images
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+''',
+    },
+}
+WRONG = [(grade_id, label) for grade_id, answers in WRONG_ANSWERS.items() for label in answers]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("grade_id, label", WRONG, ids=[f"{g}-{label}" for g, label in WRONG])
+def test_a_wrong_answer_is_refused_by_the_checker_and_the_hidden_tests(grade_id, label):
+    [ex] = [e for e in EXERCISES if e["grade_id"] == grade_id]
+    namespace = dict(_namespace(grade_id))
+    exec(WRONG_ANSWERS[grade_id][label], namespace)
+    torch.manual_seed(0)
+    checker, hidden, said = _verdicts(ex, {name: namespace[name] for name in ex["exercise"]})
+    print(f"\n{grade_id}, {label}:\n{said}")
+    assert not checker, f"the checker accepts {label}:\n{said}"
+    assert not hidden, f"the hidden tests accept {label}:\n{said}"

@@ -58,9 +58,9 @@ def check_overlap_patch_embed(Student: type) -> None:
     the grid a tuple of two ints."""
     title = "OverlapPatchEmbed"
 
-    # (in_channels, embed_dim, patch_size, stride), keywords, image sizes: the first grid 6x11 with C = 10;
-    # the second layer with every argument unlike its default (eps too)
-    configs = [((3, 10, 7, 4), {}, [(24, 44), (32, 32)]), ((10, 16, 3, 2), dict(eps=0.1), [(12, 18), (9, 14)])]
+    # (in_channels, embed_dim, patch_size, stride), keywords, image sizes: first every argument unlike
+    # its default (eps too) and a 6x9 grid with C = 16, then stage 1's layer on a 6x11 grid with C = 10
+    configs = [((10, 16, 3, 2), dict(eps=0.1), [(12, 18), (9, 14)]), ((3, 10, 7, 4), {}, [(24, 44), (32, 32)])]
 
     def body() -> str:
         cases = 0
@@ -188,10 +188,11 @@ def check_efficient_self_attention(Student: type) -> None:
              "heads_over_token_blocks": dict(split="token_blocks", merge="reshape"),
              "conv_channels_last_out": dict(layout="reshape_out"),
              "conv_channels_last_in": dict(layout="reshape_in")}
-    # (dim, num_heads, sr_ratio), other keywords: every argument also unlike its default; one head
-    # first, so that a mistake in splitting or merging heads shows as "1 head passes, 2 fail"
-    configs = [((8, 1, 2), {}), ((16, 2, 2), {}), ((24, 3, 1), dict(qkv_bias=False)), ((16, 2, 4), dict(eps=0.1)),
-               ((32, 4, 8), dict(qkv_bias=False, eps=0.2))]
+    # (dim, num_heads, sr_ratio), other keywords: first every argument unlike its default (the first grid
+    # 8x12, C = 16, M = 6 keys), then one head (a head split or merge mistake shows as "1 head passes,
+    # 2 fail"), then the defaults and sr_ratio 1, 2 and 8
+    configs = [((16, 2, 4), dict(qkv_bias=False, eps=0.1)), ((8, 1, 2), {}), ((16, 2, 2), {}),
+               ((24, 3, 1), dict(qkv_bias=False)), ((32, 4, 8), dict(eps=0.2))]
 
     def body() -> str:
         cases = 0
@@ -266,9 +267,10 @@ def check_block(Student: type) -> None:
     knobs = {"post_norm": dict(post_norm=True), "no_attn_residual": dict(attn_residual=False),
              "no_ffn_residual": dict(ffn_residual=False), "norm1_twice": dict(norm1_twice=True),
              "parallel_branches": dict(parallel=True), "no_drop_path": dict(drop_path=False)}
-    # (dim, num_heads, sr_ratio), keywords: the second with every argument unlike its default
-    configs = [((16, 2, 2), dict(drop_path=0.5)),
-               ((16, 1, 8), dict(mlp_ratio=2, qkv_bias=False, drop_path=0.5, eps=0.1, embed_eps=0.2))]
+    # (dim, num_heads, sr_ratio), keywords: first every argument unlike its default (so a layer built
+    # with a setting of its own is reported before any output is compared), then the defaults
+    configs = [((16, 1, 8), dict(mlp_ratio=2, qkv_bias=False, drop_path=0.5, eps=0.1, embed_eps=0.2)),
+               ((16, 2, 2), dict(drop_path=0.5))]
 
     def body() -> str:
         n = 0
@@ -283,7 +285,7 @@ def check_block(Student: type) -> None:
 
             n += compare_on_grids(title, student, ref, _grids(args[2]), case)
         # training mode, stage 1's sr_ratio: DropPath draws one mask per branch; same seed -> same masks
-        student, ref = (m.train() for m in build(Student, Block, *configs[1], title))
+        student, ref = (m.train() for m in build(Student, Block, *configs[0], title))
         x, hw = randn(8, 24 * 16, 16, seed=5), (16, 24)
 
         def seeded(fn: Callable, *args, **kwargs):
@@ -407,9 +409,10 @@ _DECODER_IMAGES = [(64, 64), (64, 96), (40, 72)]
 
 
 def check_all_mlp_decoder(Student: type) -> None:
-    """Check ``Student(in_dims, num_classes, decoder_dim)`` (layers ``linear_c``, ``fuse``, ``norm``,
-    ``dropout``, ``classifier``) whose ``forward(feats)``, ``feats`` the four stage maps
-    ``[(B, C_i, H_i, W_i)]``, returns the logits ``(B, num_classes, H_1, W_1)`` (eval mode)."""
+    """Check ``Student(in_dims, num_classes, decoder_dim, dropout=p)`` (layers ``linear_c``, ``fuse``,
+    ``norm``, ``dropout``, ``classifier``) whose ``forward(feats)``, ``feats`` the four stage maps
+    ``[(B, C_i, H_i, W_i)]``, returns the logits ``(B, num_classes, H_1, W_1)``, in eval mode and, with
+    the same seed for both (so the same dropout mask), in training mode."""
     title = "AllMLPDecoder"
     knobs = {"decoder_concat_order": dict(order="shallowest_first"), "decoder_full_size": dict(size="image"),
              "decoder_align_corners": dict(align_corners=True), "decoder_no_norm": dict(norm=False),
