@@ -46,6 +46,7 @@ GRADED = ["check_overlap_patch_embed", "check_tokens", "check_efficient_self_att
           "check_block", "check_mix_transformer", "check_all_mlp_decoder"]
 FRACTION = 0.9  # of the mutants whose output differs, overall
 MODES = {"bilinear": "nearest", "nearest": "bilinear"}
+RESULT = {"forward's result", "the output", "the result"}  # what a form check calls the whole returned value
 DROPPABLE = {"gelu", "relu", "interpolate", "rearrange", "tokens_to_image", "flatten", "transpose", "softmax",
              "reshape", "permute"}
 
@@ -281,13 +282,13 @@ def _labels(stmt: ast.stmt, outputs: list[str], returned: set[str] = frozenset()
             elif isinstance(f, ast.Name) and f.id == "block":
                 found.add(r"stages\[\d\]\.blocks\[\d\]")
             elif isinstance(f, ast.Attribute) and f.attr == "append" and ast.unparse(f.value) in returned:
-                found |= set(outputs)  # features.append(x), features returned: a feature map
+                found |= set(outputs) | RESULT  # features.append(x), features returned: a feature map
         if isinstance(n, ast.Attribute) and ast.unparse(n) == "self.dropout":
             found.add("dropout")
     if isinstance(stmt, ast.Assign) and "attn" in {ast.unparse(t) for t in stmt.targets}:
         found.add("the attention weights")
     if isinstance(stmt, ast.Return):
-        found |= set(outputs)
+        found |= set(outputs) | RESULT
     return found
 
 

@@ -58,7 +58,7 @@ SHAPE_ADVICE = ("A shape differs: print the shape of every intermediate tensor a
 class Plan:
     """How to localise a mistake in one kind of module.
 
-    ``depth``: hook the submodules whose path has at most this many names (list indices aside);
+    ``depth``: hook the submodules whose path has this many names (list indices aside);
     ``kwargs``: extra keywords for ``forward`` (the contract's optional outputs); ``outputs``: a
     label per item of the returned tuple or list and the hooked call before which it is made
     (``None``: at the end; ``"{i+1}"`` in the call's name is the next item's index);
@@ -141,7 +141,7 @@ def _shown(path: str) -> str:
 
 def _hooked(module: nn.Module, depth: int) -> list[str]:
     return [name for name, m in module.named_modules() if name and not isinstance(m, (nn.ModuleList, nn.Sequential))
-            and len([p for p in name.split(".") if not p.isdigit()]) <= depth]
+            and len([p for p in name.split(".") if not p.isdigit()]) == depth]
 
 
 # --- recording ----------------------------------------------------------------------------------
@@ -350,6 +350,9 @@ def compare_runs(mine: Run, ref: Run, plan: Plan) -> tuple[list[str], bool]:
             return [_matched(matched) + _calls(name, calls_mine[name], calls_ref[name])
                     + _before(plan, "in", name, k)], False
         d = differ(got[(kind, name, k)], want)
+        more = [n for n in calls_mine if calls_mine[n] > calls_ref[n]]
+        if d and kind == "val" and more:  # all calls right, and one more: that is the difference
+            return [_matched(matched) + "but " + _calls(more[0], calls_mine[more[0]], calls_ref[more[0]]) + "."], False
         if d:
             what = _point(kind, name) + (f" (call {k + 1})" if calls_ref[name] > 1 else "")
             verb = "differ" if kind == "val" and name.endswith("s") else "differs"
@@ -448,6 +451,11 @@ def set_case(student: Any, reference: Any, args: tuple, run: Callable[..., Any] 
     """The case the next comparison is about (a checker calls this before calling the learner)."""
     if _sessions:
         _sessions[-1].case = Case(student, reference, args, run)
+
+
+def failing() -> bool:
+    """Whether the running check has kept a failure (it will fail whatever comes next)."""
+    return bool(_sessions) and _sessions[-1].first is not None
 
 
 def note(done: list[str]) -> None:
