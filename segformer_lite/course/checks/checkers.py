@@ -189,7 +189,7 @@ def check_efficient_self_attention(Student: type) -> None:
                     raise fail(title, f"the attention probabilities returned differ {where} "
                                f"({diff(got[1], want[1])})",
                                extra="Return (out, attn) with attn the softmax of the scaled scores, "
-                                     "(B, heads, N, M), the weights that multiply v.")
+                                     "(B, heads, N, M), the weights that multiply v.", localised=True)
                 compare(title, got[0], want[0], where, {}, name="the output")
 
             cases += compare_on_grids(title, student, ref, _grids(args[2]), case, then=attention_maps)

@@ -477,7 +477,9 @@ def verdict(where: str, failure: str | None) -> None:
     """One case's result, for the summary of which cases pass and which fail."""
     if _sessions:
         s = _sessions[-1]
-        attrs = s.case.attributes() if s.case else {}
+        attrs = dict(s.case.attributes()) if s.case else {}
+        option = re.search(r" with (\w+)=True$", where)  # the contract's option, e.g. return_attention=True
+        attrs["called"] = f"with {option.group(1)}=True" if option else "without options"
         if where not in s.rows or failure:
             s.rows[where] = (attrs, failure)
 
@@ -538,7 +540,7 @@ def summary(rows: dict[str, tuple[dict, str | None]]) -> str:
     failed = [a for a, f in rows.values() if f is not None]
     if not passed:
         return f"Cases: it fails on all {len(failed)} inputs tried." if len(failed) > 1 else "Cases: one input tried."
-    for attr in ("num_heads", "sr_ratio", "mode", "square", "grid"):
+    for attr in ("called", "num_heads", "sr_ratio", "mode", "square", "grid"):
         def value(a):
             return (a["grid"][0] == a["grid"][1]) if attr == "square" and "grid" in a else a.get(attr)
         ok, bad = {value(a) for a in passed}, {value(a) for a in failed}
@@ -548,24 +550,19 @@ def summary(rows: dict[str, tuple[dict, str | None]]) -> str:
             good = "square" if True in ok else "non-square"
             return (f"Cases: it passes on {good} grids ({_values(a['grid'] for a in passed)}) and fails on "
                     f"{'non-square' if good == 'square' else 'square'} ones ({_values(a['grid'] for a in failed)}).")
+        if attr == "called":
+            return f"Cases: it passes when called {_values(ok)} and fails when called {_values(bad)}."
         if attr == "mode":
             return f"Cases: it passes in {_values(ok)} mode and fails in {_values(bad)} mode."
         if attr == "grid":
             return f"Cases: it passes on the grids {_values(ok)} and fails on {_values(bad)}."
         return f"Cases: it passes with {attr}={_values(ok)} and fails with {attr}={_values(bad)}."
     fails = [w for w, (_, f) in rows.items() if f is not None]
-    return (f"Cases: it passes on {len(passed)} of {len(rows)} inputs and fails on "
-            + "; ".join(fails[:3]) + ("; ..." if len(fails) > 3 else "") + ".")
+    return (f"Cases: it passes on {len(passed)} of {len(rows)} inputs and fails " + "; ".join(fails[:2])
+            + (f" (and {len(fails) - 2} more)" if len(fails) > 2 else "") + ".")
 
 
-def where_it_differs(error: BaseException | None = None) -> tuple[list[str], bool]:
-    """Localise the current case: report lines and whether a shape differs. ``error``: the
-    learner's code raised it (localised up to the point it came)."""
-    if not _sessions or _sessions[-1].case is None:
-        return [], False
-    case = _sessions[-1].case
-    plan = _plan(case.reference)
-
+def _localise(case: Case, plan: Plan) -> tuple[list[str], bool]:
     def run(module, args):
         if case.run is not None:
             return case.run(module, *args, **plan.kwargs)
@@ -577,7 +574,23 @@ def where_it_differs(error: BaseException | None = None) -> tuple[list[str], boo
         return [], False
     if ref.error is not None:
         return [], False
-    lines, shape = compare_runs(mine, ref, plan)
+    return compare_runs(mine, ref, plan)
+
+
+def where_it_differs(error: BaseException | None = None) -> tuple[list[str], bool]:
+    """Localise the current case: report lines and whether a shape differs. ``error``: the
+    learner's code raised it (localised up to the point it came)."""
+    if not _sessions or _sessions[-1].case is None:
+        return [], False
+    case = _sessions[-1].case
+    plan = _plan(case.reference)
+
+    lines, shape = _localise(case, plan)
+    if not lines and plan.kwargs:  # right with the contract's options (return_attention=True), wrong without
+        lines, shape = _localise(case, Plan(plan.depth, {}, (("the output", None),), plan.steps))
+        if lines:
+            shown = ", ".join(f"{k}={v!r}" for k, v in plan.kwargs.items())
+            lines[0] = f"with {shown} everything matches; without it, " + lines[0][0].lower() + lines[0][1:]
     if lines:
         first = lines[0].replace("Everything up to", "everything up to", 1)
         lines[0] = "Step by step beside the reference, on that input: " + first
@@ -622,13 +635,29 @@ def _learners(tb) -> traceback.StackSummary:
     return traceback.StackSummary.from_list(keep)
 
 
+def _cell_names(frames: traceback.StackSummary) -> traceback.StackSummary:
+    """Notebook cells named as IPython names them ("Cell In[3]"), not by their temporary file."""
+    try:
+        from IPython import get_ipython
+        shell = get_ipython()
+    except ImportError:
+        shell = None
+    if shell is None:
+        return frames
+    for f in frames:
+        label = shell.compile.format_code_name(f.filename)
+        if label:
+            f.filename = " ".join(label)
+    return frames
+
+
 def render(report: BaseException) -> list[str]:
     """The lines IPython shows for a failed check: the report, then, when the learner's code
     raised, its own frames and the error."""
     lines = str(report).splitlines()
     cause = report.__cause__
     if cause is not None and cause.__traceback__ is not None:
-        frames = _learners(cause.__traceback__)
+        frames = _cell_names(_learners(cause.__traceback__))
         if frames:
             lines += ["", "Where your code raised it:", *"".join(frames.format()).rstrip("\n").splitlines()]
         lines += traceback.format_exception_only(type(cause), cause)[-1].rstrip("\n").splitlines()
