@@ -45,7 +45,9 @@ EXERCISES = {ex["grade_id"]: ex for ex in graded_exercises()}
 GRADED = ["check_overlap_patch_embed", "check_tokens", "check_efficient_self_attention", "check_mix_ffn",
           "check_block", "check_mix_transformer", "check_all_mlp_decoder"]
 FRACTION = 0.9  # of the mutants whose output differs, overall
+SAMPLE = 36  # mutants run per exercise at most
 MODES = {"bilinear": "nearest", "nearest": "bilinear"}
+RESULT = {"forward's result", "the output", "the result"}  # what a form check calls the whole returned value
 DROPPABLE = {"gelu", "relu", "interpolate", "rearrange", "tokens_to_image", "flatten", "transpose", "softmax",
              "reshape", "permute"}
 
@@ -281,13 +283,13 @@ def _labels(stmt: ast.stmt, outputs: list[str], returned: set[str] = frozenset()
             elif isinstance(f, ast.Name) and f.id == "block":
                 found.add(r"stages\[\d\]\.blocks\[\d\]")
             elif isinstance(f, ast.Attribute) and f.attr == "append" and ast.unparse(f.value) in returned:
-                found |= set(outputs)  # features.append(x), features returned: a feature map
+                found |= set(outputs) | RESULT  # features.append(x), features returned: a feature map
         if isinstance(n, ast.Attribute) and ast.unparse(n) == "self.dropout":
             found.add("dropout")
     if isinstance(stmt, ast.Assign) and "attn" in {ast.unparse(t) for t in stmt.targets}:
         found.add("the attention weights")
     if isinstance(stmt, ast.Return):
-        found |= set(outputs)
+        found |= set(outputs) | RESULT
     return found
 
 
@@ -387,7 +389,7 @@ def named_point(report: str) -> str | None:
         m = FORM.match(report)
         return m.group("a") if m else None
     line = line.split(": ", 1)[1]
-    line = re.sub(r"^.*?\bmatch(?:es)?(?: \(\d+ steps\))?; (?:but )?", "", line)
+    line = re.sub(r"^.*\bmatch(?:es)?(?: \(\d+ steps\))?; (?:but )?", "", line)
     m = POINT.match(line)
     return next((v for v in m.groups() if v), None) if m else None
 
@@ -454,11 +456,18 @@ REFERENCES = {"check_overlap_patch_embed": sl.OverlapPatchEmbed, "check_mix_ffn"
               "check_mix_transformer": sl.MixTransformer, "check_all_mlp_decoder": sl.AllMLPDecoder}
 
 
+def sample(made: list[Mutant]) -> list[Mutant]:
+    """At most SAMPLE mutants, evenly spaced over the list (every kind of edit stays in), so that
+    the test keeps to about two minutes on a quiet 2-core machine."""
+    n = min(len(made), SAMPLE)
+    return [made[i * len(made) // n] for i in range(n)]
+
+
 def results(grade_id: str) -> tuple[int, int, list[str]]:
     """(mutants whose output differs, of those the ones localised, the misses described)."""
     ex = EXERCISES[grade_id]
     differ, good, misses = 0, 0, []
-    for mutant in mutants(ex["solution"]):
+    for mutant in sample(mutants(ex["solution"])):
         fails, report = _checked(ex, mutant)
         if not fails:
             continue
@@ -482,7 +491,7 @@ def test_reports_name_where_each_mutant_parts_from_the_reference():
     table, total, localised, all_misses = [], 0, 0, []
     for grade_id in GRADED:
         differ, good, misses = results(grade_id)
-        assert differ >= 20, (grade_id, differ)
+        assert differ >= 15, (grade_id, differ)  # most edits change the output
         table.append(f"{grade_id}: {good}/{differ} = {good / differ:.0%}")
         total, localised = total + differ, localised + good
         all_misses += [f"{grade_id}: {m}" for m in misses]

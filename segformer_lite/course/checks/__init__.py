@@ -30,7 +30,10 @@ Three outcomes:
 * unfinished (``forward`` raises ``NotImplementedError``): prints "... not implemented yet" to
   **stderr** and returns ``None``. The notebook keeps running top to bottom, and nbgrader, which
   scores a graded cell zero when it writes to stderr, gives the exercise no points;
-* wrong: raises ``AssertionError`` whose message names the likely mistake and its fix.
+* wrong: raises ``AssertionError`` whose message names the likely mistake (the first time, what it
+  is and why it is one; its fix when the same mistake comes back) and where the learner's module
+  first parts from the reference, step by step (``localise``); in IPython and nbgrader's
+  feedback the report comes without the checker's frames, and a crash shows the learner's own.
 
 The diagnosis is empirical: each exercise has a catalogue of classic mistakes (``MISTAKES``),
 each one re-implemented here as a "planted variant" that runs on the reference's weights. When
@@ -44,7 +47,9 @@ device, ints) is, with a hint naming the property. The variants are plain ``torc
 written independently of the package.
 
 Modules: ``mistakes`` (the catalogue), ``variants`` (the planted variants), ``harness`` (build,
-call, compare, name the mistake) and ``checkers`` (the ``check_*`` functions, re-exported here).
+call, compare, name the mistake), ``localise`` (where a wrong answer parts from the reference,
+which cases pass, the hints' state, the rendering of a failure) and ``checkers`` (the
+``check_*`` functions, re-exported here).
 """
 from .checkers import (check_all_mlp_decoder, check_block, check_efficient_self_attention, check_image_to_tokens, check_mix_ffn,
                        check_mix_transformer, check_overlap_patch_embed, check_stage, check_tokens,

@@ -58,7 +58,7 @@ SHAPE_ADVICE = ("A shape differs: print the shape of every intermediate tensor a
 class Plan:
     """How to localise a mistake in one kind of module.
 
-    ``depth``: hook the submodules whose path has at most this many names (list indices aside);
+    ``depth``: hook the submodules whose path has this many names (list indices aside);
     ``kwargs``: extra keywords for ``forward`` (the contract's optional outputs); ``outputs``: a
     label per item of the returned tuple or list and the hooked call before which it is made
     (``None``: at the end; ``"{i+1}"`` in the call's name is the next item's index);
@@ -141,7 +141,7 @@ def _shown(path: str) -> str:
 
 def _hooked(module: nn.Module, depth: int) -> list[str]:
     return [name for name, m in module.named_modules() if name and not isinstance(m, (nn.ModuleList, nn.Sequential))
-            and len([p for p in name.split(".") if not p.isdigit()]) <= depth]
+            and len([p for p in name.split(".") if not p.isdigit()]) == depth]
 
 
 # --- recording ----------------------------------------------------------------------------------
@@ -350,6 +350,9 @@ def compare_runs(mine: Run, ref: Run, plan: Plan) -> tuple[list[str], bool]:
             return [_matched(matched) + _calls(name, calls_mine[name], calls_ref[name])
                     + _before(plan, "in", name, k)], False
         d = differ(got[(kind, name, k)], want)
+        more = [n for n in calls_mine if calls_mine[n] > calls_ref[n]]
+        if d and kind == "val" and more:  # all calls right, and one more: that is the difference
+            return [_matched(matched) + "but " + _calls(more[0], calls_mine[more[0]], calls_ref[more[0]]) + "."], False
         if d:
             what = _point(kind, name) + (f" (call {k + 1})" if calls_ref[name] > 1 else "")
             verb = "differ" if kind == "val" and name.endswith("s") else "differs"
@@ -450,6 +453,11 @@ def set_case(student: Any, reference: Any, args: tuple, run: Callable[..., Any] 
         _sessions[-1].case = Case(student, reference, args, run)
 
 
+def failing() -> bool:
+    """Whether the running check has kept a failure (it will fail whatever comes next)."""
+    return bool(_sessions) and _sessions[-1].first is not None
+
+
 def note(done: list[str]) -> None:
     """Remember what the learner's code did to a list it was given, for the reports that follow."""
     if _sessions:
@@ -469,7 +477,9 @@ def verdict(where: str, failure: str | None) -> None:
     """One case's result, for the summary of which cases pass and which fail."""
     if _sessions:
         s = _sessions[-1]
-        attrs = s.case.attributes() if s.case else {}
+        attrs = dict(s.case.attributes()) if s.case else {}
+        option = re.search(r" with (\w+)=True$", where)  # the contract's option, e.g. return_attention=True
+        attrs["called"] = f"with {option.group(1)}=True" if option else "without options"
         if where not in s.rows or failure:
             s.rows[where] = (attrs, failure)
 
@@ -530,7 +540,7 @@ def summary(rows: dict[str, tuple[dict, str | None]]) -> str:
     failed = [a for a, f in rows.values() if f is not None]
     if not passed:
         return f"Cases: it fails on all {len(failed)} inputs tried." if len(failed) > 1 else "Cases: one input tried."
-    for attr in ("num_heads", "sr_ratio", "mode", "square", "grid"):
+    for attr in ("called", "num_heads", "sr_ratio", "mode", "square", "grid"):
         def value(a):
             return (a["grid"][0] == a["grid"][1]) if attr == "square" and "grid" in a else a.get(attr)
         ok, bad = {value(a) for a in passed}, {value(a) for a in failed}
@@ -540,24 +550,19 @@ def summary(rows: dict[str, tuple[dict, str | None]]) -> str:
             good = "square" if True in ok else "non-square"
             return (f"Cases: it passes on {good} grids ({_values(a['grid'] for a in passed)}) and fails on "
                     f"{'non-square' if good == 'square' else 'square'} ones ({_values(a['grid'] for a in failed)}).")
+        if attr == "called":
+            return f"Cases: it passes when called {_values(ok)} and fails when called {_values(bad)}."
         if attr == "mode":
             return f"Cases: it passes in {_values(ok)} mode and fails in {_values(bad)} mode."
         if attr == "grid":
             return f"Cases: it passes on the grids {_values(ok)} and fails on {_values(bad)}."
         return f"Cases: it passes with {attr}={_values(ok)} and fails with {attr}={_values(bad)}."
     fails = [w for w, (_, f) in rows.items() if f is not None]
-    return (f"Cases: it passes on {len(passed)} of {len(rows)} inputs and fails on "
-            + "; ".join(fails[:3]) + ("; ..." if len(fails) > 3 else "") + ".")
+    return (f"Cases: it passes on {len(passed)} of {len(rows)} inputs and fails " + "; ".join(fails[:2])
+            + (f" (and {len(fails) - 2} more)" if len(fails) > 2 else "") + ".")
 
 
-def where_it_differs(error: BaseException | None = None) -> tuple[list[str], bool]:
-    """Localise the current case: report lines and whether a shape differs. ``error``: the
-    learner's code raised it (localised up to the point it came)."""
-    if not _sessions or _sessions[-1].case is None:
-        return [], False
-    case = _sessions[-1].case
-    plan = _plan(case.reference)
-
+def _localise(case: Case, plan: Plan) -> tuple[list[str], bool]:
     def run(module, args):
         if case.run is not None:
             return case.run(module, *args, **plan.kwargs)
@@ -569,7 +574,23 @@ def where_it_differs(error: BaseException | None = None) -> tuple[list[str], boo
         return [], False
     if ref.error is not None:
         return [], False
-    lines, shape = compare_runs(mine, ref, plan)
+    return compare_runs(mine, ref, plan)
+
+
+def where_it_differs(error: BaseException | None = None) -> tuple[list[str], bool]:
+    """Localise the current case: report lines and whether a shape differs. ``error``: the
+    learner's code raised it (localised up to the point it came)."""
+    if not _sessions or _sessions[-1].case is None:
+        return [], False
+    case = _sessions[-1].case
+    plan = _plan(case.reference)
+
+    lines, shape = _localise(case, plan)
+    if not lines and plan.kwargs:  # right with the contract's options (return_attention=True), wrong without
+        lines, shape = _localise(case, Plan(plan.depth, {}, (("the output", None),), plan.steps))
+        if lines:
+            shown = ", ".join(f"{k}={v!r}" for k, v in plan.kwargs.items())
+            lines[0] = f"with {shown} everything matches; without it, " + lines[0][0].lower() + lines[0][1:]
     if lines:
         first = lines[0].replace("Everything up to", "everything up to", 1)
         lines[0] = "Step by step beside the reference, on that input: " + first
@@ -614,13 +635,29 @@ def _learners(tb) -> traceback.StackSummary:
     return traceback.StackSummary.from_list(keep)
 
 
+def _cell_names(frames: traceback.StackSummary) -> traceback.StackSummary:
+    """Notebook cells named as IPython names them ("Cell In[3]"), not by their temporary file."""
+    try:
+        from IPython import get_ipython
+        shell = get_ipython()
+    except ImportError:
+        shell = None
+    if shell is None:
+        return frames
+    for f in frames:
+        label = shell.compile.format_code_name(f.filename)
+        if label:
+            f.filename = " ".join(label)
+    return frames
+
+
 def render(report: BaseException) -> list[str]:
     """The lines IPython shows for a failed check: the report, then, when the learner's code
     raised, its own frames and the error."""
     lines = str(report).splitlines()
     cause = report.__cause__
     if cause is not None and cause.__traceback__ is not None:
-        frames = _learners(cause.__traceback__)
+        frames = _cell_names(_learners(cause.__traceback__))
         if frames:
             lines += ["", "Where your code raised it:", *"".join(frames.format()).rstrip("\n").splitlines()]
         lines += traceback.format_exception_only(type(cause), cause)[-1].rstrip("\n").splitlines()
