@@ -442,6 +442,7 @@ class _Session:
     rows: dict[str, tuple[dict, str | None]] = field(default_factory=dict)  # where -> (attributes, failure)
     first: Any = None  # the first deferred report
     notes: list[str] = field(default_factory=list)  # what the learner's code did to its arguments
+    said: list[str] = field(default_factory=list)  # the changes those notes describe, names left out
 
 
 _sessions: list[_Session] = []
@@ -465,7 +466,9 @@ def note(done: list[str]) -> None:
             name = re.search(r"the list (\w+)", d).group(1)
             text = (f"Note: forward {d}, so the caller's list changed with it. Leave the caller's list alone: "
                     f"build a new one ({name}[::-1], list(reversed({name})), [... for f in {name}]).")
-            if text not in _sessions[-1].notes:
+            change = re.sub(r"\b" + re.escape(name) + r"\b", "_", d)  # once per change, whatever a
+            if change not in _sessions[-1].said:                          # wrapper called the argument
+                _sessions[-1].said.append(change)
                 _sessions[-1].notes.append(text)
 
 
@@ -517,6 +520,9 @@ def cases(title: str):
         _sessions.remove(s)
     if s.first is not None:
         raise _final(s)
+    if s.notes:  # every result right, but the caller's list is not what it handed over
+        raise Report("\n".join([f"{title}: the results are right, but forward changed a list it was given",
+                                 *s.notes]))
 
 
 def _final(s: _Session):
