@@ -300,7 +300,10 @@ def differ(got: Any, want: Any) -> Difference | None:
                 return Difference(f"item {i}: {d.text}" if len(want) > 1 else d.text, d.shape)
         return None
     if isinstance(want, dict):
-        return differ(got, want) if not isinstance(got, dict) else differ(tuple(got.values()), tuple(want.values()))
+        if not isinstance(got, dict) or got.keys() != want.keys():
+            return Difference(f"the keyword arguments {sorted(got) if isinstance(got, dict) else got!r} where the "
+                              f"reference's are {sorted(want)}")
+        return differ(tuple(got.values()), tuple(want.values()))
     return None if got == want else Difference(f"{got!r} where the reference's is {want!r}")
 
 
