@@ -7,7 +7,9 @@ strips or grades notebooks by hand.
 from __future__ import annotations
 
 import csv
+import html
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -58,8 +60,13 @@ def test_course_notebooks_have_exercises():
         graded = [c for c in nbgrader_cells(path) if c["metadata"]["nbgrader"]["grade"]]
         solutions = [c for c in nbgrader_cells(path) if c["metadata"]["nbgrader"]["solution"]]
         assert graded and solutions, path.name
-        for c in graded:  # every graded cell calls a checker from segformer_lite.course.checks
-            assert "segformer_lite.course.checks import check_" in "".join(c["source"]), path.name
+        for c in graded:
+            source, meta = "".join(c["source"]), c["metadata"]["nbgrader"]
+            if c["cell_type"] == "code":  # a graded code cell calls a checker from segformer_lite.course.checks
+                assert "segformer_lite.course.checks import check_" in source, (path.name, meta["grade_id"])
+            else:  # a graded markdown cell is a written answer, graded by hand: the course version holds one
+                assert meta["solution"] and meta["points"] > 0, (path.name, meta["grade_id"])
+                assert source.startswith("### BEGIN SOLUTION\n") and source.endswith("### END SOLUTION"), meta["grade_id"]
 
 
 @pytest.mark.slow  # nbgrader generates every exercise notebook
@@ -74,6 +81,83 @@ def test_exercises_hold_stubs_and_no_solutions_or_outputs():
         assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text, path.name
         assert "raise NotImplementedError()" in text, path.name
         assert all(not c.get("outputs") for c in cells(path) if c["cell_type"] == "code"), path.name
+
+
+PREDICTIONS = "07_train_and_look_inside.ipynb"
+# one wrong prediction in a submission of its own: (grade_id of its solution cell, text, replacement,
+# grade_id of the graded cell that must fail)
+WRONG_PREDICTION = ("erase_prediction", 'return "more than the placebo"', 'return "as many as the placebo"',
+                    "check_erase_prediction")
+
+
+def test_notebook_07_asks_before_it_tells():
+    """Every prediction of 07 is a function in a solution cell, graded by a later cell that calls it,
+    and no prompt of 07 keeps its answers in a <details> block any more."""
+    course = cells(NOTEBOOKS / PREDICTIONS)
+    assert not any("<details>" in "".join(c["source"]) for c in course)
+    solutions = {}
+    for i, c in enumerate(course):
+        meta = c["metadata"].get("nbgrader", {})
+        source = "".join(c["source"])
+        if c["cell_type"] == "code" and meta.get("solution"):
+            for name in re.findall(r"^def (\w+)\(\):", source, re.M):
+                solutions[name] = i
+        elif c["cell_type"] == "code" and meta.get("grade"):
+            called = [name for name in solutions if re.search(rf"\bcheck_\w+\({name}\b", source)]
+            assert called, f"graded cell {meta['grade_id']} checks no prediction defined above it"
+            for name in called:
+                assert solutions.pop(name) < i
+    assert solutions == {}, f"predictions no graded cell checks: {sorted(solutions)}"
+    graded_code = [c for c in nbgrader_cells(NOTEBOOKS / PREDICTIONS) if c["cell_type"] == "code" and c["metadata"]["nbgrader"]["grade"]]
+    manual = [c for c in nbgrader_cells(NOTEBOOKS / PREDICTIONS) if c["cell_type"] == "markdown"]
+    assert len(graded_code) >= 6 and len(manual) >= 5
+
+
+@pytest.mark.slow
+def test_nbgrader_round_trip_grades_predictions(tmp_path):
+    """Notebook 07 through nbgrader: the untouched student version runs top to bottom and scores
+    zero, each prediction noting "not answered yet"; the solutions with one wrong prediction lose
+    exactly that prediction's point, and the feedback tells the measurement."""
+    source_nb = NOTEBOOKS / PREDICTIONS
+    course = homework.make_course(tmp_path / "course", [source_nb], timeout=homework.CELL_TIMEOUT)
+    homework.nbgrader(course, "generate_assignment", homework.ASSIGNMENT)
+    released = nbformat.read(course / "release" / homework.ASSIGNMENT / PREDICTIONS, 4)
+    submit(course, "untouched", {PREDICTIONS: released})
+    wrong = nbformat.read(course / "source" / homework.ASSIGNMENT / PREDICTIONS, 4)
+    grade_id, old, new, failing = WRONG_PREDICTION
+    edit_solution(wrong, grade_id, old, new)
+    submit(course, "wrong", {PREDICTIONS: wrong})
+    homework.nbgrader(course, "autograde", homework.ASSIGNMENT, timeout=1800)
+    graded = {c["metadata"]["nbgrader"]["grade_id"]: c for c in nbgrader_cells(source_nb)
+              if c["metadata"]["nbgrader"]["grade"]}
+    auto = {g: c["metadata"]["nbgrader"]["points"] for g, c in graded.items() if c["cell_type"] == "code"}
+    for student in ("untouched", "wrong"):
+        nb = nbformat.read(course / "autograded" / student / homework.ASSIGNMENT / PREDICTIONS, 4)
+        errors = {c.metadata.get("nbgrader", {}).get("grade_id", i): [o.ename for o in c.outputs if o.output_type == "error"]
+                  for i, c in enumerate(nb.cells) if c.cell_type == "code"}
+        errors = {k: v for k, v in errors.items() if v}
+        for c in nb.cells:
+            grade_id = c.metadata.get("nbgrader", {}).get("grade_id")
+            if grade_id not in auto:
+                continue
+            streams = "".join(o.get("text", "") for o in c.outputs if o.output_type == "stream")
+            if student == "untouched":
+                assert "not answered yet" in streams, (grade_id, streams)
+            elif grade_id != failing:
+                assert streams.startswith("✓ "), (grade_id, streams)
+        assert errors == ({} if student == "untouched" else {failing: ["PredictionReport"]}), (student, errors)
+    homework.nbgrader(course, "export")
+    with open(course / "grades.csv", newline="") as f:
+        scores = {row["student_id"]: (float(row["score"]), float(row["max_score"])) for row in csv.DictReader(f)}
+    total = sum(c["metadata"]["nbgrader"]["points"] for c in graded.values())
+    assert scores["untouched"] == (0, total)
+    # the written answers wait for the instructor: the wrong submission has every automatic point but one
+    assert scores["wrong"] == (sum(auto.values()) - auto[failing], total)
+    homework.nbgrader(course, "generate_feedback", homework.ASSIGNMENT)
+    feedback = course / "feedback" / "wrong" / homework.ASSIGNMENT / PREDICTIONS.replace(".ipynb", ".html")
+    text = html.unescape(feedback.read_text(encoding="utf-8"))
+    assert "you predicted 'as many as the placebo'; the measurement says 'more than the placebo'" in text
+    shutil.rmtree(course)
 
 
 def timed_out_cells(course: Path, student: str) -> list[tuple[str, int]]:
