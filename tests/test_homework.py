@@ -84,10 +84,10 @@ def test_exercises_hold_stubs_and_no_solutions_or_outputs():
 
 
 PREDICTIONS = "07_train_and_look_inside.ipynb"
-# one wrong prediction in a submission of its own: (grade_id of its solution cell, text, replacement,
-# grade_id of the graded cell that must fail)
-WRONG_PREDICTION = ("erase_prediction", 'return "more than the placebo"', 'return "as many as the placebo"',
-                    "check_erase_prediction")
+# a student version with two predictions answered, the others left as released: (function, answer,
+# grade_id of the graded cell that checks it, whether the answer is right)
+ANSWERED = [("ceiling_prediction", '{"SegFormer"}', "check_ceiling_prediction", True),
+            ("erase_prediction", '"as many as the placebo"', "check_erase_prediction", False)]
 
 
 def test_notebook_07_asks_before_it_tells():
@@ -115,49 +115,47 @@ def test_notebook_07_asks_before_it_tells():
 
 @pytest.mark.slow
 def test_nbgrader_round_trip_grades_predictions(tmp_path):
-    """Notebook 07 through nbgrader: the untouched student version runs top to bottom and scores
-    zero, each prediction noting "not answered yet"; the solutions with one wrong prediction lose
-    exactly that prediction's point, and the feedback tells the measurement."""
+    """Notebook 07 through nbgrader, in one submission (one run of 07): its student version with one
+    prediction right, one wrong and the rest unanswered runs top to bottom; the right one scores its
+    point, the wrong one fails with the measurement in the feedback, the unanswered ones note "not
+    answered yet" on stderr and score zero, and so do the written answers left empty. (The course
+    version's graded cells all pass under nbval, their check marks stored.)"""
     source_nb = NOTEBOOKS / PREDICTIONS
     # this test is about grading predictions, not the per-cell limit (test_nbgrader_round_trip tests
     # that): 07's live-training cell takes 4 s on a quiet machine but took 426 s under nbconvert at
     # load average 15 on the 2-core machine, so the cells get 10x the instructors' limit here
     course = homework.make_course(tmp_path / "course", [source_nb], timeout=10 * homework.CELL_TIMEOUT)
     homework.nbgrader(course, "generate_assignment", homework.ASSIGNMENT)
-    released = nbformat.read(course / "release" / homework.ASSIGNMENT / PREDICTIONS, 4)
-    submit(course, "untouched", {PREDICTIONS: released})
-    wrong = nbformat.read(course / "source" / homework.ASSIGNMENT / PREDICTIONS, 4)
-    grade_id, old, new, failing = WRONG_PREDICTION
-    edit_solution(wrong, grade_id, old, new)
-    submit(course, "wrong", {PREDICTIONS: wrong})
-    homework.nbgrader(course, "autograde", homework.ASSIGNMENT, timeout=3600)  # two runs of 07, 25 min at load 15
+    student = nbformat.read(course / "release" / homework.ASSIGNMENT / PREDICTIONS, 4)
+    for function, answer, _, _ in ANSWERED:
+        [cell] = [c for c in student.cells if f"def {function}():" in c.source]
+        head, tail = cell.source.split(f"def {function}():")
+        assert "raise NotImplementedError()" in tail, function
+        cell.source = head + f"def {function}():" + tail.replace("raise NotImplementedError()", f"return {answer}", 1)
+    submit(course, "student", {PREDICTIONS: student})
+    homework.nbgrader(course, "autograde", homework.ASSIGNMENT, timeout=3600)  # 07 once: 15 min at load 20
+
     graded = {c["metadata"]["nbgrader"]["grade_id"]: c for c in nbgrader_cells(source_nb)
               if c["metadata"]["nbgrader"]["grade"]}
-    auto = {g: c["metadata"]["nbgrader"]["points"] for g, c in graded.items() if c["cell_type"] == "code"}
-    for student in ("untouched", "wrong"):
-        nb = nbformat.read(course / "autograded" / student / homework.ASSIGNMENT / PREDICTIONS, 4)
-        errors = {c.metadata.get("nbgrader", {}).get("grade_id", i): [o.ename for o in c.outputs if o.output_type == "error"]
-                  for i, c in enumerate(nb.cells) if c.cell_type == "code"}
-        errors = {k: v for k, v in errors.items() if v}
-        for c in nb.cells:
-            grade_id = c.metadata.get("nbgrader", {}).get("grade_id")
-            if grade_id not in auto:
-                continue
+    auto = {g for g, c in graded.items() if c["cell_type"] == "code"}
+    right = {g for _, _, g, ok in ANSWERED if ok}
+    wrong = {g for _, _, g, ok in ANSWERED if not ok}
+    nb = nbformat.read(course / "autograded" / "student" / homework.ASSIGNMENT / PREDICTIONS, 4)
+    errors = {c.metadata.get("nbgrader", {}).get("grade_id", i): [o.ename for o in c.outputs if o.output_type == "error"]
+              for i, c in enumerate(nb.cells) if c.cell_type == "code"}
+    assert {k: v for k, v in errors.items() if v} == {g: ["PredictionReport"] for g in wrong}
+    for c in nb.cells:
+        grade_id = c.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in auto - wrong:
             streams = "".join(o.get("text", "") for o in c.outputs if o.output_type == "stream")
-            if student == "untouched":
-                assert "not answered yet" in streams, (grade_id, streams)
-            elif grade_id != failing:
-                assert streams.startswith("✓ "), (grade_id, streams)
-        assert errors == ({} if student == "untouched" else {failing: ["PredictionReport"]}), (student, errors)
+            assert streams.startswith("✓ ") if grade_id in right else "not answered yet" in streams, (grade_id, streams)
     homework.nbgrader(course, "export")
     with open(course / "grades.csv", newline="") as f:
-        scores = {row["student_id"]: (float(row["score"]), float(row["max_score"])) for row in csv.DictReader(f)}
+        [row] = list(csv.DictReader(f))
     total = sum(c["metadata"]["nbgrader"]["points"] for c in graded.values())
-    assert scores["untouched"] == (0, total)
-    # the written answers wait for the instructor: the wrong submission has every automatic point but one
-    assert scores["wrong"] == (sum(auto.values()) - auto[failing], total)
+    assert (float(row["score"]), float(row["max_score"])) == (sum(graded[g]["metadata"]["nbgrader"]["points"] for g in right), total)
     homework.nbgrader(course, "generate_feedback", homework.ASSIGNMENT)
-    feedback = course / "feedback" / "wrong" / homework.ASSIGNMENT / PREDICTIONS.replace(".ipynb", ".html")
+    feedback = course / "feedback" / "student" / homework.ASSIGNMENT / PREDICTIONS.replace(".ipynb", ".html")
     text = html.unescape(feedback.read_text(encoding="utf-8"))
     assert "you predicted 'as many as the placebo'; the measurement says 'more than the placebo'" in text
     shutil.rmtree(course)
