@@ -12,8 +12,12 @@ import re
 from pathlib import Path
 
 from segformer_lite.course import homework
+from segformer_lite.course.checks import predictions
 
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
+# graded cells that grade a prediction, not code: no hidden tests, no planted students
+# (tests/test_predictions.py tests these checkers, tests/test_homework.py grades notebook 07's)
+PREDICTION_CHECKERS = {name for name in predictions.__all__ if name.startswith("check_")}
 
 
 def _source(cell: dict) -> str:
@@ -54,7 +58,7 @@ def _context(earlier: list[str], needed: set[str], exercise: set[str]) -> list[s
 
 
 def graded_exercises() -> list[dict]:
-    """One entry per graded cell of the course notebooks: its checker, visible code, hidden tests,
+    """One entry per graded cell of the course notebooks that grades code (not a prediction): its checker, visible code, hidden tests,
     the names its exercise defines, the statements its hidden tests need, and the exercise's
     solution cell with the statements it needs."""
     found = []
@@ -66,6 +70,8 @@ def graded_exercises() -> list[dict]:
             if not meta.get("grade"):
                 continue
             source = _source(cell)
+            if set(re.findall(r"\b(check_\w+)\(", source)) & PREDICTION_CHECKERS:
+                continue
             hidden = HIDDEN.search(source)
             assert hidden, f"{path.name}: graded cell {meta['grade_id']} has no hidden tests"
             visible = HIDDEN.sub("", source)

@@ -128,3 +128,20 @@ def test_summary_by_hand():
     assert s[2]["changed_erased"].lo == pytest.approx(3 / 30) and s[2]["changed_erased"].hi == pytest.approx(5 / 10)
     assert s[2]["right_erased"].value == pytest.approx(32 / 40)
     assert s[4]["changed_erased"] == (0.8, 0.8, 0.8) and s[4]["right_placebo"].value == 1.0
+
+
+def test_measured_distances_by_hand():
+    mask = lambda *pixels: np.isin(np.arange(13 * 13).reshape(13, 13), [r * 13 + c for r, c in pixels])
+    shape = mask(*[(r, c) for r in range(3, 10) for c in range(3, 10)])
+    # measured: (6, 6); band at Chebyshev distance 2 and 3 from it; placebo at 5 and 6
+    case = erase.EraseCase(0, 1, shape, band=mask((6, 8), (6, 9)), placebo=mask((6, 11), (6, 12)),
+                           measured=mask((6, 6)))
+    assert erase.measured_distances(case) == (2.5, 5.5)
+
+
+def test_the_placebo_lies_outside_the_shape_and_farther_than_the_band(data):
+    _, labels = data
+    cases, _ = erase.erase_cases(labels, (2, 4, 6))
+    for case in cases:
+        band, placebo = erase.measured_distances(case)
+        assert not (case.placebo & case.shape).any() and placebo > band

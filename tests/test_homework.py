@@ -7,7 +7,9 @@ strips or grades notebooks by hand.
 from __future__ import annotations
 
 import csv
+import html
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -55,11 +57,16 @@ def test_course_notebooks_have_exercises():
     found = {p.name for p in homework.solution_notebooks(NOTEBOOKS)}
     assert set(ROUND_TRIP) <= found, found
     for path in homework.solution_notebooks(NOTEBOOKS):
-        graded = [c for c in nbgrader_cells(path) if c["metadata"]["nbgrader"]["grade"] and c["cell_type"] == "code"]
+        graded = [c for c in nbgrader_cells(path) if c["metadata"]["nbgrader"]["grade"]]
         solutions = [c for c in nbgrader_cells(path) if c["metadata"]["nbgrader"]["solution"]]
         assert graded and solutions, path.name
-        for c in graded:  # every graded code cell calls a checker from segformer_lite.course.checks
-            assert "segformer_lite.course.checks import check_" in "".join(c["source"]), path.name
+        for c in graded:
+            source, meta = "".join(c["source"]), c["metadata"]["nbgrader"]
+            if c["cell_type"] == "code":  # a graded code cell calls a checker from segformer_lite.course.checks
+                assert "segformer_lite.course.checks import check_" in source, (path.name, meta["grade_id"])
+            else:  # a graded markdown cell is a written answer, graded by hand: the course version holds one
+                assert meta["solution"] and meta["points"] > 0, (path.name, meta["grade_id"])
+                assert source.startswith("### BEGIN SOLUTION\n") and source.endswith("### END SOLUTION"), meta["grade_id"]
 
 
 @pytest.mark.slow  # nbgrader generates every exercise notebook
@@ -74,6 +81,84 @@ def test_exercises_hold_stubs_and_no_solutions_or_outputs():
         assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text, path.name
         assert "raise NotImplementedError()" in text, path.name
         assert all(not c.get("outputs") for c in cells(path) if c["cell_type"] == "code"), path.name
+
+
+PREDICTIONS = "07_train_and_look_inside.ipynb"
+# a student version with two predictions answered, the others left as released: (function, answer,
+# grade_id of the graded cell that checks it, whether the answer is right)
+ANSWERED = [("ceiling_prediction", '{"SegFormer"}', "check_ceiling_prediction", True),
+            ("erase_prediction", '"as many as the placebo"', "check_erase_prediction", False)]
+
+
+def test_notebook_07_asks_before_it_tells():
+    """Every prediction of 07 is a function in a solution cell, graded by a later cell that calls it,
+    and no prompt of 07 keeps its answers in a <details> block any more."""
+    course = cells(NOTEBOOKS / PREDICTIONS)
+    assert not any("<details>" in "".join(c["source"]) for c in course)
+    solutions = {}
+    for i, c in enumerate(course):
+        meta = c["metadata"].get("nbgrader", {})
+        source = "".join(c["source"])
+        if c["cell_type"] == "code" and meta.get("solution"):
+            for name in re.findall(r"^def (\w+)\(\):", source, re.M):
+                solutions[name] = i
+        elif c["cell_type"] == "code" and meta.get("grade"):
+            called = [name for name in solutions if re.search(rf"\bcheck_\w+\({name}\b", source)]
+            assert called, f"graded cell {meta['grade_id']} checks no prediction defined above it"
+            for name in called:
+                assert solutions.pop(name) < i
+    assert solutions == {}, f"predictions no graded cell checks: {sorted(solutions)}"
+    graded_code = [c for c in nbgrader_cells(NOTEBOOKS / PREDICTIONS) if c["cell_type"] == "code" and c["metadata"]["nbgrader"]["grade"]]
+    manual = [c for c in nbgrader_cells(NOTEBOOKS / PREDICTIONS) if c["cell_type"] == "markdown"]
+    assert len(graded_code) >= 6 and len(manual) >= 5
+
+
+@pytest.mark.slow
+def test_nbgrader_round_trip_grades_predictions(tmp_path):
+    """Notebook 07 through nbgrader, in one submission (one run of 07): its student version with one
+    prediction right, one wrong and the rest unanswered runs top to bottom; the right one scores its
+    point, the wrong one fails with the measurement in the feedback, the unanswered ones note "not
+    answered yet" on stderr and score zero, and so do the written answers left empty. (The course
+    version's graded cells all pass under nbval, their check marks stored.)"""
+    source_nb = NOTEBOOKS / PREDICTIONS
+    # this test is about grading predictions, not the per-cell limit (test_nbgrader_round_trip tests
+    # that): 07's live-training cell takes 4 s on a quiet machine but took 426 s under nbconvert at
+    # load average 15 on the 2-core machine, so the cells get 10x the instructors' limit here
+    course = homework.make_course(tmp_path / "course", [source_nb], timeout=10 * homework.CELL_TIMEOUT)
+    homework.nbgrader(course, "generate_assignment", homework.ASSIGNMENT)
+    student = nbformat.read(course / "release" / homework.ASSIGNMENT / PREDICTIONS, 4)
+    for function, answer, _, _ in ANSWERED:
+        [cell] = [c for c in student.cells if f"def {function}():" in c.source]
+        head, tail = cell.source.split(f"def {function}():")
+        assert "raise NotImplementedError()" in tail, function
+        cell.source = head + f"def {function}():" + tail.replace("raise NotImplementedError()", f"return {answer}", 1)
+    submit(course, "student", {PREDICTIONS: student})
+    homework.nbgrader(course, "autograde", homework.ASSIGNMENT, timeout=3600)  # 07 once: 15 min at load 20
+
+    graded = {c["metadata"]["nbgrader"]["grade_id"]: c for c in nbgrader_cells(source_nb)
+              if c["metadata"]["nbgrader"]["grade"]}
+    auto = {g for g, c in graded.items() if c["cell_type"] == "code"}
+    right = {g for _, _, g, ok in ANSWERED if ok}
+    wrong = {g for _, _, g, ok in ANSWERED if not ok}
+    nb = nbformat.read(course / "autograded" / "student" / homework.ASSIGNMENT / PREDICTIONS, 4)
+    errors = {c.metadata.get("nbgrader", {}).get("grade_id", i): [o.ename for o in c.outputs if o.output_type == "error"]
+              for i, c in enumerate(nb.cells) if c.cell_type == "code"}
+    assert {k: v for k, v in errors.items() if v} == {g: ["PredictionReport"] for g in wrong}
+    for c in nb.cells:
+        grade_id = c.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in auto - wrong:
+            streams = "".join(o.get("text", "") for o in c.outputs if o.output_type == "stream")
+            assert streams.startswith("✓ ") if grade_id in right else "not answered yet" in streams, (grade_id, streams)
+    homework.nbgrader(course, "export")
+    with open(course / "grades.csv", newline="") as f:
+        [row] = list(csv.DictReader(f))
+    total = sum(c["metadata"]["nbgrader"]["points"] for c in graded.values())
+    assert (float(row["score"]), float(row["max_score"])) == (sum(graded[g]["metadata"]["nbgrader"]["points"] for g in right), total)
+    homework.nbgrader(course, "generate_feedback", homework.ASSIGNMENT)
+    feedback = course / "feedback" / "student" / homework.ASSIGNMENT / PREDICTIONS.replace(".ipynb", ".html")
+    text = html.unescape(feedback.read_text(encoding="utf-8"))
+    assert "you predicted 'as many as the placebo'; the measurement says 'more than the placebo'" in text
+    shutil.rmtree(course)
 
 
 def timed_out_cells(course: Path, student: str) -> list[tuple[str, int]]:

@@ -11,6 +11,9 @@ whether the prediction deep inside the shape changes.
   erasing the band, and after erasing the placebo band (:class:`EraseResult`).
 * :func:`erase_summary`: per width, the share of measured pixels whose class changes and the
   accuracy, with bootstrap intervals over images.
+* :func:`measured_distances`: how far the band's pixels and the placebo's lie from the measured
+  pixels. The placebo matches the band in pixel count only: it lies wholly outside the shape,
+  farther from the measured pixels than the band.
 
 A model whose output at a pixel depends only on the ``(2r+1) x (2r+1)`` window around it (the
 local CNN: ``r = 3``) cannot change on pixels ``w + r`` or more inside: their windows hold no
@@ -23,10 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .regions import connected_region, deepest_pixel, interior_depth, nearest_ring, outline_band
+from .regions import connected_region, deepest_pixel, interior_depth, nearest_ring, outline_band, outside_distance
 from .resample import Interval, bootstrap_mean
 
-__all__ = ["EraseCase", "erase_cases", "noise_fill", "case_images", "EraseResult", "erase_test", "erase_summary"]
+__all__ = ["EraseCase", "erase_cases", "noise_fill", "case_images", "EraseResult", "erase_test", "erase_summary",
+           "measured_distances"]
 
 
 @dataclass(frozen=True)
@@ -148,3 +152,10 @@ def erase_summary(result: EraseResult, rounds: int = 2000, seed: int = 0) -> dic
             row[key] = Interval(*(float(v) for v in bootstrap_mean(share, result.image[sel], n, rounds, seed=seed)))
         out[int(w)] = row
     return out
+
+
+def measured_distances(case: EraseCase) -> tuple[float, float]:
+    """``(band, placebo)``: the mean distance of the band's pixels, and of the placebo's, to the
+    nearest measured pixel (Chebyshev, in pixels: :func:`~segformer_lite.course.regions.outside_distance`)."""
+    dist = outside_distance(case.measured)
+    return float(dist[case.band].mean()), float(dist[case.placebo].mean())

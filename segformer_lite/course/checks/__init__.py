@@ -50,6 +50,9 @@ Modules: ``mistakes`` (the catalogue), ``variants`` (the planted variants), ``ha
 call, compare, name the mistake), ``localise`` (where a wrong answer parts from the reference,
 which cases pass, the hints' state, the rendering of a failure) and ``checkers`` (the
 ``check_*`` functions, re-exported here).
+``predictions`` grades predictions instead of code (notebook 07): a chosen option, a number or an
+interval the learner commits to before a cell measures it (``check_prediction``, ``check_number``,
+``check_interval``, re-exported here).
 """
 from .checkers import (check_all_mlp_decoder, check_block, check_efficient_self_attention, check_image_to_tokens, check_mix_ffn,
                        check_mix_transformer, check_overlap_patch_embed, check_stage, check_tokens,
@@ -61,3 +64,6 @@ __all__ = ["MISTAKES", "Mistake", "check_overlap_patch_embed", "check_image_to_t
            "check_mix_ffn", "check_block", "check_stage", "check_mix_transformer", "check_all_mlp_decoder"]
 from .counting import COUNTING_MISTAKES, check_count_attention  # noqa: E402  (notebook 00's exercise)
 __all__ += ["COUNTING_MISTAKES", "check_count_attention"]
+from .predictions import (PredictionReport, check_interval, check_number, check_prediction,  # noqa: E402
+                          interval_verdict, which_bin)  # notebook 07's predictions
+__all__ += ["PredictionReport", "check_prediction", "check_number", "check_interval", "interval_verdict", "which_bin"]

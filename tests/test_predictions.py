@@ -1,0 +1,122 @@
+"""The prediction checkers (segformer_lite.course.checks.predictions): a right prediction passes,
+a wrong one fails with the measurement, an unanswered one notes it on stderr, and nothing tells
+the measured result before the learner has answered."""
+from __future__ import annotations
+
+import pytest
+
+from segformer_lite.course.checks import predictions as p
+from segformer_lite.course.resample import Interval
+
+OPTIONS = ["band", "placebo", "same"]
+WHY = "band 0.242 [0.171, 0.316], placebo 0.047 [0.024, 0.076]"
+
+
+def unanswered():
+    raise NotImplementedError()  # what nbgrader leaves in the student version
+
+
+def answering(value):
+    return lambda: value
+
+
+def test_right_prediction_passes_and_tells_what_was_measured(capsys):
+    p.check_prediction(answering("band"), "band", OPTIONS, title="erase", why=WHY)
+    out, err = capsys.readouterr()
+    assert out.startswith("✓ erase: you predicted 'band'") and WHY in out and err == ""
+
+
+def test_a_plain_value_is_an_answer_too(capsys):
+    p.check_prediction("band", "band", OPTIONS, title="erase")
+    assert capsys.readouterr().out.startswith("✓ erase")
+
+
+def test_wrong_prediction_fails_with_the_measurement():
+    with pytest.raises(p.PredictionReport) as e:
+        p.check_prediction(answering("placebo"), "band", OPTIONS, title="erase", why=WHY)
+    assert str(e.value) == f"erase: you predicted 'placebo'; the measurement says 'band'. {WHY}"
+    assert isinstance(e.value, AssertionError)  # nbgrader scores the cell zero
+
+
+@pytest.mark.parametrize("answer", [unanswered, answering(None), answering(...)])
+def test_unanswered_goes_to_stderr_and_reveals_nothing(answer, capsys):
+    assert p.check_prediction(answer, "band", OPTIONS, title="erase", why=WHY) is None
+    out, err = capsys.readouterr()
+    assert out == "" and "not answered yet" in err
+    assert "band" not in err and WHY not in err
+
+
+def test_an_answer_outside_the_options_hears_the_options_not_the_measurement():
+    with pytest.raises(p.PredictionReport) as e:
+        p.check_prediction(answering("Band!"), "placebo", OPTIONS, title="erase", why=WHY)
+    message = str(e.value)
+    assert "'Band!' is not one of the options: 'band', 'placebo', 'same'" in message
+    assert "measurement" not in message and WHY not in message
+
+
+def test_a_set_of_options():
+    models = ["pixel-mlp", "local-cnn", "SegFormer"]
+    p.check_prediction(answering({"SegFormer"}), {"SegFormer"}, models, title="ceiling")
+    p.check_prediction(answering(set()), set(), models, title="ceiling")
+    with pytest.raises(p.PredictionReport, match=r"you predicted \{'local-cnn', 'SegFormer'\}; "
+                                                 r"the measurement says \{'SegFormer'\}"):
+        p.check_prediction(answering({"SegFormer", "local-cnn"}), {"SegFormer"}, models, title="ceiling")
+    with pytest.raises(p.PredictionReport, match="not a set of options"):
+        p.check_prediction(answering("SegFormer"), {"SegFormer"}, models, title="ceiling")
+    with pytest.raises(p.PredictionReport, match="'cnn' not among the options") as e:
+        p.check_prediction(answering({"cnn"}), {"SegFormer"}, models, title="ceiling", why="measured")
+    assert "measured" not in str(e.value)
+
+
+def test_the_measured_option_must_be_an_option():
+    with pytest.raises(ValueError, match="is not one of the options"):
+        p.check_prediction("band", "erase", OPTIONS, title="erase")
+    with pytest.raises(TypeError, match="title"):
+        p.check_prediction("band", "band", OPTIONS, title="")
+
+
+def test_numbers_within_the_tolerance(capsys):
+    p.check_number(answering((4, 2.0)), (4.0, 2.0), tol=0.05, title="ratio")
+    assert capsys.readouterr().out.startswith("✓ ratio: you answered (4, 2)")
+    with pytest.raises(p.PredictionReport, match=r"you answered \(4, 1\); the measurement gives \(4, 2\)"):
+        p.check_number(answering((4, 1)), (4.0, 2.0), tol=0.05, title="ratio")
+    with pytest.raises(p.PredictionReport, match="2 are asked for"):
+        p.check_number(answering(4), (4.0, 2.0), tol=0.05, title="ratio")
+    with pytest.raises(p.PredictionReport, match="finite number"):
+        p.check_number(answering("4"), 4.0, tol=0.05, title="ratio")
+    p.check_number(unanswered, 4.0, tol=0.05, title="ratio")
+    assert "not answered yet" in capsys.readouterr().err
+
+
+def test_intervals_by_hand(capsys):
+    p.check_interval(answering((0.17, 0.32)), (0.171, 0.316), tol=0.01, title="interval")
+    assert capsys.readouterr().out.startswith("✓ interval")
+    with pytest.raises(p.PredictionReport, match="the measurement gives"):
+        p.check_interval(answering((0.10, 0.32)), (0.171, 0.316), tol=0.01, title="interval")
+    with pytest.raises(p.PredictionReport, match="not an interval"):
+        p.check_interval(answering((0.32, 0.17)), (0.171, 0.316), tol=0.01, title="interval")
+    with pytest.raises(ValueError, match="lo <= hi"):
+        p.check_interval(answering((0.17, 0.32)), (0.316, 0.171), tol=0.01, title="interval")
+
+
+def test_interval_verdict():
+    labels = ("band", "placebo", "same")
+    assert p.interval_verdict(Interval(0.242, 0.171, 0.316), Interval(0.047, 0.024, 0.076), labels) == "band"
+    assert p.interval_verdict((0.037, 0.084), (0.047, 0.120), labels) == "same"  # overlapping
+    assert p.interval_verdict((0.0, 0.1), (0.2, 0.3), labels) == "placebo"
+    with pytest.raises(ValueError, match="lo <= hi"):
+        p.interval_verdict((0.3, 0.2), (0.2, 0.3), labels)
+
+
+def test_which_bin():
+    labels = ["lower by more than 0.2", "lower by 0.05 to 0.2", "within 0.05", "higher by more than 0.05"]
+    edges = [-0.2, -0.05, 0.05]
+    assert [p.which_bin(v, edges, labels) for v in (-0.3, -0.1, -0.022, 0.0, 0.05, 0.3)] == [
+        labels[0], labels[1], labels[2], labels[2], labels[3], labels[3]]
+    with pytest.raises(ValueError, match="one label more"):
+        p.which_bin(0.0, edges, labels[:3])
+
+
+def test_the_report_shows_without_frames():
+    lines = p.PredictionReport("erase: you predicted 'placebo'\nsecond line")._render_traceback_()
+    assert lines == ["PredictionReport: erase: you predicted 'placebo'", "second line"]
