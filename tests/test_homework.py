@@ -24,7 +24,7 @@ EXERCISES = homework.exercises_dir(NOTEBOOKS)
 # The round trip grades every submission in full, so it uses two notebooks: one with two exercises
 # (Mix-FFN and Block) and the decoder's; the others are graded the same way, and nbval runs all of
 # them, solution and student versions.
-ROUND_TRIP = ["04_mix_ffn_and_block.ipynb", "06_all_mlp_decoder.ipynb"]
+ROUND_TRIP = ["04_mix_ffn_and_block.ipynb", "06_all_mlp_decoder.ipynb", "08_do_the_parts_matter.ipynb"]
 # one planted mistake: (exercise grade_id, text in its solution, replacement, catalogued mistake)
 PLANT = ("mix_ffn", 'x = F.gelu(rearrange(x, "b c h w -> b (h w) c"))',
          'x = rearrange(x, "b c h w -> b (h w) c")', "no_gelu")
@@ -58,8 +58,9 @@ def test_course_notebooks_have_exercises():
         graded = [c for c in nbgrader_cells(path) if c["metadata"]["nbgrader"]["grade"]]
         solutions = [c for c in nbgrader_cells(path) if c["metadata"]["nbgrader"]["solution"]]
         assert graded and solutions, path.name
-        for c in graded:  # every graded cell calls a checker from segformer_lite.course.checks
-            assert "segformer_lite.course.checks import check_" in "".join(c["source"]), path.name
+        for c in graded:  # every graded code cell calls a checker from segformer_lite.course.checks
+            if c["cell_type"] == "code":  # (a graded markdown cell is an answer, graded by hand)
+                assert "segformer_lite.course.checks import check_" in "".join(c["source"]), path.name
 
 
 @pytest.mark.slow  # nbgrader generates every exercise notebook
@@ -140,26 +141,27 @@ def test_nbgrader_round_trip(tmp_path):
     # the checksum warnings docs/instructors.md documents: one per graded cell of a submission made from
     # the release (hidden tests stripped), none for those made from the source
     graded_ids = [c["metadata"]["nbgrader"]["grade_id"] for s in sources for c in nbgrader_cells(s)
-                  if c["metadata"]["nbgrader"]["grade"]]
+                  if c["metadata"]["nbgrader"]["grade"] and c["cell_type"] == "code"]
     for grade_id in graded_ids:
         assert log.count(f"Attribute 'checksum' for cell {grade_id} has changed!") == 1, log
     homework.nbgrader(course, "export")
     with open(course / "grades.csv", newline="") as f:
         scores = {row["student_id"]: (float(row["score"]), float(row["max_score"])) for row in csv.DictReader(f)}
-    total = sum(c["metadata"]["nbgrader"].get("points", 0) for s in sources for c in nbgrader_cells(s)
-                if c["metadata"]["nbgrader"]["grade"])
-    assert total >= 2
-    assert scores["solutions"] == (total, total)
+    points = {kind: sum(c["metadata"]["nbgrader"].get("points", 0) for s in sources for c in nbgrader_cells(s)
+                        if c["metadata"]["nbgrader"]["grade"] and c["cell_type"] == kind) for kind in ("code", "markdown")}
+    auto, total = points["code"], points["code"] + points["markdown"]  # answers in markdown are graded by hand
+    assert auto >= 2
+    assert scores["solutions"] == (auto, total)
     assert scores["untouched"] == (0, total)
-    assert scores["planted"] == (total - 1, total)  # one exercise wrong, the others full marks
-    assert scores["looping"] == (total - 1, total)  # the loop was interrupted, grading went on
-    assert scores["planted_decoder"] == (total - 1, total)
+    assert scores["planted"] == (auto - 1, total)  # one exercise wrong, the others full marks
+    assert scores["looping"] == (auto - 1, total)  # the loop was interrupted, grading went on
+    assert scores["planted_decoder"] == (auto - 1, total)
 
     # untouched student versions run top to bottom: the only notes are "not implemented yet"
     for name in ROUND_TRIP:
         nb = nbformat.read(course / "autograded" / "untouched" / homework.ASSIGNMENT / name, 4)
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-        graded = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+        graded = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"]
         assert graded
         for c in graded:
             # autograde restores the graded cells from the source, hidden tests included; they

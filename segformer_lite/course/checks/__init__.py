@@ -56,3 +56,5 @@ __all__ = ["MISTAKES", "Mistake", "check_overlap_patch_embed", "check_image_to_t
            "check_mix_ffn", "check_block", "check_stage", "check_mix_transformer", "check_all_mlp_decoder"]
 from .counting import COUNTING_MISTAKES, check_count_attention  # noqa: E402  (notebook 00's exercise)
 __all__ += ["COUNTING_MISTAKES", "check_count_attention"]
+from .verdicts import check_interval, check_predictions, check_sr_budget  # noqa: E402  (notebook 08's exercises)
+__all__ += ["check_predictions", "check_interval", "check_sr_budget"]
