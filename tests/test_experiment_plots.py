@@ -13,7 +13,7 @@ SIGMAS = (2.0, 5.0, 10.0, 30.0)  # made-up ERF widths of MiT's four stages
 
 
 def fake_miou(design: str, seed: int, size: int) -> float:
-    return 0.1 * DESIGNS.index(design) + 0.01 * seed - size / 10_000
+    return 0.3 + 0.1 * DESIGNS.index(design) + 0.01 * seed - size / 10_000  # every run above the stall line
 
 
 def gaussian(sigma: float, n: int = 64) -> list:
@@ -44,7 +44,8 @@ def fake_run(design: str, seed: int) -> dict:
 
 @pytest.fixture(scope="module")
 def results():
-    runs = {(d, s): fake_run(d, s) for d in DESIGNS for s in SEEDS}
+    runs = {(d, s, ex.experiment_recipe(n, ex.Recipe(steps=2))): fake_run(d, s)
+            for n in ex.EXPERIMENTS for d in DESIGNS for s in SEEDS}
     with pytest.MonkeyPatch.context() as mp:  # timing real encoders at 512 px takes seconds
         mp.setattr(ex, "_time_encoders", lambda designs, size, batch: {d: 0.010 + 0.001 * i for i, d in enumerate(designs)})
         out = ex.report(list(ex.EXPERIMENTS), runs, dict.fromkeys(ex.EXPERIMENTS, SEEDS), ex.Recipe(steps=2),
@@ -68,11 +69,17 @@ def test_comparison_table_and_explain_follow_the_numbers(results):
     assert len(lines) == 1 + len(decoder)
     # all four stages ("mit") minus stage 4 alone: the made-up mIoUs differ by 0.1 x their design index
     expected = 0.1 * (DESIGNS.index("mit") - DESIGNS.index("head-stage4"))
-    fields = lines[1].split()
-    assert fields[-5] == f"{expected:+.4f}" and fields[-1] == decoder[0]["verdict"] == "disagrees"
+    fields = lines[1][:lines[1].index(" disagrees [")].split()  # ... whose, mean, [low, high], +-
+    assert fields[-4] == f"{expected:+.4f}" and decoder[0]["verdict"] == "disagrees"
+    assert lines[1].endswith("disagrees [" + "; ".join(decoder[0]["qualifications"]) + "]")
+    assert "confounded by resolution" in lines[1]
     assert "paper" in lines[1] and "course" in lines[2]
     erf = ep.comparison_table(results["erf"]["comparisons"])
-    assert " px" in erf and erf.count("agrees") == 2  # MiT's stage-4 Gaussian is wider than its stage 1 and the CNN's
+    # MiT's stage-4 Gaussian is wider than its stage 1 and the CNN's; the CNN (sigma 4-6) is wider than
+    # MiT's stage 1 (sigma 2-4): the claim that it stays as small disagrees
+    assert " px" in erf and [c["verdict"] for c in results["erf"]["comparisons"]] == ["agrees", "agrees", "disagrees"]
+    sr = ep.comparison_table(results["sr"]["comparisons"])
+    assert sr.count("none claimed") == 2 and "agrees" not in sr  # the plan claims no direction there
 
 
 @pytest.mark.parametrize("low, high, verdict, words", [
@@ -116,7 +123,7 @@ def test_erf_figure_shares_one_log_scale_and_a_colour_bar(results):
 
 def test_decoder_figure_has_a_bar_per_design_at_the_mean(results):
     exp = results["decoder"]
-    fig = ep.decoder_figure(exp)
+    fig = ep.decoder_figure(exp, stall=ex.STALL_MIOU)
     (ax,) = fig.axes
     heights = [p.get_height() for p in ax.patches]
     expected = [np.mean([fake_miou(d, s, 64) for s in SEEDS]) for d in exp["designs"]]
@@ -124,6 +131,39 @@ def test_decoder_figure_has_a_bar_per_design_at_the_mean(results):
     assert [t.get_text() for t in ax.get_xticklabels()] == list(exp["designs"])
     assert sum(len(c.get_offsets()) for c in ax.collections) == len(SEEDS) * len(exp["designs"])
     assert "mIoU" in ax.get_ylabel()
+    medians = [line.get_ydata()[0] for line in ax.get_lines() if line.get_label() in ("median", "_child1", "_child2")
+               or (len(line.get_xdata()) == 2 and line.get_xdata()[1] - line.get_xdata()[0] < 1)]
+    assert medians == pytest.approx([np.median([fake_miou(d, s, 64) for s in SEEDS]) for d in exp["designs"]])
+    title = ax.get_title()
+    assert "43.1" in title and "45.4" in title and "confounded by resolution" in title
+
+
+def test_decoder_figure_keeps_equal_values_visible():
+    # three stalled seeds at the same mIoU: three dots side by side, not one
+    exp = {"designs": {"head-stage4": {"miou": {"64": [0.47, 0.53, 0.175, 0.175, 0.175]}}}, "comparisons": []}
+    ax = ep.decoder_figure(exp, stall=0.25).axes[0]
+    points = ax.collections[0].get_offsets()
+    assert len({(round(x, 6), round(y, 6)) for x, y in points}) == 5
+    assert sorted(x for x, y in points if y == 0.175) == pytest.approx([-0.09, 0.0, 0.09])
+    assert [line.get_ydata()[0] for line in ax.get_lines()] == pytest.approx([0.175, 0.25])  # median, stall line
+
+
+def test_report_reads_stalled_runs_separately(tmp_path):
+    # head-stage4 stalls on seeds 2 and 3: the verdict reads the two seeds where both designs trained
+    base = ex.Recipe(steps=2)
+    miou = {"mit": [0.70, 0.72, 0.71, 0.73], "head-stage4": [0.50, 0.55, 0.17, 0.18], "head-stage1": [0.4] * 4}
+    runs = {(d, s, base): {"miou": {"64": v}, "train_cpu_s": 1.0} for d, vs in miou.items() for s, v in enumerate(vs)}
+    exp = ex.report(["decoder"], runs, {"decoder": [0, 1, 2, 3]}, base, 2)["experiments"]["decoder"]
+    c = exp["comparisons"][0]
+    assert exp["designs"]["head-stage4"]["stalled"] == [2, 3] and c["stalled_runs"] == 2
+    assert c["trained_seeds"] == [0, 1] and c["trained"]["diffs"] == pytest.approx([0.20, 0.17])
+    half = 12.706 * np.std([0.20, 0.17], ddof=1) / np.sqrt(2)  # t with 1 degree of freedom
+    assert (c["trained"]["low"], c["trained"]["high"]) == pytest.approx((0.185 - half, 0.185 + half))
+    assert c["verdict_all_seeds"] == "agrees" and c["verdict"] == "inconclusive"
+    assert c["qualifications"][0].startswith("2 of 4 head-stage4 runs stalled")
+    assert any(q.startswith("underpowered") for q in c["qualifications"])
+    assert "runs that trained: seeds 0, 1" in ep.comparison_table(exp["comparisons"])
+    assert "which mixes 2 stalled run(s)" in ep.explain(c) and "[2 of 4 head-stage4" in ep.explain(c)
 
 
 def test_sr_figure_puts_each_design_at_its_cost(results):
@@ -147,6 +187,12 @@ def test_forest_figure_draws_every_interval_on_one_scale_per_unit(results):
     assert len(miou_ax.get_yticklabels()) == len(comparisons) - len(px) and len(px_ax.get_yticklabels()) == len(px)
     # each row: its interval as a line from low to high, then its mean as a dot
     bars = [line.get_xdata() for line in px_ax.get_lines() if len(line.get_xdata()) == 2 and line.get_ydata()[0] == line.get_ydata()[1]]
+    # shading: one band per row on its claimed side (the third ERF comparison claims a - b < 0), none
+    # where no direction is claimed (the sr and the 64 px position comparisons)
+    bands = [b.get_paths()[0].vertices[:, 0] for b in px_ax.collections]
+    assert [(v.min() >= 0, v.max() <= 0) for v in bands] == [(True, False), (True, False), (False, True)]
+    unclaimed = sum(c["direction"] is None for c in comparisons)
+    assert unclaimed == 3 and len(miou_ax.collections) == len(comparisons) - len(px) - unclaimed
     assert [list(b) for b in bars] == [pytest.approx([c["low"], c["high"]]) for c in px]
     lo, hi = miou_ax.get_xlim()
     assert lo == -hi and hi >= max(max(abs(c["low"]), abs(c["high"])) for c in comparisons if c not in px)

@@ -27,6 +27,10 @@ EXERCISES = homework.exercises_dir(NOTEBOOKS)
 # (Mix-FFN and Block) and the decoder's; the others are graded the same way, and nbval runs all of
 # them, solution and student versions.
 ROUND_TRIP = ["04_mix_ffn_and_block.ipynb", "06_all_mlp_decoder.ipynb"]
+# Notebook 08 (graded exercises and answer cells graded by hand) is not in the round trip yet: with it,
+# autograde of the five submissions ran past the 900 s below at load average 28 on the 2-core machine,
+# and 08's live training cell took 136 s there, past the 60 s per-cell limit. The scoring below
+# already counts answer cells graded by hand (markdown) apart from the autograded ones.
 # one planted mistake: (exercise grade_id, text in its solution, replacement, catalogued mistake)
 PLANT = ("mix_ffn", 'x = F.gelu(rearrange(x, "b c h w -> b (h w) c"))',
          'x = rearrange(x, "b c h w -> b (h w) c")', "no_gelu")

@@ -13,22 +13,32 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..training.erf import erf_extent
-from ..training.stats import comparison_table, explain, seed_table, unit
+from ..training.stats import NONE_CLAIMED, comparison_table, explain, seed_table, unit
 
 __all__ = ["seed_table", "comparison_table", "explain", "forest_figure", "drop_figure",
            "erf_figure", "decoder_figure", "sr_figure"]
 
-VERDICT_COLOURS = {"agrees": "tab:green", "disagrees": "tab:red", "inconclusive": "tab:grey"}
+VERDICT_COLOURS = {"agrees": "tab:green", "disagrees": "tab:red", "inconclusive": "tab:grey",
+                   NONE_CLAIMED: "tab:blue"}
 
 
 def _per_seed(ax, x: float, values: Sequence[float], colour, **kw) -> None:
     ax.scatter([x] * len(values), values, s=18, color=colour, alpha=0.6, zorder=3, **kw)
 
 
+def _answer(c: Mapping) -> Mapping:
+    """The interval a comparison's verdict reads: over the runs that trained where some stalled."""
+    return c["trained"] if c.get("stalled_runs") and c.get("trained") else c
+
+
 def forest_figure(experiments: Mapping[str, Mapping]):
     """Every comparison of every experiment as one row: the mean paired difference ``a - b`` (dot)
-    and its 95 % interval (bar), coloured by verdict, the side the paper (or the course) expects
-    shaded green. mIoU comparisons and ERF radii (pixels) get a panel each: one scale per unit."""
+    and its 95 % interval (bar), coloured by verdict, the side claimed shaded green on that row
+    only (no shading where no direction is claimed). Where runs stalled, the bar is the interval over
+    the runs that trained and a thin dashed bar is the one over all seeds. Each row's label carries
+    the verdict's qualifications. mIoU comparisons and ERF radii (pixels) get a panel each."""
+    import textwrap
+
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -39,23 +49,34 @@ def forest_figure(experiments: Mapping[str, Mapping]):
     groups = {"mIoU": [r for r in rows if not r[1]["metric"].startswith("erf")],
               "px": [r for r in rows if r[1]["metric"].startswith("erf")]}
     groups = {k: v for k, v in groups.items() if v}
-    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 0.45 * len(rows) + 1.6 * len(groups)), squeeze=False,
-                             gridspec_kw={"height_ratios": [len(v) for v in groups.values()]}, layout="constrained")
+    labels = {id(c): "\n".join([f"{name}: {c['comparison']} ({c['whose']})"]
+                                + textwrap.wrap("; ".join(c.get("qualifications") or []), 70))
+              for name, c in rows}
+    heights = [sum(1 + 0.35 * labels[id(c)].count("\n") for _, c in group) for group in groups.values()]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(10, 0.5 * sum(heights) + 1.6 * len(groups)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights}, layout="constrained")
     for ax, (u, group) in zip(axes[:, 0], groups.items()):
         reach = max(max(abs(c["low"]), abs(c["high"])) for _, c in group) * 1.15
-        ax.axvspan(0, reach, color="tab:green", alpha=0.08)
         ax.axvline(0, color="black", linewidth=0.8)
         for y, (name, c) in enumerate(group):
+            direction = c.get("direction", "+")
+            if direction is not None:  # the claimed side, on this row only
+                ax.fill_betweenx([y - 0.45, y + 0.45], 0, reach if direction == "+" else -reach,
+                                 color="tab:green", alpha=0.1, linewidth=0)
             colour = VERDICT_COLOURS[c["verdict"]]
-            ax.plot([c["low"], c["high"]], [y, y], color=colour, linewidth=2.5)
-            ax.plot(c["mean"], y, "o", color=colour, markersize=6)
-        ax.set_yticks(range(len(group)), [f"{name}: {c['comparison']} ({c['whose']})" for name, c in group], fontsize=8)
+            read = _answer(c)
+            if read is not c:
+                ax.plot([c["low"], c["high"]], [y + 0.25, y + 0.25], color="grey", linewidth=1, linestyle="--")
+            ax.plot([read["low"], read["high"]], [y, y], color=colour, linewidth=2.5)
+            ax.plot(read["mean"], y, "o", color=colour, markersize=6)
+        ax.set_yticks(range(len(group)), [labels[id(c)] for _, c in group], fontsize=7)
         ax.set_ylim(len(group) - 0.5, -0.5)
         ax.set_xlim(-reach, reach)
         ax.set_xlabel(f"a minus b, seed by seed ({u}); 95 % t-interval")
     handles = [Line2D([], [], color=col, marker="o", linewidth=2.5, label=v) for v, col in VERDICT_COLOURS.items()]
-    handles.append(Patch(color="tab:green", alpha=0.15, label="the side claimed (a - b > 0)"))
-    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=4)
+    handles.append(Line2D([], [], color="grey", linestyle="--", label="all seeds, where runs stalled"))
+    handles.append(Patch(color="tab:green", alpha=0.2, label="the side claimed"))
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=3)
     fig.suptitle("every comparison: mean paired difference and its 95 % interval")
     return fig
 
@@ -132,19 +153,53 @@ def erf_figure(maps: Mapping[str, Sequence], vmin: float = 1e-4, title: str | No
     return fig
 
 
-def decoder_figure(experiment: Mapping, size: str = "64"):
-    """One bar per design, the mean held-out mIoU at ``size`` px, with every seed as a dot."""
+def _spread(values: Sequence[float], tolerance: float, step: float = 0.09) -> list[float]:
+    """Horizontal offsets that set values within ``tolerance`` of each other side by side, so that
+    equal values stay visible as separate dots."""
+    offsets = [0.0] * len(values)
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    groups, current = [], [order[0]]
+    for i in order[1:]:
+        if values[i] - values[current[-1]] <= tolerance:
+            current.append(i)
+        else:
+            groups.append(current)
+            current = [i]
+    groups.append(current)
+    for group in groups:
+        for k, i in enumerate(group):
+            offsets[i] = (k - (len(group) - 1) / 2) * step
+    return offsets
+
+
+def decoder_figure(experiment: Mapping, size: str = "64", stall: float | None = None):
+    """One bar per design at the mean held-out mIoU at ``size`` px, a black line at the median, every
+    seed as a dot (equal values set side by side, so none hides another) and, with ``stall``, the
+    stall threshold. The title carries the paper's own numbers (``experiment["paper"]``) and every
+    qualification of its comparisons that names a confound."""
+    import textwrap
+
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.4), layout="constrained")
-    for k, (design, d) in enumerate(experiment["designs"].items()):
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+    designs = experiment["designs"]
+    span = max(v for d in designs.values() for v in d["miou"][size]) or 1.0
+    for k, (design, d) in enumerate(designs.items()):
         values = d["miou"][size]
-        ax.bar(k, statistics.fmean(values), color=f"C{k}", alpha=0.5)
-        _per_seed(ax, k, values, "black", label="one seed" if k == 0 else None)
-    ax.set_xticks(range(len(experiment["designs"])), list(experiment["designs"]))
+        ax.bar(k, statistics.fmean(values), color=f"C{k}", alpha=0.45, label="mean" if k == 0 else None)
+        ax.plot([k - 0.38, k + 0.38], [statistics.median(values)] * 2, color="black", linewidth=2,
+                label="median" if k == 0 else None)
+        xs = [k + o for o in _spread(values, 0.01 * span)]
+        ax.scatter(xs, values, s=22, color="black", alpha=0.75, zorder=3, label="one seed" if k == 0 else None)
+    if stall is not None:
+        ax.axhline(stall, color="tab:red", linestyle=":", linewidth=1, label=f"stalled below {stall}")
+    ax.set_xticks(range(len(designs)), list(designs))
     ax.set_ylabel(f"held-out mIoU at {size} px")
-    ax.set_title("bars: mean over seeds")
-    ax.legend(fontsize=8)
+    confounds = dict.fromkeys(q for c in experiment["comparisons"] for part in c.get("qualifications") or []
+                              for q in part.split("; ") if "confounded" in q)
+    lines = ([f"the paper, {experiment['paper']}"] if experiment.get("paper") else []) + list(confounds)
+    ax.set_title("\n".join(textwrap.fill(line, 80) for line in lines) or None, fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
     return fig
 
 

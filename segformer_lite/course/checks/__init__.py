@@ -67,3 +67,5 @@ __all__ += ["COUNTING_MISTAKES", "check_count_attention"]
 from .predictions import (PredictionReport, check_interval, check_number, check_prediction,  # noqa: E402
                           interval_verdict, which_bin)  # notebook 07's predictions
 __all__ += ["PredictionReport", "check_prediction", "check_number", "check_interval", "interval_verdict", "which_bin"]
+from .verdicts import check_paired_interval, check_predictions, check_sr_budget  # noqa: E402  (notebook 08's exercises)
+__all__ += ["check_predictions", "check_paired_interval", "check_sr_budget"]
