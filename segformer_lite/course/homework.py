@@ -36,6 +36,7 @@ __all__ = ["ASSIGNMENT", "CELL_TIMEOUT", "HomeworkError", "solution_notebooks", 
 
 ASSIGNMENT = "segformer-lite"
 CELL_TIMEOUT = 60  # seconds per cell when grading: an infinite loop is interrupted, not waited on
+IOPUB_TIMEOUT = 60  # seconds to wait for a cell's last output (after an interrupt) before failing a submission
 NOTEBOOKS = Path("notebooks")  # the course notebooks, relative to the working directory (a checkout)
 
 CONFIG = """\
@@ -47,6 +48,10 @@ c.CourseDirectory.root = {root!r}
 # and scored as an error, so a student's infinite loop cannot hang the grader.
 c.Execute.timeout = {timeout}
 c.Execute.interrupt_on_timeout = True
+# After interrupting such a cell, wait this long for the kernel's last output before giving up on
+# the whole submission: nbclient's 4 s default is too short on a loaded machine, where autograde
+# then dropped a submission whose looping cell it had interrupted correctly.
+c.Execute.iopub_timeout = {iopub_timeout}
 # What replaces each "### BEGIN SOLUTION ... ### END SOLUTION" region in the student version.
 c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
 """
@@ -95,7 +100,8 @@ def make_course(root: Path, notebooks: list[Path], assignment: str = ASSIGNMENT,
     source.mkdir(parents=True, exist_ok=True)
     for nb in notebooks:
         shutil.copy2(nb, source / Path(nb).name)
-    (root / "nbgrader_config.py").write_text(CONFIG.format(root=str(root), timeout=int(timeout)))
+    (root / "nbgrader_config.py").write_text(CONFIG.format(root=str(root), timeout=int(timeout),
+                                                          iopub_timeout=IOPUB_TIMEOUT))
     return root
 
 
