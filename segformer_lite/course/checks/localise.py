@@ -115,8 +115,8 @@ PLANS: dict[type, Plan] = {
                   for i in range(4)}}),
     AllMLPDecoder: Plan(outputs=(("the logits", None),), steps={
         "in:linear_c.*": "that stage's map (B, C_i, H_i, W_i) moved channels last, (B, H_i*W_i, C_i)",
-        "in:fuse": "each Linear's tokens put back on their grid (B, D, H_i, W_i), upsampled to stage 1's grid "
-                   "(bilinear, align_corners=False) and concatenated along the channels, deepest stage first",
+        "in:fuse": "each Linear's tokens put back on their grid (B, D, H_i, W_i), upsampled to one "
+                   "common grid and concatenated along the channels",
         "in:norm": "fuse's output", "in:dropout": "the ReLU after norm", "in:classifier": "dropout's output",
         "the logits": "what forward returns after classifier"}),
 }

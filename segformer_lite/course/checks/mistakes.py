@@ -44,9 +44,9 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
     "merge_no_permute": ("the heads are merged back without moving the head axis next to d",
                          "(B, heads, N, d) -> (B, N, heads*d) needs a transpose(1, 2) before the "
                          "reshape, e.g. rearrange(out, 'b h n d -> b n (h d)')"),
-    "no_scale": ("the attention scores are not scaled by head_dim ** -0.5",
+    "no_scale": ("the attention scores are not scaled before the softmax",
                  "multiply q @ k^T by self.scale = (dim // num_heads) ** -0.5 before the softmax"),
-    "scale_dim": ("the scores are scaled by dim ** -0.5 instead of head_dim ** -0.5",
+    "scale_dim": ("the scores are scaled by dim ** -0.5, the width of the whole token",
                   "each head's dot product has head_dim = dim // num_heads terms: scale by "
                   "(dim // num_heads) ** -0.5"),
     "softmax_axis": ("the softmax runs over the wrong axis (queries instead of keys)",
@@ -62,7 +62,7 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
                      "when sr_ratio > 1 compute kv from self.norm(self.sr(image)) tokens"),
     "kv_swapped": ("K and V are swapped when splitting the fused kv projection",
                    "the first dim outputs of self.kv are K, the last dim are V"),
-    "sr_kernel_stride": ("the sequence-reduction conv's kernel or stride is not sr_ratio",
+    "sr_kernel_stride": ("the sequence-reduction conv's kernel or stride is wrong",
                          "self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio): each "
                          "key summarises one sr x sr patch, with no overlap and no gap"),
     "no_proj": ("the output projection self.proj is not applied",
