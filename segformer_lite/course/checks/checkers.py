@@ -411,7 +411,7 @@ _DECODER_IMAGES = [(64, 64), (64, 96), (40, 72)]
 
 
 @contextlib.contextmanager
-def _dropout_by_shape(seed: int = 1234):
+def dropout_by_shape(seed: int = 1234):
     """Dropout whose mask depends only on the tensor's shape and the call's place in order, not on
     its memory layout: torch's CPU dropout draws its mask in memory order, so a correct head that
     makes a tensor contiguous, or uses a 1x1 conv for a Linear, would get another mask than the
@@ -489,7 +489,7 @@ def check_all_mlp_decoder(Student: type) -> None:
         student.train(), ref.train()
 
         def seeded(module, maps):
-            with _dropout_by_shape():
+            with dropout_by_shape():
                 return module(maps)
 
         where = where.replace("images, ", "images in training mode (dropout=0.3), ")
