@@ -15,9 +15,9 @@ from segformer_lite.course import homework
 from segformer_lite.course.checks import predictions, verdicts
 
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
-# graded cells that grade a prediction, not code: no hidden tests, no planted students
-# (tests/test_predictions.py tests these checkers, tests/test_homework.py grades notebook 07's)
-# checkers that grade predictions and answers worked by hand (07, 08), not code: no hidden tests, no planted students
+# graded cells that grade a prediction or an answer worked by hand (07, 08), not code: no hidden
+# tests, no planted students (tests/test_predictions.py and tests/test_checks_verdicts.py test these
+# checkers, tests/test_homework.py grades notebook 07's)
 PREDICTION_CHECKERS = {name for module in (predictions, verdicts) for name in module.__all__ if name.startswith("check_")}
 
 
