@@ -267,7 +267,7 @@ def test_the_summary_finds_the_attribute_that_tells_cases_apart():
             "c": ({"num_heads": 4, "grid": (4, 16)}, "wrong")}
     assert localise.summary(rows) == "Cases: it passes with num_heads=1 and fails with num_heads=2 and 4."
     rows["d"] = ({"num_heads": 1, "grid": (4, 16)}, "wrong")
-    assert localise.summary(rows) == "Cases: it passes on 1 of 4 inputs and fails b; c (and 1 more)."
+    assert localise.summary(rows) == "Cases: 1 of 4 inputs pass, a; it fails b; c (and 1 more)."
 
 
 def test_an_exception_while_localising_never_hides_the_report():

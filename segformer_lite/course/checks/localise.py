@@ -566,9 +566,12 @@ def summary(rows: dict[str, tuple[dict, str | None]]) -> str:
         if attr == "grid":
             return f"Cases: it passes on the grids {_values(ok)} and fails on {_values(bad)}."
         return f"Cases: it passes with {attr}={_values(ok)} and fails with {attr}={_values(bad)}."
+    def some(wheres: list[str]) -> str:
+        return "; ".join(wheres[:2]) + (f" (and {len(wheres) - 2} more)" if len(wheres) > 2 else "")
+
     fails = [w for w, (_, f) in rows.items() if f is not None]
-    return (f"Cases: it passes on {len(passed)} of {len(rows)} inputs and fails " + "; ".join(fails[:2])
-            + (f" (and {len(fails) - 2} more)" if len(fails) > 2 else "") + ".")
+    passes = [w for w, (_, f) in rows.items() if f is None]
+    return (f"Cases: {len(passed)} of {len(rows)} inputs pass, {some(passes)}; it fails {some(fails)}.")
 
 
 def _localise(case: Case, plan: Plan) -> tuple[list[str], bool]:
