@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from segformer_lite.course.checks import check_paired_interval, check_predictions, check_sr_budget
+from segformer_lite.course.checks import check_paired_interval, check_predictions, check_sr_budget, verdicts
 
 DIFFS = [0.0022, -0.0253, 0.0003]
 MEAN, S = statistics.fmean(DIFFS), statistics.stdev(DIFFS)
@@ -56,3 +56,23 @@ def test_predictions_need_one_listed_verdict_per_claim(capsys):
         check_predictions(lambda: {"a": "agrees", "b": "yes"}, claims)
     with pytest.raises(TypeError, match="without calling it"):
         check_predictions({"a": "agrees"}, claims)
+
+
+def test_a_forgotten_return_is_named_not_silent():
+    for check, args in [(verdicts.check_predictions, (["a"],)), (verdicts.check_paired_interval, ([0.1, 0.2, 0.3],)),
+                        (verdicts.check_sr_budget, ())]:
+        with pytest.raises(AssertionError, match="returned None"):
+            check(lambda: None, *args)
+
+
+def test_equivalent_forms_of_a_right_answer_pass(capsys):
+    import numpy as np
+
+    verdicts.check_sr_budget(lambda: 16.0)  # from a square root
+    verdicts.check_sr_budget(lambda: np.int64(16))
+    diffs = [0.0022, -0.0253, 0.0003]
+    mean, half = np.mean(diffs), 4.303 * np.std(diffs, ddof=1) / np.sqrt(3)
+    verdicts.check_paired_interval(lambda: mean + np.array([-half, half]), diffs)
+    assert capsys.readouterr().out.count("✓") == 3
+    with pytest.raises(AssertionError, match="lower end first"):
+        verdicts.check_paired_interval(lambda: (mean + half, mean - half), diffs)

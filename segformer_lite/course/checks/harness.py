@@ -555,7 +555,10 @@ def gradients(title: str, student: Callable, reference: Callable, args: tuple, w
     with it): for every input tensor and every parameter of the learner's
     module (matched by name; ``modules`` names the two modules when ``student`` and ``reference`` are
     functions that call them). The loss is a fixed random weighting of every output value, so each
-    value's gradient counts."""
+    value's gradient counts. Skipped once the check has kept a wrong output: its gradients are
+    wrong too, and the report is about the output."""
+    if localise.failing():
+        return
     where += " (backward pass)"
     mine, theirs = _leaves(args), _leaves(args)
     if modules is None and isinstance(student, nn.Module) and isinstance(reference, nn.Module):
@@ -605,7 +608,10 @@ def gradients(title: str, student: Callable, reference: Callable, args: tuple, w
 def in_float64(title: str, student: nn.Module, reference: nn.Module, args: tuple, where: str,
                name: str = "the output", items: tuple[str, ...] = ()) -> None:
     """The dtype promise: the learner's module, in float64 on float64 inputs, returns float64
-    values that match the reference's (then both go back to float32, exactly)."""
+    values that match the reference's (then both go back to float32, exactly). Skipped once the
+    check has kept a wrong output."""
+    if localise.failing():
+        return
     where += " in float64 (module.double())"
     args = tuple(a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else
                  [t.double() for t in a] if isinstance(a, list) else a for a in args)

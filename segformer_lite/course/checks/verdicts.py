@@ -17,6 +17,7 @@ sets the learner's predictions beside the verdicts (:func:`compare_predictions`,
 from __future__ import annotations
 
 import math
+import numbers
 import statistics
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -30,15 +31,19 @@ VERDICTS = ("agrees", "disagrees", "inconclusive")
 
 
 def _call(fn: Callable, title: str):
-    """``fn()``, or None after the "not implemented yet" note when it raises NotImplementedError."""
+    """``fn()``, or None after the "not implemented yet" note when it raises NotImplementedError;
+    a function that returns None (a forgotten ``return``) fails with a message saying so."""
     if not callable(fn):
         raise TypeError(f"{title}: pass the function you wrote (without calling it), got {type(fn).__name__}")
     try:
-        return fn()
+        got = fn()
     except NotImplementedError:
         print(f"{title}: not implemented yet (your function raises NotImplementedError). "
               "Write it, then re-run this cell.", file=sys.stderr)
         return None
+    if got is None:
+        raise AssertionError(f"{title}: your function returned None: end it with return and your answer")
+    return got
 
 
 def check_predictions(fn: Callable[[], Mapping[str, str]], claims: Sequence[str]) -> None:
@@ -82,8 +87,13 @@ def check_paired_interval(fn: Callable[[], tuple[float, float]], diffs: Sequence
     got = _call(fn, title)
     if got is None:
         return
-    if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(v, (int, float)) for v in got)):
+    if hasattr(got, "tolist"):  # a numpy array or a tensor, e.g. mean + np.array([-h, h])
+        got = got.tolist()
+    if not (isinstance(got, (tuple, list)) and len(got) == 2
+            and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in got)):
         raise AssertionError(f"{title}: return two numbers (low, high), got {got!r}")
+    if got[0] > got[1]:
+        raise AssertionError(f"{title}: return the interval as (low, high), the lower end first; got {tuple(got)!r}")
     n = len(diffs)
     mean, s, t = statistics.fmean(diffs), statistics.stdev(diffs), t975(n - 1)
     half = t * s / math.sqrt(n)
@@ -122,6 +132,8 @@ def check_sr_budget(fn: Callable[[], int], height: int = 256, width: int = 256, 
     mib = {sr: attention_cost(height, width, dim, 1, sr).score_bytes / 2 ** 20 for sr in choices}
     fits = [sr for sr in choices if mib[sr] <= budget_mib]
     want = min(fits)
+    if isinstance(got, numbers.Real) and not isinstance(got, bool) and float(got).is_integer():
+        got = int(got)  # 16.0 from a square root, or a numpy integer, is the ratio 16
     if got == want and isinstance(got, int):
         print(f"✓ {title}: sr_ratio {got} ({mib[got]:,.1f} MiB)")
         return
