@@ -108,7 +108,10 @@ ANSWERED = ["00_why_efficient_attention.ipynb", "01_overlapping_patch_embedding.
 
 
 def test_every_exercise_lists_its_decisions():
-    assert set(graded_cells(EXERCISES)) - NOT_YET == set(DECISIONS)
+    # 07's and 08's graded cells grade predictions, not code: tests/test_homework.py's and
+    # tests/test_experiments.py's ask-before-tell tests check those notebooks
+    code_exercises = {e for e, (path, _) in graded_cells(EXERCISES).items() if not path.name.startswith(("07", "08"))}
+    assert code_exercises - NOT_YET == set(DECISIONS)
 
 
 @pytest.mark.parametrize("exercise", sorted(DECISIONS))
@@ -161,3 +164,10 @@ def test_the_course_version_keeps_the_answers_in_manually_graded_cells(name):
         meta = c["metadata"]["nbgrader"]
         assert meta["solution"] and meta["grade"] and meta["points"] > 0, (path.name, meta)
         assert re.fullmatch(r"### BEGIN SOLUTION\n.+\n### END SOLUTION", text(c), re.S), (path.name, meta["grade_id"])
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXERCISES.glob("*.ipynb")))
+def test_no_student_version_stores_widget_state(name):
+    """nbgrader clears outputs, not the widget state an executed notebook keeps in its metadata
+    (a progress bar's last loss, an attention readout): the student versions must not carry it."""
+    assert "widgets" not in json.loads((EXERCISES / name).read_text(encoding="utf-8"))["metadata"]

@@ -38,12 +38,25 @@ def test_wrong_prediction_fails_with_the_measurement():
     assert isinstance(e.value, AssertionError)  # nbgrader scores the cell zero
 
 
-@pytest.mark.parametrize("answer", [unanswered, answering(None), answering(...)])
+@pytest.mark.parametrize("answer", [unanswered, None, answering(...)])
 def test_unanswered_goes_to_stderr_and_reveals_nothing(answer, capsys):
     assert p.check_prediction(answer, "band", OPTIONS, title="erase", why=WHY) is None
     out, err = capsys.readouterr()
     assert out == "" and "not answered yet" in err
     assert "band" not in err and WHY not in err
+
+
+def test_a_function_that_forgets_its_return_is_told_so_not_called_unanswered():
+    with pytest.raises(p.PredictionReport, match="returned None") as e:
+        p.check_prediction(answering(None), "band", OPTIONS, title="erase", why=WHY)
+    assert "'band'" not in str(e.value) and WHY not in str(e.value)
+
+
+def test_a_numpy_answer_is_a_number_too(capsys):
+    import numpy as np
+
+    p.check_number(lambda: np.array([4, 2]), (4, 2), tol=0.01, title="own shape")
+    assert capsys.readouterr().out.startswith("✓ own shape")
 
 
 def test_an_answer_outside_the_options_hears_the_options_not_the_measurement():

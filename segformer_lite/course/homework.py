@@ -121,6 +121,17 @@ def nbgrader(root: Path, *args: str, timeout: float | None = None) -> subprocess
     return proc
 
 
+def _without_widget_state(src: Path, dst: Path) -> None:
+    """Copy a released notebook without the widget state the executed source stores in its
+    metadata: nbgrader clears outputs, not that, and it holds what the widgets last showed (a
+    progress bar's last loss, an attention readout), which a student version must not."""
+    import nbformat  # comes with nbgrader, which made the notebook
+
+    nb = nbformat.read(src, as_version=4)
+    nb.metadata.pop("widgets", None)
+    nbformat.write(nb, dst)
+
+
 def _generate(notebooks: list[Path], out_dir: Path) -> list[Path]:
     """Student versions of ``notebooks`` made by ``nbgrader generate_assignment``, in ``out_dir``."""
     with tempfile.TemporaryDirectory(prefix="segformer-course-") as tmp:
@@ -130,7 +141,7 @@ def _generate(notebooks: list[Path], out_dir: Path) -> list[Path]:
         made = []
         for nb in notebooks:
             released = root / "release" / ASSIGNMENT / Path(nb).name
-            made.append(atomic_write(out_dir / Path(nb).name, lambda tmp: shutil.copyfile(released, tmp)))
+            made.append(atomic_write(out_dir / Path(nb).name, lambda tmp: _without_widget_state(released, tmp)))
         return made
 
 

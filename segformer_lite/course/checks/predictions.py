@@ -57,6 +57,8 @@ def _read(answer: Any) -> Any:
             answer = answer()
         except NotImplementedError:
             return _UNANSWERED
+        if answer is None:  # a written function without a return: not the same as an unanswered one
+            raise PredictionReport("your prediction function returned None: end it with return and your answer")
     return _UNANSWERED if answer is None or answer is Ellipsis else answer
 
 
@@ -112,6 +114,8 @@ def check_prediction(answer: Any, measured: Any, options: Sequence[str], *, titl
 
 
 def _numbers(value: Any, what: str) -> tuple[float, ...]:
+    if hasattr(value, "tolist"):  # a numpy array or scalar, a tensor
+        value = value.tolist()
     items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     if not items or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                             for v in items):
