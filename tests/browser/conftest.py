@@ -170,6 +170,12 @@ def lab(tmp_path_factory, chromium_path, teardown_on_sigterm):
         IPYTHONDIR=str(home / "ipython"),
         MPLBACKEND="module://matplotlib_inline.backend_inline",
         PYTHONUNBUFFERED="1",
+        # One torch thread per kernel. With two, every parallel op waits for both threads to be
+        # scheduled, and on a busy machine that costs far more than the CPU share: under four busy
+        # loops plus other jobs (load average 25-30 on 2 cores), notebook 07's 40-step training
+        # cell (4 s quiet) ran past 240 s with two threads. Only speed depends on it, never what
+        # the notebooks show.
+        OMP_NUM_THREADS="1",
     )
     port = _free_port()
     cmd = [
