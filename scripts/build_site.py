@@ -28,6 +28,10 @@ from nbconvert import HTMLExporter
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = Path(__file__).resolve().parent / "site_template"
+# How to run a notebook live, as the site says it (docs/site.md; tests/test_extras.py runs these commands)
+RUN_LIVE = ('in a clone of the repository, <code>python3.11 -m venv .venv &amp;&amp; .venv/bin/pip install -e ".[course]"</code> '
+            "(JupyterLab, the kernel and ipywidgets), then <code>.venv/bin/jupyter lab --allow-root notebooks/{notebook}</code> "
+            "(<code>--allow-root</code> matters only as root)")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 SLIDERS = {"IntSliderModel", "FloatSliderModel", "SelectionSliderModel", "IntRangeSliderModel",
@@ -100,8 +104,7 @@ def _static_widget(model_id: str, state: dict, notebook: str) -> str:
     return (f'<div class="static-widget"><div class="controls">{sliders}</div>{rest}'
             f'<div class="note">Interactive in Jupyter: this is the picture the stored run shows, at the '
             f"slider values above. To move the sliders, run the notebook with a kernel: "
-            f"<code>pip install -e \".[course]\"</code>, then <code>jupyter lab notebooks/{notebook}</code> "
-            f"and <em>Run &rsaquo; Run All Cells</em>.</div></div>")
+            f"{RUN_LIVE.format(notebook=notebook)} and <em>Run &rsaquo; Run All Cells</em>.</div></div>")
 
 
 def _freeze_widgets(nb, notebook: str) -> int:
@@ -181,8 +184,7 @@ The exercise versions leave the code for you to write and check.</p>
 <ol start="0">
 {items}
 </ol>
-<p>To run the notebooks (and move their sliders): <code>pip install -e ".[course]"</code> in a clone of
-the repository, then <code>jupyter lab notebooks/</code>.</p>
+<p>To run the notebooks (and move their sliders): {RUN_LIVE.format(notebook="")}.</p>
 </body>
 </html>
 """

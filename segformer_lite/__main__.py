@@ -1,4 +1,5 @@
-"""The package's commands: ``python -m segformer_lite COMMAND [options]``.
+"""The package's commands: ``segformer-lite COMMAND [options]`` (the console script pip installs),
+or the same as ``python -m segformer_lite COMMAND [options]``.
 
     train        train a SegFormer or a local baseline on the synthetic shapes (training/train.py)
     evaluate     per-class IoU and mIoU of a trained model on held-out images (training/evaluate.py)
@@ -6,7 +7,7 @@
     homework     the course notebooks as an nbgrader assignment (course/homework.py)
     export       the model to ONNX or torch.export, checked against PyTorch (export.py; pip install ".[export]")
 
-``python -m segformer_lite COMMAND --help`` gives each command's options.
+``segformer-lite COMMAND --help`` gives each command's options.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"python -m segformer_lite: unknown command {command!r}; choose from {', '.join(COMMANDS)}",
+        print(f"segformer-lite: unknown command {command!r}; choose from {', '.join(COMMANDS)}",
               file=sys.stderr)
         return 2
     status = importlib.import_module(COMMANDS[command]).main(rest)

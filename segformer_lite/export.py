@@ -19,13 +19,17 @@ no guards and is checked down to the model's own minimum, :func:`segformer_lite.
     export_onnx(SegFormer(mit_config("b0"), num_classes=5), "segformer.onnx")
     logits = OnnxRunner("segformer.onnx")(images)  # images: float32 (B, 3, H, W) numpy array
 
-``python -m segformer_lite export --out DIR`` exports the shipped checkpoint (see :func:`main`).
-Needs the ``export`` extra: ``pip install segformer-lite[export]`` (onnx, onnxscript, onnxruntime).
+``segformer-lite export --out DIR`` exports the shipped checkpoint (see :func:`main`). ONNX needs
+the ``export`` extra (onnx, onnxscript, onnxruntime): ``pip install ".[export]"`` in the checkout;
+``torch.export`` needs nothing more than torch.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import logging
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,6 +46,22 @@ __all__ = ["export_min_size", "example_input", "output_names", "export_program",
            "ProgramRunner", "OnnxRunner", "main"]
 
 _MIN_SIZE_KEY = "segformer_lite.min_size"  # ONNX metadata: the smallest side the graph is checked at
+EXPORT_EXTRA = ("onnx", "onnxscript", "onnxruntime")  # what the ONNX path imports: pyproject's export extra
+INSTALL_EXPORT_EXTRA = 'pip install ".[export]"'  # run in the checkout (the extra's three packages)
+
+
+def _missing_export_extra(what: str, modules=EXPORT_EXTRA) -> str | None:
+    """Why ``what`` cannot run here, naming the install command, or None when all ``modules`` import."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        return (f"{what} needs the export extra, and {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                f"not installed: {INSTALL_EXPORT_EXTRA}")
+    return None
+
+
+def _require_export_extra(what: str, modules=EXPORT_EXTRA) -> None:
+    if message := _missing_export_extra(what, modules):
+        raise ModuleNotFoundError(message)
 
 
 def _config(model) -> MiTConfig:
@@ -79,6 +99,22 @@ def _dynamic_shapes(cfg: MiTConfig) -> tuple[dict[int, Dim], ...]:
 
 
 @contextmanager
+def _quiet_exporter():
+    """Silence what the exporters print that a user cannot act on, only while they run: torch's ONNX
+    registry warns once per torchvision operator when torchvision is absent (a SegFormer uses none),
+    and torch's own pytree code warns that it uses a deprecated LeafSpec check."""
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry.level
+    registry.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+            yield
+    finally:
+        registry.setLevel(level)
+
+
+@contextmanager
 def _eval_mode(model: torch.nn.Module):
     """Export what inference runs (no dropout, BatchNorm's running statistics), then restore the mode."""
     was_training = model.training
@@ -93,17 +129,19 @@ def export_program(model: MixTransformer | SegFormer) -> torch.export.ExportedPr
     """``torch.export`` of the model in eval mode, batch, height and width symbolic
     (heights and widths from :func:`export_min_size` up). Save it with ``torch.export.save``."""
     cfg = _config(model)
-    with _eval_mode(model):
+    with _eval_mode(model), _quiet_exporter():
         return torch.export.export(model, (example_input(cfg),), dynamic_shapes=_dynamic_shapes(cfg))
 
 
 def export_onnx(model: MixTransformer | SegFormer, path, opset_version: int | None = None) -> Path:
     """Write the model (eval mode) to an ONNX file with input ``images`` ``(batch, C, height, width)``
     and outputs :func:`output_names`, every batch, height and width symbolic. Uses torch's
-    dynamo exporter (``torch.onnx.export(dynamo=True)``, which needs onnxscript)."""
+    dynamo exporter (``torch.onnx.export(dynamo=True)``, which needs onnxscript); without the
+    export extra, a ModuleNotFoundError that names the install command."""
     cfg = _config(model)
+    _require_export_extra("export_onnx", ("onnx", "onnxscript"))
     path = Path(path)
-    with _eval_mode(model):
+    with _eval_mode(model), _quiet_exporter():
         program = torch.onnx.export(model, (example_input(cfg),), dynamo=True, external_data=False,
                                     dynamic_shapes=_dynamic_shapes(cfg), input_names=["images"],
                                     output_names=output_names(model), opset_version=opset_version,
@@ -156,6 +194,7 @@ class OnnxRunner:
     returns the list of outputs (:func:`output_names`). Checks the input before onnxruntime sees it."""
 
     def __init__(self, path, threads: int | None = None):
+        _require_export_extra("OnnxRunner", ("onnxruntime",))
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -200,13 +239,29 @@ def main(argv: list[str] | None = None) -> None:
                         help="image size of a parity check, repeatable (default: 97 130)")
     args = parser.parse_args(argv)
 
+
+    def refuse(message: str):  # an expected failure: one line, exit 2, before anything is exported
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
+
+    if args.format in ("onnx", "both") and (message := _missing_export_extra("--format " + args.format)):
+        refuse(message)
+    if args.num_classes < 1:
+        refuse(f"--num-classes must be >= 1, got {args.num_classes}")
     if args.variant:
         model = SegFormer(mit_config(args.variant), args.num_classes).eval()
     else:
         from .checkpoint import load_segformer  # weights in: the one import outside the model modules
-        model = load_segformer(args.checkpoint)
+        try:
+            model = load_segformer(args.checkpoint)
+        except (OSError, ValueError) as e:  # no such file, not a SegFormer checkpoint
+            refuse(str(e))
     if args.encoder:
         model = model.encoder
+    smallest = min_input_size(model.config)
+    for h, w in args.check_size or []:
+        if min(h, w) < smallest:
+            refuse(f"--check-size {h} {w}: an image of {h}x{w} is too small, the model needs at least "
+                   f"{smallest}x{smallest}")
     name = "encoder" if args.encoder else "segformer"
     generator = torch.Generator().manual_seed(0)
     checks = [torch.randn(1, model.config.in_channels, h, w, generator=generator)

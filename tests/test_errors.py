@@ -7,6 +7,8 @@ import json
 import os
 import pickle
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -332,3 +334,68 @@ def test_image_to_tensor_scales_uint8_and_keeps_floats():
     for bad in (np.zeros((4, 5)), np.zeros((4, 5, 4)), torch.zeros(4, 5, 3)):
         with raises(ValueError, "(H, W, 3) image array"):
             image_to_tensor(bad)
+
+
+# ---------------------------------------------------------------- the export command
+# As evaluate's (tests/test_train.py): each expected failure is one line on stderr, exit status 2,
+# refused before anything is exported (the output directory is never created).
+
+HIDE_ONNXSCRIPT = "import sys; sys.modules['onnxscript'] = None"  # `import onnxscript` now fails
+
+
+def export_command(tmp_path, *args, before=""):
+    """``python -m segformer_lite export --out tmp_path/out ARGS`` in a subprocess; ``before`` runs
+    first in that process (to hide a module, as a library-only install would lack it)."""
+    out = tmp_path / "out"
+    code = f"{before}\nimport sys\nfrom segformer_lite.__main__ import main\nsys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", code, "export", "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert not out.exists(), f"{args}: something was exported before the refusal: {sorted(out.iterdir())}"
+    return proc
+
+
+def refused_in_one_line(proc, *fragments):
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stdout == "" and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("python -m segformer_lite export: error: ") and "Traceback" not in proc.stderr
+    assert all(f in proc.stderr for f in fragments), (fragments, proc.stderr)
+
+
+def test_export_refuses_a_missing_checkpoint(tmp_path):
+    missing = tmp_path / "nonexistent.safetensors"
+    proc = export_command(tmp_path, "--checkpoint", str(missing))
+    refused_in_one_line(proc)
+    assert proc.stderr == f"python -m segformer_lite export: error: no SegFormer checkpoint at {missing}\n"
+
+
+@pytest.mark.parametrize("name", ["weights.safetensors", "weights.pth", "weights"])
+def test_export_refuses_a_file_that_is_not_a_checkpoint(tmp_path, name):
+    (tmp_path / name).write_bytes(np.random.default_rng(0).bytes(4096))
+    refused_in_one_line(export_command(tmp_path, "--checkpoint", str(tmp_path / name)),
+                        name, "is not a SegFormer checkpoint")
+
+
+@pytest.mark.parametrize("sizes, bad", [(["10", "10"], "10 10"), (["97", "130", "--check-size", "64", "28"], "64 28")])
+def test_export_refuses_a_check_size_below_the_minimum(tmp_path, sizes, bad):
+    refused_in_one_line(export_command(tmp_path, "--format", "torch", "--check-size", *sizes),
+                        f"--check-size {bad}", "too small", "at least 29x29")
+
+
+def test_export_without_the_export_extra_names_the_install_command(tmp_path):
+    hidden = subprocess.run([sys.executable, "-c", HIDE_ONNXSCRIPT + "\nimport onnxscript"],
+                            capture_output=True, text=True, timeout=60)
+    assert "ModuleNotFoundError" in hidden.stderr  # the simulation holds: onnxscript cannot be imported
+    for fmt in ("onnx", "both"):
+        refused_in_one_line(export_command(tmp_path, "--format", fmt, before=HIDE_ONNXSCRIPT),
+                            f"--format {fmt} needs the export extra", "onnxscript is not installed",
+                            'pip install ".[export]"')
+    from segformer_lite.export import export_onnx  # the library call says the same, as an ImportError
+    sys.modules["onnxscript"], saved = None, sys.modules.get("onnxscript")
+    try:
+        with raises(ModuleNotFoundError, "export_onnx needs the export extra", 'pip install ".[export]"'):
+            export_onnx(sl.SegFormer(sl.mit_config("b0"), 2), tmp_path / "x.onnx")
+    finally:
+        if saved is None:
+            del sys.modules["onnxscript"]
+        else:
+            sys.modules["onnxscript"] = saved

@@ -4,13 +4,16 @@ export never saw, non-square and not multiples of 32; too-small images are refus
 The models are small (MiT-B0's strides, kernels and sequence-reduction ratios, so every grid is
 B0's, with narrow single-block stages) so that the four exports take seconds, not minutes.
 """
+import logging
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 from segformer_lite import MiTConfig, MixTransformer, SegFormer, min_input_size, mit_config, stage_grid_sizes
-from segformer_lite.export import (OnnxRunner, ProgramRunner, example_input, export_min_size, export_onnx,
-                                   export_program, main, output_names)
+from segformer_lite.export import (OnnxRunner, ProgramRunner, _quiet_exporter, example_input, export_min_size,
+                                   export_onnx, export_program, main, output_names)
 
 CFG = MiTConfig(embed_dims=(16, 32, 40, 64), num_heads=(1, 2, 5, 8), depths=(1, 1, 1, 1))
 B0 = mit_config("b0")
@@ -124,10 +127,35 @@ def test_bad_arguments(tmp_path):
         ProgramRunner.__call__(object.__new__(ProgramRunner), np.zeros((1, 3, 64, 64), np.float32))
 
 
+TORCHVISION_NOTE = "torchvision is not installed. Skipping torchvision::nms"  # what torch's ONNX registry logs
+LEAFSPEC_NOTE = "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)`"
+
+
+def _notes():
+    logging.getLogger("torch.onnx._internal.exporter._registration").warning(TORCHVISION_NOTE)
+    warnings.warn(LEAFSPEC_NOTE, FutureWarning)
+
+
+def test_quiet_exporter_silences_those_two_notes_only_while_it_runs(caplog):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with _quiet_exporter():
+            _notes()
+            warnings.warn("another FutureWarning", FutureWarning)  # anything else still shows
+        assert caplog.messages == [] and [str(w.message) for w in caught] == ["another FutureWarning"]
+        _notes()  # after it, both are back
+    assert caplog.messages == [TORCHVISION_NOTE] and str(caught[-1].message) == LEAFSPEC_NOTE
+
+
 @pytest.mark.slow
-def test_command_exports_the_shipped_checkpoint(tmp_path, capsys):
-    main(["--out", str(tmp_path), "--format", "onnx", "--check-size", "71", "93", "--check-size", "29", "40"])
-    lines = capsys.readouterr().out.strip().splitlines()
+def test_command_exports_the_shipped_checkpoint(tmp_path, capfd, caplog):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["--out", str(tmp_path), "--format", "onnx", "--check-size", "71", "93", "--check-size", "29", "40"])
+    out, err = capfd.readouterr()
+    notes = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] + [str(w.message) for w in caught]
+    assert err == "" and notes == [], (err, notes)  # nothing printed that a user cannot act on
+    lines = out.strip().splitlines()
     assert lines[0].startswith(f"{tmp_path / 'segformer.onnx'}: exported in"), lines
     assert lines[0].endswith("smallest side 29"), lines
     assert [line.split(":")[0] for line in lines[1:]] == [

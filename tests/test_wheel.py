@@ -11,8 +11,8 @@ Two checks:
   imports (import names mapped to distributions by ``importlib.metadata``, e.g. PIL -> pillow), and
   requirements.txt pins each declared distribution exactly, at a version the declared range accepts;
 * the wheel, installed by pip into a virtual environment made for the test and run from a
-  directory outside the checkout, imports, loads a photo, evaluates the shipped checkpoint and
-  trains two steps; the instructors' homework command, which needs the repository's notebooks,
+  directory outside the checkout, imports, loads a photo, evaluates the shipped checkpoint through
+  its console script ``segformer-lite`` and trains two steps; the instructors' homework command, which needs the repository's notebooks,
   refuses with one line instead of working on no notebooks.
 
 Why the second is as good as a fresh venv with ``pip install .`` for what it checks: the package's
@@ -100,6 +100,13 @@ def test_wheel_ships_the_data(wheel):
         assert data in names, f"{data} is not in {wheel.name}"
 
 
+def test_wheel_declares_the_console_script(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        (entry_points,) = [n for n in z.namelist() if n.endswith(".dist-info/entry_points.txt")]
+        text = z.read(entry_points).decode()
+    assert "[console_scripts]\nsegformer-lite = segformer_lite.__main__:main" in text, text
+
+
 def test_wheel_declares_every_import_and_requirements_pin_them(wheel):
     reqs = _requirements(wheel)
     core = {canonicalize_name(r.name) for r in reqs if r.marker is None}
@@ -159,7 +166,12 @@ def test_installed_wheel_works_outside_the_checkout(wheel, tmp_path):
     assert int(n_all) > 0
     assert not any(p and Path(p).resolve() == REPO for p in path), f"the checkout is on sys.path: {path}"
 
-    out = run("-m", "segformer_lite", "evaluate", "--images", "40").stdout
+    # the console script pip wrote beside the venv's python: `segformer-lite COMMAND` with no activation
+    script = python.parent / ("segformer-lite.exe" if os.name == "nt" else "segformer-lite")
+    p = subprocess.run([str(script), "evaluate", "--images", "40"], cwd=work, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, f"segformer-lite evaluate exited {p.returncode}:\n{p.stdout}\n{p.stderr}"
+    out = p.stdout
     miou = float(re.search(r"^mIoU (\S+)$", out, re.M).group(1))
     # a random model scores about 0.16 ("background everywhere"); docs/results.md: 0.8506 on 200 images
     assert miou > 0.75, f"the shipped checkpoint should segment the context shapes, got:\n{out}"

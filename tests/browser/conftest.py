@@ -170,6 +170,12 @@ def lab(tmp_path_factory, chromium_path, teardown_on_sigterm):
         IPYTHONDIR=str(home / "ipython"),
         MPLBACKEND="module://matplotlib_inline.backend_inline",
         PYTHONUNBUFFERED="1",
+        # One torch thread per kernel. With two, every parallel op waits for both threads to be
+        # scheduled, which on a busy machine costs far more than the CPU share: under four busy
+        # loops beside other jobs (load average 25-30 on 2 cores), no cell of 07 or 08 finished
+        # for 240 s with two threads (their live-training cells, 4 s and 12 s quiet); with one,
+        # 52 s and 129 s. The suite checks errors and sliders, which the thread count cannot change.
+        OMP_NUM_THREADS="1",
     )
     port = _free_port()
     cmd = [

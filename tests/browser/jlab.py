@@ -7,14 +7,17 @@ so a passing test means a person would have seen the same thing.
 import json
 import re
 import time
+import urllib.request
 from dataclasses import dataclass, field
 
-# Every wait below decides pass or fail, so each is set far above what measured runs needed: two
-# runs of the suite on the shared 2-core machine at load average 6-11 (385 s and 431 s),
-# where Run All Cells took at most 47 s (06), a slider's value changed at most 0.47 s after its
-# key, and its output changed and settled at most 2.6 s after it (60 moves). A wait that runs out
-# says which one and how long it waited.
-RUN_TIMEOUT_S = 300  # per notebook, Run All Cells to idle: 6x the slowest measured (47 s)
+# Every wait below decides pass or fail. None bounds a whole notebook: a busy machine may make a run
+# take many times longer than a quiet one and still be a good run. Run All Cells fails only when no
+# cell has finished for STALL_TIMEOUT_S (a hang), however long the run as a whole takes; every other
+# wait bounds one step (a kernel start, a key press, one redraw). Each is set far above what
+# measured runs needed. The slowest cell seen: 08's live re-run of four short trainings (cell 16),
+# 12 s when nbconvert last executed it, 129 s in the browser with four busy loops beside the other
+# jobs (load average 20-27 on 2 cores). A wait that runs out says which one and how long it waited.
+STALL_TIMEOUT_S = 600  # Run All Cells: no cell finished for this long is a hang; 4.6x the slowest cell under load
 KERNEL_START_TIMEOUT_S = 120  # page load to an idle kernel: seconds when measured, kept generous
 RUN_START_TIMEOUT_S = 20  # Run All Cells to the first prompt "[*]": well under 1 s measured; 3 tries
 CLEAR_TIMEOUT_S = 30  # Clear Outputs to every prompt "[ ]": well under 1 s measured
@@ -132,11 +135,24 @@ def state(page):
     return page.evaluate(_STATE_JS)
 
 
+def _kernel_connected(lab_url, relpath):
+    """The notebook's kernel, by the server's REST API: started, idle, and the page's websocket on it."""
+    with urllib.request.urlopen(f"{lab_url}/api/sessions", timeout=30) as resp:
+        sessions = json.load(resp)
+    kernels = [s["kernel"] for s in sessions if s.get("path") == relpath and s.get("kernel")]
+    return any(k.get("execution_state") == "idle" and k.get("connections", 0) > 0 for k in kernels)
+
+
 def open_notebook(page, lab_url, relpath):
-    """Open in a fresh workspace (?reset: nothing else reopens) and wait for an idle kernel."""
+    """Open in a fresh workspace (?reset: nothing else reopens) and wait for an idle kernel.
+
+    The page's indicator reads "idle" for a moment before the kernel even exists (then
+    initializing, connecting, idle), and a Run All Cells clicked in that moment is lost; so the
+    server must first report the kernel idle with the page connected to it.
+    """
     page.goto(f"{lab_url}/lab/tree/{relpath}?reset")
     page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").first.wait_for(timeout=KERNEL_START_TIMEOUT_S * 1000)
-    _wait(lambda: state(page)["status"] == "idle", KERNEL_START_TIMEOUT_S,
+    _wait(lambda: _kernel_connected(lab_url, relpath) and state(page)["status"] == "idle", KERNEL_START_TIMEOUT_S,
           f"kernel for {relpath} never became idle", "KERNEL_START_TIMEOUT_S")
 
 
@@ -146,11 +162,14 @@ def menu(page, top, item):
     page.locator(".lm-Menu-item:visible", has=page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(item)}$"))).click()
 
 
-def run_all(page, timeout=RUN_TIMEOUT_S):
+def run_all(page, stall_timeout=STALL_TIMEOUT_S):
     """Clear every output, Run All Cells, wait until nothing is queued and the kernel is idle.
 
-    Returns (seconds, prompts). Clearing first makes "[ ]:" mean "never ran", so a run that stopped
-    at an error is visible in the prompts, and every output on the page is a fresh one.
+    Fails (WaitRanOut) when no code cell has finished for `stall_timeout` seconds, never for the
+    run's total length. Returns (seconds, prompts, slowest): `slowest` is the longest wait between
+    two cells finishing (the first counted from the run's start), the margin the stall limit had.
+    Clearing first makes "[ ]:" mean "never ran", so a run that stopped at an error is visible in
+    the prompts, and every output on the page is a fresh one.
     """
     # Click into the notebook first: its commands are disabled unless it is the current widget.
     page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell .jp-InputPrompt").first.click()
@@ -173,19 +192,26 @@ def run_all(page, timeout=RUN_TIMEOUT_S):
             if attempt == 2:
                 raise
 
-    def finished():
+    # The stall clock starts once the run has: a menu click that was lost and retried is not a cell.
+    done_before, last_progress, slowest = 0, time.monotonic(), 0.0
+    while True:
         s = state(page)
-        return started() and s["status"] == "idle" and not any("*" in p for p in s["prompts"])
-
-    try:
-        _wait(finished, timeout, "Run All Cells did not finish", "RUN_TIMEOUT_S")
-    except WaitRanOut as e:
-        s = state(page)
-        running = [i for i, p in enumerate(s["prompts"]) if "*" in p]
-        raise WaitRanOut(f"{e}; kernel {s['status']}, code cells still queued or running: {running}, "
-                         f"prompts {s['prompts']}") from None
+        now = time.monotonic()
+        done = sum(bool(re.fullmatch(r"\[\d+\]:", p.strip())) for p in s["prompts"])
+        if done > done_before:  # a cell finished: the clock starts again
+            slowest = max(slowest, now - last_progress)
+            done_before, last_progress = done, now
+        if s["status"] == "idle" and not any("*" in p for p in s["prompts"]):
+            break
+        if now - last_progress > stall_timeout:
+            running = [i for i, p in enumerate(s["prompts"]) if "*" in p]
+            raise WaitRanOut(f"Run All Cells stalled: no cell finished for {stall_timeout} s (STALL_TIMEOUT_S) "
+                             f"after {done} had, {now - start:.0f} s into the run; kernel {s['status']}, "
+                             f"code cells still queued or running: {running}, prompts {s['prompts']}")
+        time.sleep(POLL_S)
+    seconds = time.monotonic() - start
     wait_settled(page)
-    return time.monotonic() - start, state(page)["prompts"]
+    return seconds, state(page)["prompts"], slowest
 
 
 def output_digests(page):
@@ -287,9 +313,11 @@ class NotebookReport:
     moves: list
     screenshots: list
     sliders: int = 0  # slider handles on the page after Run All Cells
+    slowest_cell_seconds: float = 0.0  # longest wait for the next cell to finish (run_all)
 
 
-def exercise(page, lab_url, relpath, source_path, shot_dir, slider_timeout=SLIDER_TIMEOUT_S):
+def exercise(page, lab_url, relpath, source_path, shot_dir, slider_timeout=SLIDER_TIMEOUT_S,
+             stall_timeout=STALL_TIMEOUT_S):
     """Open, Run All Cells, read errors, then move every slider to both ends; screenshots on the way.
 
     Only gathers facts; the tests decide what must hold.
@@ -298,13 +326,13 @@ def exercise(page, lab_url, relpath, source_path, shot_dir, slider_timeout=SLIDE
     skip = raises_exception_cells(source_path)
     open_notebook(page, lab_url, relpath)
     try:
-        seconds, prompts = run_all(page)
+        seconds, prompts, slowest = run_all(page, stall_timeout)
     except WaitRanOut:
         page.screenshot(path=shot_dir / f"{stem}-timeout.png")
         raise
     report = NotebookReport(relpath, seconds, prompts, errors(page, skip),
                             page.locator(".jp-NotebookPanel .jp-OutputArea-output .jupyter-widgets").count(),
-                            [], [])
+                            [], [], slowest_cell_seconds=slowest)
     shot = shot_dir / f"{stem}.png"
     # The first slider, else the first picture, is what a learner came to see.
     pictures = page.locator(".jp-NotebookPanel .jp-OutputArea-output img").filter(visible=True)

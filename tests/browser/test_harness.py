@@ -3,9 +3,12 @@
 One notebook has two sliders (one redraws a matplotlib figure, one prints text) and a cell that is
 meant to raise; the others have an unexpected error, a slider that drives nothing but its own
 readout, and a slider that is built but never shown. Each must be reported the way a person watching would report it.
+Two more tell a hang from slow progress with a short stall limit: a cell that sleeps forever fails
+once the limit has passed, and many slow cells that together take longer than the limit pass.
 """
 
 import sys
+import time
 
 import nbformat
 import pytest
@@ -113,3 +116,29 @@ def test_notebook_whose_slider_is_missing_fails(lab, lab_page, write, screenshot
     assert (report.sliders, report.moves, report.errors) == (0, [], []) and report.widgets
     with pytest.raises(AssertionError, match=r"expected 1 sliders after Run All Cells, found 0 \[\]"):
         jlab.check(report, expect_widgets=True, sliders=1)
+
+
+STALL_S = 10  # a short stall limit, so the hang is found in seconds
+
+
+def test_a_hanging_cell_fails_once_the_stall_limit_has_passed(lab, lab_page, write):
+    relpath, _ = write("hang.ipynb", notebook("x = 1", "import time\ntime.sleep(10 ** 6)", "y = 2"))
+    jlab.open_notebook(lab_page, lab.url, relpath)
+    start = time.monotonic()
+    with pytest.raises(jlab.WaitRanOut, match=rf"stalled: no cell finished for {STALL_S} s \(STALL_TIMEOUT_S\) "
+                                             r"after 1 had, .* code cells still queued or running: \[1, 2\]"):
+        jlab.run_all(lab_page, stall_timeout=STALL_S)
+    seconds = time.monotonic() - start
+    # the stall limit, plus at most the retried menu clicks that start the run, plus polling
+    most = STALL_S + 3 * jlab.RUN_START_TIMEOUT_S + 10
+    assert STALL_S < seconds < most < jlab.STALL_TIMEOUT_S, f"a hang was reported after {seconds:.0f} s"
+
+
+def test_slow_cells_pass_however_long_the_whole_run(lab, lab_page, write, screenshot_dir):
+    cells, each = 10, 3  # 30 s of sleeping in all, each cell well under the limit
+    relpath, path = write("slow.ipynb", notebook(*[f"import time\ntime.sleep({each})\nprint({i})"
+                                                   for i in range(cells)]))
+    report = jlab.exercise(lab_page, lab.url, relpath, path, screenshot_dir, stall_timeout=STALL_S)
+    jlab.check(report, expect_widgets=False, sliders=0)
+    assert report.run_seconds > cells * each > 2 * STALL_S, report.run_seconds  # a total limit would have failed
+    assert each <= report.slowest_cell_seconds < STALL_S, report.slowest_cell_seconds

@@ -30,7 +30,9 @@ SLIDERS = {
 }
 
 
-@pytest.mark.timeout(jlab.RUN_TIMEOUT_S + 300)
+# No time limit on the whole test: a busy machine may take many times longer than a quiet one. Each
+# wait in jlab bounds one step (no cell finished for STALL_TIMEOUT_S, one slider redraw), so a hang
+# still fails.
 @pytest.mark.parametrize("notebook", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
 def test_notebook_runs_and_sliders_respond(notebook, lab, lab_page, screenshot_dir):
     assert notebook.stem in SLIDERS, f"{notebook.name}: add its slider count to SLIDERS in {Path(__file__).name}"
@@ -41,5 +43,6 @@ def test_notebook_runs_and_sliders_respond(notebook, lab, lab_page, screenshot_d
     for i, m in report.moves:
         print(f"{relpath} slider {i} {m.label!r} {m.key}: {m.value_before} -> {m.value_after}, "
               f"changed {m.changed_kinds} in cells {m.changed_cells} ({m.seconds:.1f} s, value after {m.value_seconds:.2f} s)")
-    print(f"{relpath}: ran in {report.run_seconds:.1f} s; screenshots {[str(p) for p in report.screenshots]}")
+    print(f"{relpath}: ran in {report.run_seconds:.1f} s, slowest cell {report.slowest_cell_seconds:.1f} s "
+          f"(stall limit {jlab.STALL_TIMEOUT_S} s); screenshots {[str(p) for p in report.screenshots]}")
     jlab.check(report, expect_widgets=jlab.expects_widgets(notebook), sliders=SLIDERS[notebook.stem])

@@ -151,6 +151,6 @@ def test_page(tab, server, name):
 
     # sliders: drawn from the stored state, with the note on running them live
     notes = page.eval_on_selector_all(".static-widget .note", "es => es.map(e => e.innerText)")
-    assert all("jupyter lab notebooks/" in n for n in notes)
+    assert all('pip install -e ".[course]"' in n and "jupyter lab --allow-root notebooks/" in n for n in notes)
     assert problems == [], problems
 
