@@ -259,7 +259,7 @@ def _effect(setting: str, got: Any, want: Any, layer: nn.Module, owner: str, kwa
         return (f"pads {got} pixels per side (rows, columns) where the reference pads {want}: the "
                 "output grid and its border values change")
     if setting == "groups":
-        if want == layer.in_channels:
+        if want == layer.in_channels and got < want:  # (more groups than channels: the width is what differs)
             return (f"has groups={got}, so each filter mixes {layer.in_channels // got} channels, where the "
                     f"reference's gives every channel its own filter (groups={want}): a different "
                     "computation with a weight of another shape")

@@ -514,10 +514,9 @@ def cases(title: str):
     except Report as later:
         if s.first is None:
             raise
-        s.rows.setdefault("(a later input)", ({}, None))
-        key = next((w for w in s.rows if w in str(later).splitlines()[0]), None)
-        if key:
-            s.rows[key] = (s.rows[key][0], str(later).splitlines()[0])
+        line = str(later).splitlines()[0]
+        key = next((w for w in s.rows if w in line), "(a later input)")  # a failing case, not a passing one
+        s.rows[key] = (s.rows.get(key, ({}, None))[0], line)
         raise _final(s) from None
     finally:
         _sessions.remove(s)
