@@ -75,13 +75,14 @@ def test_norm_after_relu_is_localised_at_the_input_to_norm():
     report = report_of(checks.check_all_mlp_decoder, NormAfterRelu)
     line = step_line(report)
     assert "linear_c[0], linear_c[1], linear_c[2], linear_c[3] and fuse match; the input to norm differs" in line
-    assert "Cases: it fails on all 3 inputs tried." in report
+    assert "Cases: it fails on all" in report
 
 
 def test_nearest_upsampling_is_localised_at_the_input_to_fuse():
     report = report_of(checks.check_all_mlp_decoder, Nearest)
     assert "linear_c[3] match; the input to fuse differs (same shape (2, 48, 16, 16)" in step_line(report)
-    assert "upsampled to stage 1's grid (bilinear, align_corners=False)" in report
+    assert "upsampled to one common grid and concatenated along the channels" in report
+    assert "align_corners=False" not in report  # the first report does not hand over the decision
     assert localise.SHAPE_ADVICE not in report
 
 
@@ -119,7 +120,7 @@ class TokenAxisNorm(StudentAttention):
 
 def test_layer_norm_over_the_token_axis_is_localised_at_the_input_to_norm():
     report = report_of(checks.check_efficient_self_attention, TokenAxisNorm)
-    assert "q and sr match; the input to norm differs (shape (2, 8, 16) where the reference's is (2, 16, 8))" \
+    assert "q and sr match; the input to norm differs (shape (2, 16, 6) where the reference's is (2, 6, 16))" \
         in step_line(report), report
     assert "flattening sr's map (B, C, H/sr, W/sr) back to tokens (B, M, C)" in report
     assert localise.SHAPE_ADVICE in report
@@ -179,11 +180,11 @@ def test_a_wrong_result_renders_without_frames_and_a_crash_with_the_learners_onl
     with pytest.raises(AssertionError) as e:
         checks.check_mix_ffn(Crashing)
     rendered = "\n".join(e.value._render_traceback_())
-    assert rendered.startswith("MixFFN: raised RuntimeError for x of shape (2, 64, 8)"), rendered
+    assert rendered.startswith("MixFFN: raised RuntimeError for x of shape (2, 60, 8)"), rendered
     assert "return self.fc2(x)  # hidden-size mismatch" in rendered and __file__ in rendered
     for hidden in ("checks/checkers.py", "checks/harness.py", "checks/localise.py", "torch/nn"):
         assert hidden not in rendered, rendered
-    assert rendered.endswith("RuntimeError: mat1 and mat2 shapes cannot be multiplied (128x8 and 32x8)")
+    assert rendered.endswith("RuntimeError: mat1 and mat2 shapes cannot be multiplied (120x8 and 24x8)")
 
 
 # --- the reference never sees the learner's tensors ------------------------------------------------
@@ -204,7 +205,9 @@ class ReversesThenWrong(StudentDecoder):
 
 def test_a_list_reversed_in_place_is_named_and_never_reaches_the_reference(capsys):
     checks.check_all_mlp_decoder(ReversesThenRight)  # the output is right: the hidden tests pass it too
-    assert capsys.readouterr().out.startswith("✓ AllMLPDecoder")
+    out = capsys.readouterr().out
+    assert out.startswith("✓ AllMLPDecoder"), out  # ... and the check mark says what it did to the list
+    assert out.count("Note: forward reversed the list feats it was given, in place (feats.reverse())") == 1, out
     report = report_of(checks.check_all_mlp_decoder, ReversesThenWrong)
     assert "Note: forward reversed the list feats it was given, in place (feats.reverse())" in report, report
     assert "AllMLPDecoder.forward" not in report and "segformer_lite/decoder.py" not in report

