@@ -46,10 +46,14 @@ is compared, the form of the output (``harness.vet``: container types and length
 device, ints) is, with a hint naming the property. The variants are plain ``torch`` code,
 written independently of the package.
 
-Modules: ``mistakes`` (the catalogue), ``variants`` (the planted variants), ``harness`` (build,
-call, compare, name the mistake), ``localise`` (where a wrong answer parts from the reference,
-which cases pass, the hints' state, the rendering of a failure) and ``checkers`` (the
-``check_*`` functions, re-exported here).
+Modules: ``mistakes`` (the catalogue), ``variants`` (the planted variants), ``harness`` (call,
+vet, compare, name the mistake), ``layers`` (build both modules; the layers built in ``__init__``
+judged by what they compute), ``passes`` (the forward passes over the grids, the backward pass,
+the float64 pass), ``localise`` (where a wrong answer parts from the reference), ``plans`` (what
+the skeleton names, per exercise), ``cases`` (which cases of a check pass), ``report`` (the
+failure report, the hints' state, the rendering of a failure) and the checkers: ``checkers``,
+``tokens_check`` (notebook 02's helpers) and ``decoder_check`` (notebook 06's head), their
+``check_*`` functions re-exported here.
 ``predictions`` grades predictions instead of code (notebook 07): a chosen option, a number or an
 interval the learner commits to before a cell measures it (``check_prediction``, ``check_number``,
 ``check_interval``, re-exported here).

@@ -4,29 +4,24 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import itertools
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...attention import EfficientSelfAttention
 from ...block import Block
 from ...config import MiTConfig
-from ...decoder import AllMLPDecoder
 from ...encoder import MixTransformer, Stage
-from ...grid import stage_grid_sizes
 from ...mix_ffn import MixFFN
 from ...patch_embed import OverlapPatchEmbed
-from ...tokens import image_to_tokens, tokens_to_image
 from . import localise, variants
-from .harness import Report, Unfinished, build, call, close, compare, compare_on_grids, describe, diff, fail, \
-    gradients, in_float64, randn, raises_alike, run_check, vet
-
-# first a grid whose sides differ from each other and from every width checked (so a wrong axis
-# cannot hide), then a square one, then a non-square one with a square N (sqrt(N) runs, wrongly)
-_GRIDS = [(6, 10), (8, 8), (4, 16)]
+from .decoder_check import _TINY, _shipped_photos, check_all_mlp_decoder, dropout_by_shape  # noqa: F401  (re-exported)
+from .harness import call, close, compare, describe, diff, fail, randn, run_check, vet
+from .layers import build
+from .passes import compare_on_grids, gradients
+from .tokens_check import _GRIDS, _TOKENS_AND_GRID, check_image_to_tokens, check_tokens, \
+    check_tokens_to_image  # noqa: F401  (re-exported)
 
 
 def _grids(sr_ratio: int) -> list[tuple[int, int]]:
@@ -35,11 +30,6 @@ def _grids(sr_ratio: int) -> list[tuple[int, int]]:
                                           (sr_ratio, 4 * sr_ratio)]
 
 
-_TOKEN_GRIDS = _GRIDS + [(1, 9)]  # and one row of pixels
-_DTYPES = (torch.float64, torch.int64)  # the tokens helpers' contract: the input's dtype comes back
-_TOKENS_AND_GRID = ("the tokens", "the grid (H, W)")
-_TINY = MiTConfig(embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4), depths=(1, 2, 1, 1),
-                  drop_path_rate=0.0)
 # notebook 05's checker: a four-channel input (in_channels is not 3), and images whose sides differ
 # (a 40x72 image's grids round up: 10x18, 5x9, 3x5, 2x3); notebook 05 names both
 MIT_CHECK_CONFIG = MiTConfig(in_channels=4, embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4),
@@ -85,90 +75,6 @@ def check_overlap_patch_embed(Student: type) -> None:
                                       name="forward's result", items=_TOKENS_AND_GRID)
         return (f"matches segformer_lite.OverlapPatchEmbed on {cases} inputs (square and non-square, eps "
                 "passed on), gradients and float64 included")
-
-    run_check(title, body)
-
-
-def check_image_to_tokens(image_to_tokens_fn: Callable) -> None:
-    """Check ``image_to_tokens_fn(x (B, C, H, W)) -> (tokens (B, H*W, C), (H, W))``, a tuple whose
-    grid is a tuple of two ints."""
-    title = "image_to_tokens"
-
-    def case(seed, hw):
-        x = randn(2, 5, *hw, seed=seed)
-        h, w = hw
-        planted = {"flatten_no_permute": lambda: (variants.to_tokens(x, "reshape"), (h, w)),
-                   "column_major": lambda: (variants.to_tokens(x, "column"), (h, w)),
-                   "hw_swapped": lambda: (variants.to_tokens(x), (w, h))}
-        return (x,), f"for x of shape {tuple(x.shape)}", planted
-
-    def body() -> str:
-        n = compare_on_grids(title, image_to_tokens_fn, image_to_tokens, _TOKEN_GRIDS, case,
-                             sqrt_hw_on_error=False, exact=True, name="the result", items=_TOKENS_AND_GRID)
-        for dtype in _DTYPES:  # the contract: the tokens keep the input's dtype
-            x = randn(2, 5, 6, 10, seed=8).mul(4).to(dtype)
-            where = f"for x of shape {tuple(x.shape)} and dtype {str(dtype).removeprefix('torch.')}"
-            compare(title, call(image_to_tokens_fn, x, title=title, where=where), image_to_tokens(x), where, {},
-                    exact=True, name="the result", items=_TOKENS_AND_GRID)
-        return (f"matches segformer_lite.image_to_tokens exactly on {n} grids (square, non-square, one row) "
-                "and in float64 and int64, gradients included")
-
-    run_check(title, body)
-
-
-def check_tokens_to_image(tokens_to_image_fn: Callable) -> None:
-    """Check ``tokens_to_image_fn(tokens (B, N, C), (H, W)) -> (B, C, H, W)``."""
-    title = "tokens_to_image"
-
-    def case(seed, hw):
-        t = randn(2, hw[0] * hw[1], 5, seed=seed)
-        planted = {m_id: (lambda how=how: variants.to_image(t, hw, how)) for m_id, how in
-                   [("unflatten_no_permute", "reshape"), ("sqrt_hw", "sqrt"),
-                    ("hw_swapped", "swap"), ("column_major", "column")]}
-        return (t, hw), f"for tokens of shape {tuple(t.shape)} and hw={hw}", planted
-
-    def body() -> str:
-        n = compare_on_grids(title, tokens_to_image_fn, tokens_to_image, _TOKEN_GRIDS, case, exact=True)
-        for dtype in _DTYPES:  # the contract: the image keeps the tokens' dtype
-            t = randn(2, 60, 5, seed=8).mul(4).to(dtype)
-            where = f"for tokens of shape {tuple(t.shape)}, dtype {str(dtype).removeprefix('torch.')}, and hw=(6, 10)"
-            compare(title, call(tokens_to_image_fn, t, (6, 10), title=title, where=where),
-                    tokens_to_image(t, (6, 10)), where, {}, exact=True)
-        t = randn(2, 60, 5, seed=9)
-        for hw in [(8, 8), (6, 5)]:  # 64 cells for 60 tokens; 30 cells, which reshape(B, -1, 6, 5) fills
-            where = f"for tokens of shape {tuple(t.shape)} and hw={hw}"
-            try:
-                tokens_to_image_fn(t, hw)
-            except ValueError:
-                continue
-            except NotImplementedError:
-                raise Unfinished from None
-            except Exception as e:
-                raise fail(title, f"raised {type(e).__name__}, not ValueError, {where}: {e}",
-                           ["grid_not_checked"]) from e
-            raise fail(title, f"accepted a grid that does not fit the tokens {where}", ["grid_not_checked"])
-        return (f"matches segformer_lite.tokens_to_image exactly on {n} grids (square, non-square, "
-                "one row) and in float64 and int64, gradients included, and refuses grids that do not fit "
-                "with ValueError")
-
-    run_check(title, body)
-
-
-def check_tokens(image_to_tokens_fn: Callable, tokens_to_image_fn: Callable) -> None:
-    """Check both helpers, then that they undo each other on a non-square image."""
-    check_image_to_tokens(image_to_tokens_fn)
-    check_tokens_to_image(tokens_to_image_fn)
-    title = "image <-> tokens round trip"
-
-    def body() -> str:
-        x = randn(2, 5, 6, 10, seed=7)
-        tokens, hw = call(image_to_tokens_fn, x, title=title, where="on a 6x10 image")
-        back = call(tokens_to_image_fn, tokens, hw, title=title, where="on a 6x10 image")
-        vet(title, back, x, "on a 6x10 image", "tokens_to_image(*image_to_tokens(x))")
-        if not close(back, x, exact=True):
-            raise fail(title, "tokens_to_image(*image_to_tokens(x)) does not give x back",
-                       extra="The two reshapes must be exact inverses (same token order).")
-        return "tokens_to_image(*image_to_tokens(x)) == x on a 6x10 image"
 
     run_check(title, body)
 
@@ -402,119 +308,5 @@ def check_mix_transformer(Student: type) -> None:
                                  items=tuple(f"stage {i + 1}'s feature map" for i in range(MIT_CHECK_CONFIG.num_stages)))
         return (f"matches segformer_lite.MixTransformer on {n} batches of 2 images (square and non-square, "
                 f"{channels} channels), gradients and float64 included")
-
-    run_check(title, body)
-
-
-# square; non-square; sides that are not multiples of 32, so the stage grids round up (10, 5, 3, 2)
-_DECODER_IMAGES = [(64, 64), (64, 96), (40, 72)]
-
-
-@contextlib.contextmanager
-def dropout_by_shape(seed: int = 1234):
-    """Dropout whose mask depends only on the tensor's shape and the call's place in order, not on
-    its memory layout: torch's CPU dropout draws its mask in memory order, so a correct head that
-    makes a tensor contiguous, or uses a 1x1 conv for a Linear, would get another mask than the
-    reference's. Patches F.dropout, which nn.Dropout and a learner's F.dropout both call."""
-    real, calls = F.dropout, itertools.count()
-
-    def dropout(x, p=0.5, training=True, inplace=False):
-        if not training or p == 0:
-            return x
-        keep = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed + next(calls))) >= p
-        return x * keep.to(x.dtype) / (1 - p)
-
-    F.dropout = dropout
-    try:
-        yield
-    finally:
-        F.dropout = real
-
-
-@functools.lru_cache(maxsize=1)
-def _shipped_photos():
-    """The shipped SegFormer, its encoder's four maps for two 300x451 photos (notebook 06's photo
-    and its mirror image, as the exercise's hidden tests use) and its logits for them (loaded
-    and run once per session)."""
-    from ...checkpoint import load_segformer
-    from ..images import photo_tensor
-
-    model = load_segformer().eval()
-    image = photo_tensor("chelsea", normalize=False)  # (1, 3, 300, 451)
-    images = torch.cat([image, image.flip(-1)])
-    with torch.no_grad():
-        feats = model.encoder(images)
-        return model, feats, model.decode_head(feats)
-
-
-def check_all_mlp_decoder(Student: type) -> None:
-    """Check ``Student(in_dims, num_classes, decoder_dim, dropout=p)`` (layers ``linear_c``, ``fuse``,
-    ``norm``, ``dropout``, ``classifier``) whose ``forward(feats)``, ``feats`` the four stage maps
-    ``[(B, C_i, H_i, W_i)]``, returns the logits ``(B, num_classes, H_1, W_1)``, in eval mode and, with
-    the same seed for both (so the same dropout mask), in training mode."""
-    title = "AllMLPDecoder"
-    knobs = {"decoder_concat_order": dict(order="shallowest_first"), "decoder_full_size": dict(size="image"),
-             "decoder_align_corners": dict(align_corners=True), "decoder_no_norm": dict(norm=False),
-             "decoder_no_relu": dict(relu=False), "decoder_linear_axis": dict(layout="reshape"),
-             "decoder_linear_axis_out": dict(layout="reshape_out")}  # an alias (mistakes.ALIASES)
-    raising = {"decoder_scale_factor": dict(size="scale_factor")}  # runs only on multiples of 32
-
-    def body() -> str:
-        student, ref = build(Student, AllMLPDecoder, (_TINY.embed_dims, 5, 12), dict(dropout=0.3), title)
-        g = torch.Generator().manual_seed(2)  # BatchNorm statistics worth checking (not 0 and 1)
-        ref.norm.running_mean.copy_(torch.randn(12, generator=g) * 0.5)
-        ref.norm.running_var.copy_(torch.rand(12, generator=g) * 1.5 + 0.5)
-        student.load_state_dict(ref.state_dict())
-        for seed, (h, w) in enumerate(_DECODER_IMAGES):
-            feats = [randn(2, c, *grid, seed=10 * seed + i)
-                     for i, (c, grid) in enumerate(zip(_TINY.embed_dims, stage_grid_sizes(_TINY, h, w)))]
-            where = f"for the stage maps of a batch of two {h}x{w} images, {[tuple(f.shape) for f in feats]}"
-            planted = {m_id: (lambda kw=kw: variants.all_mlp_decoder(ref, feats, **kw)) for m_id, kw in knobs.items()}
-            localise.set_case(student, ref, (feats,))
-            try:
-                with torch.no_grad():
-                    got = call(student, feats, title=title, where=where)
-            except Report as report:  # the learner's code raised: does a planted variant raise alike?
-                cause = report.__cause__
-                named = [m_id for m_id, kw in raising.items()
-                         if raises_alike(lambda kw=kw: variants.all_mlp_decoder(ref, feats, **kw), cause)]
-                if not named:
-                    raise
-                raise fail(title, f"raised {type(cause).__name__} {where}: {cause}", named) from cause
-            with torch.no_grad():
-                compare(title, got, ref(feats), where, planted, name="the logits")
-        gradients(title, student, ref, (feats,), where, "the logits")
-        in_float64(title, student, ref, (feats,), where, "the logits")
-        # training mode: BatchNorm on the batch's statistics, dropout=0.3 with the same seed for both
-        student.train(), ref.train()
-
-        def seeded(module, maps):
-            with dropout_by_shape():
-                return module(maps)
-
-        where = where.replace("images, ", "images in training mode (dropout=0.3), ")
-        with torch.no_grad():
-            got = call(seeded, student, feats, title=title, where=where)
-            compare(title, got, seeded(ref, feats), where, {}, name="the logits")
-        gradients(title, functools.partial(seeded, student), functools.partial(seeded, ref), (feats,), where,
-                  "the logits", modules=(student, ref))
-        if localise.failing():  # the small maps already failed: the report comes without the photos
-            return ""
-        # then the shipped head's trained weights on two photos: sl.SegFormer's logits, as notebook 06 promises
-        model, feats, logits = _shipped_photos()
-        head = model.decode_head
-        student, _ = build(Student, AllMLPDecoder, (model.config.embed_dims, model.num_classes, model.decoder_dim),
-                           {}, title)
-        student.load_state_dict(head.state_dict())
-        where = (f"with the shipped model's head weights, on its encoder's maps of two 300x451 photos, "
-                 f"{[tuple(f.shape) for f in feats]}")
-        localise.set_case(student, head, (feats,))
-        got = call(student, feats, title=title, where=where)
-        planted = {m_id: (lambda kw=kw: variants.all_mlp_decoder(head, feats, **kw)) for m_id, kw in knobs.items()}
-        compare(title, got, logits, where, planted, name="the logits")
-        return (f"matches segformer_lite.AllMLPDecoder on {len(_DECODER_IMAGES) + 1} inputs (batch 2, square "
-                "and non-square, sides not multiples of 32, training mode with dropout=0.3), gradients and "
-                "float64 included, and with the shipped head's trained weights gives sl.SegFormer's logits on "
-                "two 300x451 photos")
 
     run_check(title, body)

@@ -10,138 +10,30 @@ attention weights match; the input to proj differs (same shape (2, 64, 16), max 
 same numbers in another order: ...)", followed by what happens just before that point in the
 skeleton (:data:`PLANS`).
 
-Also here:
-
-* the cases of one check (:func:`cases`): a check goes on after an uncatalogued wrong output and
-  says which of its inputs pass and which fail ("passes with num_heads=1 and fails with
-  num_heads=2, 3 and 4");
-* the hints, which teach before they tell (:func:`hint_lines`): the first time a catalogued
-  mistake is named, the report says what it is and why it is one; the fix, as code, comes when
-  the same mistake comes back (:data:`SEEN` counts, per mistake id; :func:`reset` clears it);
-* the learner's arguments (:func:`copies`, :func:`changed`): the learner gets copies, the
-  reference the originals, and a changed copy is named ("reversed the list feats in place");
-* the rendering of a failure (:func:`render`): IPython shows a :class:`harness.Report` through
-  its ``_render_traceback_``, so a wrong result is one short report and a crash shows the
-  learner's own frames (none from this package's checkers, torch or einops) after the hint.
+Also here, the learner's arguments (:func:`copies`, :func:`changed`): the learner gets copies,
+the reference the originals, and a changed copy is named ("reversed the list feats in place").
+The skeleton's names per exercise are in :mod:`plans`, the cases of one check in :mod:`cases`,
+the hints and the rendering of a failure in :mod:`report`; their public names are re-exported here.
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
 import re
-import traceback
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ...attention import EfficientSelfAttention
-from ...block import Block
-from ...decoder import AllMLPDecoder
-from ...encoder import MixTransformer, Stage
-from ...mix_ffn import MixFFN
-from ...patch_embed import OverlapPatchEmbed
-from ...tokens import image_to_tokens, tokens_to_image
-from .mistakes import MISTAKES, WHY
+from .cases import (Case, _sessions, cases, defer, failing, note, notes, set_case,  # noqa: F401  (re-exported)
+                    summary, verdict)
+from .plans import FUNCTION_PLANS, PLANS, Plan, _plan, _shown, _hooked  # noqa: F401  (re-exported)
+from .report import SEEN, hint_lines, render, reset  # noqa: F401  (re-exported)
 
 ATOL, RTOL = 1e-5, 1e-4  # harness.ATOL, harness.RTOL (the hidden tests' tolerance)
 SHAPE_ADVICE = ("A shape differs: print the shape of every intermediate tensor and compare with the "
                 "notebook's shape trace.")
-
-
-# --- what the skeleton names, per exercise -----------------------------------------------------
-
-@dataclass(frozen=True)
-class Plan:
-    """How to localise a mistake in one kind of module.
-
-    ``depth``: hook the submodules whose path has this many names (list indices aside);
-    ``kwargs``: extra keywords for ``forward`` (the contract's optional outputs); ``outputs``: a
-    label per item of the returned tuple or list and the hooked call before which it is made
-    (``None``: at the end; ``"{i+1}"`` in the call's name is the next item's index);
-    ``steps``: what the skeleton does just before each point (``in:<path>`` with ``*`` for any
-    index, an output's label), said when the first difference is there.
-    """
-    depth: int = 1
-    kwargs: dict = field(default_factory=dict)
-    outputs: tuple[tuple[str, str | None], ...] = (("the output", None),)
-    steps: dict[str, str] = field(default_factory=dict)
-
-
-_TOKENS_IN = "the input x"
-PLANS: dict[type, Plan] = {
-    OverlapPatchEmbed: Plan(outputs=(("the tokens", None), ("the grid", None)), steps={
-        "in:proj": "the images", "in:norm": "flattening proj's map (B, C, H', W') to tokens (B, H'*W', C), row by row",
-        "the tokens": "what forward returns after norm",
-        "the grid": "the grid (H', W'): proj's map's height and width, as a tuple of two ints"}),
-    EfficientSelfAttention: Plan(
-        kwargs={"return_attention": True},
-        outputs=(("the output", None), ("the attention weights", "proj")), steps={
-            "in:q": _TOKENS_IN, "in:sr": "putting the tokens x (B, N, C) on their grid hw as an image (B, C, H, W)",
-            "in:norm": "flattening sr's map (B, C, H/sr, W/sr) back to tokens (B, M, C)",
-            "in:kv": "the tokens keys and values come from: x itself when sr_ratio is 1, else norm's output",
-            "the attention weights": "splitting q and kv's output into heads (keys: kv's first dim outputs, "
-                                     "values: the last dim), q @ k^T, the scale and the softmax over the keys",
-            "in:proj": "attn @ v and merging the heads back to (B, N, C)",
-            "the output": "what forward returns after proj"}),
-    MixFFN: Plan(steps={
-        "in:fc1": _TOKENS_IN, "in:dwconv": "putting fc1's tokens (B, N, hidden) on the grid hw as an image "
-                                           "(B, hidden, H, W)",
-        "in:fc2": "flattening dwconv's map back to tokens (B, N, hidden), then the GELU",
-        "the output": "what forward returns after fc2 (no residual here: the Block adds it)"}),
-    Block: Plan(steps={
-        "in:norm1": _TOKENS_IN, "in:attn": "norm1 on the block's input (and the grid hw)",
-        "in:drop_path": "the branch's output (attn's, then ffn's)",
-        "in:norm2": "the attention branch's residual: x + drop_path(attn(norm1(x), hw))",
-        "in:ffn": "norm2 on the attention branch's result (and the grid hw)",
-        "the output": "the Mix-FFN branch's residual: x + drop_path(ffn(norm2(x), hw))"}),
-    Stage: Plan(steps={
-        "in:patch_embed": "the input map", "in:blocks.0": "the patch embedding's tokens and grid",
-        "in:blocks.*": "the previous block's tokens and the grid", "in:norm": "the last block's tokens",
-        "the output": "norm's tokens put back on the grid as a map (B, C, H, W)"}),
-    MixTransformer: Plan(
-        depth=2, outputs=tuple((f"stage {i + 1}'s feature map", f"stages.{i + 1}.patch_embed") for i in range(4)),
-        steps={"in:stages.0.patch_embed": "the images",
-               "in:stages.*.patch_embed": "the previous stage's feature map: its tokens after norm, back on "
-                                          "the grid as (B, C, H, W)",
-               "in:stages.*.blocks.0": "the patch embedding's tokens and grid",
-               "in:stages.*.blocks.*": "the previous block's tokens and the grid",
-               "in:stages.*.norm": "the stage's last block's tokens",
-               **{f"stage {i + 1}'s feature map": f"stage {i + 1}'s tokens after norm, put back on the grid as "
-                                                  f"(B, C_{i + 1}, H_{i + 1}, W_{i + 1}) and collected in the list"
-                  for i in range(4)}}),
-    AllMLPDecoder: Plan(outputs=(("the logits", None),), steps={
-        "in:linear_c.*": "that stage's map (B, C_i, H_i, W_i) moved channels last, (B, H_i*W_i, C_i)",
-        "in:fuse": "each Linear's tokens put back on their grid (B, D, H_i, W_i), upsampled to one "
-                   "common grid and concatenated along the channels",
-        "in:norm": "fuse's output", "in:dropout": "the ReLU after norm", "in:classifier": "dropout's output",
-        "the logits": "what forward returns after classifier"}),
-}
-
-
-FUNCTION_PLANS: dict[Callable, Plan] = {
-    image_to_tokens: Plan(outputs=(("the tokens", None), ("the grid", None))),
-    tokens_to_image: Plan(outputs=(("the image", None),)),
-}
-
-
-def _plan(reference: Any) -> Plan:
-    if not isinstance(reference, nn.Module):
-        return FUNCTION_PLANS.get(reference, Plan())
-    return next((p for cls, p in PLANS.items() if isinstance(reference, cls)), Plan())
-
-
-def _shown(path: str) -> str:
-    """linear_c.2 -> linear_c[2]; stages.0.blocks.1 -> stages[0].blocks[1]."""
-    return re.sub(r"\.(\d+)", r"[\1]", path)
-
-
-def _hooked(module: nn.Module, depth: int) -> list[str]:
-    return [name for name, m in module.named_modules() if name and not isinstance(m, (nn.ModuleList, nn.Sequential))
-            and len([p for p in name.split(".") if not p.isdigit()]) == depth]
 
 
 # --- recording ----------------------------------------------------------------------------------
@@ -408,168 +300,6 @@ def _crashed(matched: list[str], mine: Run, last: tuple | None, kind: str | None
     return [_matched(matched) + f"your code raised{where} (its line is shown below)."]
 
 
-# --- one case of a check ------------------------------------------------------------------------
-
-@dataclass
-class Case:
-    student: Any
-    reference: Any
-    args: tuple
-    run: Callable[..., Any] | None = None  # run(module, *args): e.g. with a fixed seed
-
-    def attributes(self) -> dict[str, Any]:
-        """What tells this case from the others: heads, sr_ratio, mode, grid."""
-        found = {}
-        ref = self.reference
-        attn = getattr(ref, "attn", ref)
-        for attr in ("num_heads", "sr_ratio"):
-            if isinstance(getattr(attn, attr, None), int):
-                found[attr] = getattr(attn, attr)
-        if isinstance(ref, nn.Module):
-            found["mode"] = "training" if ref.training else "eval"
-        grid = next((tuple(a) for a in self.args if isinstance(a, tuple) and len(a) == 2
-                     and all(type(v) is int for v in a)), None)
-        if grid is None:
-            first = self.args[0][0] if self.args and isinstance(self.args[0], list) else (self.args or [None])[0]
-            if isinstance(first, torch.Tensor) and first.ndim == 4:
-                grid = tuple(first.shape[-2:])
-        if grid:
-            found["grid"] = grid
-        return found
-
-
-@dataclass
-class _Session:
-    title: str
-    case: Case | None = None
-    rows: dict[str, tuple[dict, str | None]] = field(default_factory=dict)  # where -> (attributes, failure)
-    first: Any = None  # the first deferred report
-    notes: list[str] = field(default_factory=list)  # what the learner's code did to its arguments
-    said: list[str] = field(default_factory=list)  # the changes those notes describe, names left out
-
-
-_sessions: list[_Session] = []
-
-
-def set_case(student: Any, reference: Any, args: tuple, run: Callable[..., Any] | None = None) -> None:
-    """The case the next comparison is about (a checker calls this before calling the learner)."""
-    if _sessions:
-        _sessions[-1].case = Case(student, reference, args, run)
-
-
-def failing() -> bool:
-    """Whether the running check has kept a failure (it will fail whatever comes next)."""
-    return bool(_sessions) and _sessions[-1].first is not None
-
-
-def note(done: list[str]) -> None:
-    """Remember what the learner's code did to a list it was given, for the reports that follow."""
-    if _sessions:
-        for d in done:
-            name = re.search(r"the list (\w+)", d).group(1)
-            text = (f"Note: forward {d}, so the caller's list changed with it. Leave the caller's list alone: "
-                    f"build a new one ({name}[::-1], list(reversed({name})), [... for f in {name}]).")
-            change = re.sub(r"\b" + re.escape(name) + r"\b", "_", d)  # once per change, whatever a
-            if change not in _sessions[-1].said:                          # wrapper called the argument
-                _sessions[-1].said.append(change)
-                _sessions[-1].notes.append(text)
-
-
-def notes() -> list[str]:
-    return list(_sessions[-1].notes) if _sessions else []
-
-
-def verdict(where: str, failure: str | None) -> None:
-    """One case's result, for the summary of which cases pass and which fail."""
-    if _sessions:
-        s = _sessions[-1]
-        attrs = dict(s.case.attributes()) if s.case else {}
-        option = re.search(r" with (\w+)=True$", where)  # the contract's option, e.g. return_attention=True
-        attrs["called"] = f"with {option.group(1)}=True" if option else "without options"
-        if where not in s.rows or failure:
-            s.rows[where] = (attrs, failure)
-
-
-def defer(report: Exception, where: str) -> bool:
-    """Keep an uncatalogued wrong output and go on to the next case (True), or not (False: no check
-    is running)."""
-    if not _sessions:
-        return False
-    verdict(where, str(report).splitlines()[0])
-    if _sessions[-1].first is None:
-        _sessions[-1].first = report
-    return True
-
-
-@contextlib.contextmanager
-def cases(title: str):
-    """Collect the cases of one check; on leaving, raise the first deferred failure with the
-    summary of which cases pass and which fail."""
-    from .harness import Report
-
-    s = _Session(title)
-    _sessions.append(s)
-    try:
-        yield s
-    except Report as later:
-        if s.first is None:
-            raise
-        line = str(later).splitlines()[0]
-        key = next((w for w in s.rows if w in line), "(a later input)")  # a failing case, not a passing one
-        s.rows[key] = (s.rows.get(key, ({}, None))[0], line)
-        raise _final(s) from None
-    finally:
-        _sessions.remove(s)
-    if s.first is not None:
-        raise _final(s)
-
-
-def _final(s: _Session):
-    from .harness import Report
-
-    head, *rest = str(s.first).splitlines()
-    report = Report("\n".join([head, summary(s.rows), *rest]))
-    report.__cause__ = s.first.__cause__
-    return report
-
-
-def _values(vs) -> str:
-    vs = sorted(set(vs))
-    shown = [f"{v[0]}x{v[1]}" if isinstance(v, tuple) else str(v) for v in vs]
-    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
-
-
-def summary(rows: dict[str, tuple[dict, str | None]]) -> str:
-    """Which cases pass and which fail, by the attribute that tells them apart where one does."""
-    passed = [a for a, f in rows.values() if f is None]
-    failed = [a for a, f in rows.values() if f is not None]
-    if not passed:
-        return f"Cases: it fails on all {len(failed)} inputs tried." if len(failed) > 1 else "Cases: one input tried."
-    for attr in ("called", "num_heads", "sr_ratio", "mode", "square", "grid"):
-        def value(a):
-            return (a["grid"][0] == a["grid"][1]) if attr == "square" and "grid" in a else a.get(attr)
-        ok, bad = {value(a) for a in passed}, {value(a) for a in failed}
-        if None in ok | bad or ok & bad:
-            continue
-        if attr == "square":
-            good = "square" if True in ok else "non-square"
-            return (f"Cases: it passes on {good} grids ({_values(a['grid'] for a in passed)}) and fails on "
-                    f"{'non-square' if good == 'square' else 'square'} ones ({_values(a['grid'] for a in failed)}).")
-        if attr == "called":
-            return f"Cases: it passes when called {_values(ok)} and fails when called {_values(bad)}."
-        if attr == "mode":
-            return f"Cases: it passes in {_values(ok)} mode and fails in {_values(bad)} mode."
-        if attr == "grid":
-            return f"Cases: it passes on the grids {_values(ok)} and fails on {_values(bad)}."
-        return f"Cases: it passes with {attr}={_values(ok)} and fails with {attr}={_values(bad)}."
-    def some(wheres: list[str]) -> str:
-        return "; ".join(wheres[:2]) + (f" (and {len(wheres) - 2} more)" if len(wheres) > 2 else "")
-
-    fails = [w for w, (_, f) in rows.items() if f is not None]
-    passes = [w for w, (_, f) in rows.items() if f is None]
-    return (f"Cases: {len(passed)} of {len(rows)} inputs pass, {some(passes)}; it fails {some(fails)}.")
-
-
 def _localise(case: Case, plan: Plan) -> tuple[list[str], bool]:
     def run(module, args):
         if case.run is not None:
@@ -603,70 +333,3 @@ def where_it_differs(error: BaseException | None = None) -> tuple[list[str], boo
         first = lines[0].replace("Everything up to", "everything up to", 1)
         lines[0] = "Step by step beside the reference, on that input: " + first
     return lines, shape
-
-
-# --- hints: teach before telling -----------------------------------------------------------------
-
-SEEN: Counter = Counter()  # mistake id -> how many reports have named it
-
-
-def reset() -> None:
-    """Forget which mistakes were named (tests call this; so can a learner)."""
-    SEEN.clear()
-
-
-def hint_lines(m_id: str, catalogue: dict = MISTAKES) -> list[str]:
-    """The first time: the mistake and why it is one; from the second time on, the fix too."""
-    m = catalogue[m_id]
-    SEEN[m_id] += 1
-    lines = [f"Likely mistake: {m.title}."]
-    why = WHY.get(m_id) if catalogue is MISTAKES else None
-    if why and SEEN[m_id] == 1:
-        return lines + [f"  Why it is one: {why}.",
-                        "  Put it right yourself and run the check again; if the same mistake comes back, "
-                        "the check shows the fix."]
-    return lines + [f"  How to fix: {m.fix}."]
-
-
-# --- showing a failure --------------------------------------------------------------------------
-
-_HIDDEN = [Path(__file__).resolve().parent, Path(torch.__file__).resolve().parent]
-with contextlib.suppress(ImportError):
-    import einops
-    _HIDDEN.append(Path(einops.__file__).resolve().parent)
-
-
-def _learners(tb) -> traceback.StackSummary:
-    """The frames of ``tb`` outside this package's checkers, torch and einops."""
-    frames = traceback.extract_tb(tb)
-    keep = [f for f in frames if not any(str(Path(f.filename).resolve()).startswith(str(h)) for h in _HIDDEN)]
-    return traceback.StackSummary.from_list(keep)
-
-
-def _cell_names(frames: traceback.StackSummary) -> traceback.StackSummary:
-    """Notebook cells named as IPython names them ("Cell In[3]"), not by their temporary file."""
-    try:
-        from IPython import get_ipython
-        shell = get_ipython()
-    except ImportError:
-        shell = None
-    if shell is None:
-        return frames
-    for f in frames:
-        label = shell.compile.format_code_name(f.filename)
-        if label:
-            f.filename = " ".join(label)
-    return frames
-
-
-def render(report: BaseException) -> list[str]:
-    """The lines IPython shows for a failed check: the report, then, when the learner's code
-    raised, its own frames and the error."""
-    lines = str(report).splitlines()
-    cause = report.__cause__
-    if cause is not None and cause.__traceback__ is not None:
-        frames = _cell_names(_learners(cause.__traceback__))
-        if frames:
-            lines += ["", "Where your code raised it:", *"".join(frames.format()).rstrip("\n").splitlines()]
-        lines += traceback.format_exception_only(type(cause), cause)[-1].rstrip("\n").splitlines()
-    return lines

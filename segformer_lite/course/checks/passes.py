@@ -1,0 +1,200 @@
+"""The passes through the learner's code once its module is built: the forward passes over the
+grids, the backward pass and the float64 pass.
+
+:func:`compare_on_grids` compares the learner's output with the reference's on one input per grid,
+square and non-square, blaming a wrong output or an error on the planted variant that reproduces
+it, else on a batch size hard-coded to 1 or a grid guessed as sqrt(N). Once every output matches,
+:func:`gradients` runs one backward pass through both (every input's and every parameter's
+gradient compared) and :func:`in_float64` runs both in float64 (the dtype promise).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import localise
+from .harness import Variants, call, close, compare, diff, fail, matching, randn, raising, right_for_one, vet
+
+def compare_on_grids(title: str, student: Callable, reference: Callable, grids: list[tuple[int, int]],
+                     case: Callable[[int, tuple[int, int]], tuple[tuple, str, Variants]], *,
+                     sqrt_hw_on_error: bool = True, accept: Callable[[Any, Any, str], Any] | None = None,
+                     then: Callable[[tuple, str], None] | None = None, exact: bool = False,
+                     name: str = "the output", items: tuple[str, ...] = (), train: bool = True) -> int:
+    """Compare ``student(*args)`` with ``reference(*args)`` on one input per grid (H, W), square and
+    non-square, and return how many inputs were compared.
+
+    ``case(seed, hw)`` makes the arguments (the first one batched, B >= 2), the "where" of the
+    messages and the planted variants; ``accept(got, expected, where)`` diagnoses a wrong form
+    of the learner's output before :func:`compare` vets it (``name``, ``items`` in its messages),
+    ``then(args, where)``
+    checks more once the output matches. A wrong output or an error is blamed on the planted
+    variant that reproduces it; failing that, on a batch size hard-coded to 1 when the first
+    item alone comes out right; failing that, on a grid guessed as sqrt(N) when square grids
+    passed (or, with ``sqrt_hw_on_error``, when the error came on a non-square grid).
+
+    Once every output matches, with ``train`` the first input also goes through a backward pass
+    (:func:`gradients`) and, for modules, through both in float64 (:func:`in_float64`).
+    """
+    with torch.no_grad():
+        compared = _compare_on_grids(title, student, reference, grids, case, sqrt_hw_on_error, accept, then,
+                                     exact, name, items)
+    if train:
+        args, where, _ = case(0, grids[0])
+        gradients(title, student, reference, args, where, name)
+        if isinstance(student, nn.Module) and isinstance(reference, nn.Module):
+            in_float64(title, student, reference, args, where, name, items)
+    return compared
+
+
+def _compare_on_grids(title, student, reference, grids, case, sqrt_hw_on_error, accept, then, exact, name,
+                      items) -> int:
+    square_passed = False
+    for seed, hw in enumerate(grids):
+        square = hw[0] == hw[1]
+        args, where, variants = case(seed, hw)
+        localise.set_case(student, reference, args)
+
+        def suspects(guessed_grid: bool) -> list[str]:
+            if right_for_one(student, reference, args, accept):
+                return ["batch_hard_coded"]
+            return ["sqrt_hw"] if guessed_grid and not square else []
+
+        def on_error(error: Exception) -> list[str]:
+            """The mistakes behind an error: a planted variant that raises alike; a batch size of 1;
+            else, on a non-square grid, what the code does on a square one: right there, a grid
+            guessed as sqrt(N) (with ``sqrt_hw_on_error``); wrong there, the variant it reproduces."""
+            found = raising(error, variants) or suspects(False)
+            squares = [(i, g) for i, g in enumerate(grids) if g[0] == g[1]]
+            if found or square or not squares:
+                return found
+            sq_args, _, sq_variants = case(*squares[0])
+            try:
+                expected = reference(*sq_args)
+                got = student(*sq_args)
+                got = accept(got, expected, "") if accept else got
+            except Exception:  # wrong there too, or another error: no diagnosis
+                return []
+            if close(got, expected, exact):
+                return ["sqrt_hw"] if sqrt_hw_on_error else []
+            return matching(got, sq_variants)
+
+        got = call(student, *args, title=title, where=where, diagnose=on_error)
+        expected = reference(*args)
+        if accept:
+            got = accept(got, expected, where)
+        if not compare(title, got, expected, where, variants, lambda: suspects(square_passed), exact, name, items):
+            continue
+        if then:
+            then(args, where)
+        square_passed |= square
+    return len(grids)
+
+
+# --- training: the backward pass ------------------------------------------------------------------
+
+_BLOCKED = ("Something in forward cuts it from autograd's graph: .detach(), .data, .item() or .numpy() "
+            "turned back into a tensor, a new tensor built from the values (torch.tensor(...)), or "
+            "torch.no_grad() / torch.inference_mode() inside forward. Such a module runs but cannot "
+            "train: keep every step of forward differentiable.")
+
+
+def _leaves(x: Any) -> Any:
+    """``x`` with every floating-point tensor (nested in tuples and lists too) replaced by a fresh
+    copy that requires grad."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone().requires_grad_(x.is_floating_point())
+    if isinstance(x, (tuple, list)):
+        return type(x)(map(_leaves, x))
+    return x
+
+
+def _tensors(x: Any) -> list[torch.Tensor]:
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, (tuple, list)):
+        return [t for item in x for t in _tensors(item)]
+    return []
+
+
+def gradients(title: str, student: Callable, reference: Callable, args: tuple, where: str,
+              name: str = "the output", modules: tuple[nn.Module, nn.Module] | None = None) -> None:
+    """Fail unless one backward pass through the learner's code gives the reference's gradients,
+    at the hidden tests' tolerance on the gradient's own scale (divided by its largest value when
+    that is above 1: a weight's gradient sums over every position, so its rounding error grows
+    with it): for every input tensor and every parameter of the learner's
+    module (matched by name; ``modules`` names the two modules when ``student`` and ``reference`` are
+    functions that call them). The loss is a fixed random weighting of every output value, so each
+    value's gradient counts. Skipped once the check has kept a wrong output: its gradients are
+    wrong too, and the report is about the output."""
+    if localise.failing():
+        return
+    where += " (backward pass)"
+    mine, theirs = _leaves(args), _leaves(args)
+    if modules is None and isinstance(student, nn.Module) and isinstance(reference, nn.Module):
+        modules = (student, reference)
+    for module in modules or ():
+        module.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        got = call(student, *mine, title=title, where=where)
+        expected = reference(*theirs)
+        outs, refs = _tensors(got), _tensors(expected)
+        blocked = [i for i, (o, r) in enumerate(zip(outs, refs)) if r.requires_grad and not o.requires_grad]
+        if blocked:
+            which = (name if len(refs) == 1 else f"all {len(refs)} tensors of {name}" if len(blocked) == len(refs)
+                     else ", ".join(f"{name}[{i}]" for i in blocked))
+            carry = "carries" if len(refs) == 1 or len(blocked) == 1 else "carry"
+            raise fail(title, f"{which} {carry} no gradient {where}: no loss computed from it could "
+                       "train a weight", extra=_BLOCKED)
+        weights = [randn(*r.shape, seed=40 + i).to(r.dtype) for i, r in enumerate(refs)]
+        pairs = [(o, r, w) for o, r, w in zip(outs, refs, weights) if r.requires_grad]
+        try:
+            sum((o * w).sum() for o, _, w in pairs).backward()
+        except Exception as e:
+            raise fail(title, f"the backward pass raised {type(e).__name__} {where}: {e}",
+                       extra="An in-place operation (x += ..., .relu_(), x[...] = ...) overwrote a tensor "
+                             "autograd still needs: write x = x + ... instead.") from e
+        sum((r * w).sum() for _, r, w in pairs).backward()
+    checked = [("the input" if len(mine) == 1 else f"argument {i + 1}", a, b)
+               for i, (a, b) in enumerate(zip(_tensors(mine), _tensors(theirs))) if b.requires_grad]
+    if modules:
+        params = dict(modules[0].named_parameters())
+        checked += [(f"self.{n}", params[n], p) for n, p in modules[1].named_parameters() if n in params]
+    for label, a, b in checked:
+        if b.grad is None:
+            continue
+        if a.grad is None:
+            raise fail(title, f"no gradient reaches {label} {where}, where the reference's gets one",
+                       extra=_BLOCKED)
+        scale = max(b.grad.abs().max().item(), 1.0)  # a weight's gradient sums over every position
+        if not close(a.grad / scale, b.grad / scale):
+            raise fail(title, f"the gradient of {label} differs from the reference's {where} "
+                       f"({diff(a.grad, b.grad)}, its largest value {scale:.3g}), although the outputs match",
+                       extra="Something in forward changes how the gradient flows without changing the "
+                             "values: a .detach() on part of a sum, a custom autograd.Function, a value "
+                             "computed twice and mixed. Keep forward plain torch.")
+
+
+def in_float64(title: str, student: nn.Module, reference: nn.Module, args: tuple, where: str,
+               name: str = "the output", items: tuple[str, ...] = ()) -> None:
+    """The dtype promise: the learner's module, in float64 on float64 inputs, returns float64
+    values that match the reference's (then both go back to float32, exactly). Skipped once the
+    check has kept a wrong output."""
+    if localise.failing():
+        return
+    where += " in float64 (module.double())"
+    args = tuple(a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else
+                 [t.double() for t in a] if isinstance(a, list) else a for a in args)
+    student.double(), reference.double()
+    try:
+        with torch.no_grad():
+            got = call(student, *args, title=title, where=where)
+            expected = reference(*args)
+        vet(title, got, expected, where, name, items)
+        if not close(got, expected):
+            raise fail(title, f"wrong output {where} ({diff(got, expected)})",
+                       extra="Where does float32 creep in? Create new tensors with dtype=x.dtype (and "
+                             "device=x.device), or with torch.zeros_like / x.new_zeros.")
+    finally:
+        student.float(), reference.float()
