@@ -125,11 +125,11 @@ def _without_widget_state(src: Path, dst: Path) -> None:
     """Copy a released notebook without the widget state the executed source stores in its
     metadata: nbgrader clears outputs, not that, and it holds what the widgets last showed (a
     progress bar's last loss, an attention readout), which a student version must not."""
-    import nbformat  # comes with nbgrader, which made the notebook
-
-    nb = nbformat.read(src, as_version=4)
-    nb.metadata.pop("widgets", None)
-    nbformat.write(nb, dst)
+    nb = json.loads(Path(src).read_text(encoding="utf-8"))
+    nb.get("metadata", {}).pop("widgets", None)
+    # written as nbformat writes a notebook (sorted keys, one-space indent), so nothing else changes
+    text = json.dumps(nb, sort_keys=True, indent=1, separators=(",", ": "), ensure_ascii=False)
+    Path(dst).write_text(text + "\n", encoding="utf-8")
 
 
 def _generate(notebooks: list[Path], out_dir: Path) -> list[Path]:
