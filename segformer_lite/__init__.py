@@ -22,7 +22,7 @@ Scaffolding, in sub-packages that use the model (the model never imports them):
     course/      what teaches it: exercise checkers, homework, widgets, plots, photos, cost, trace
 
 Their names are imported from there (``from segformer_lite.course.cost import attention_cost``).
-The commands are ``python -m segformer_lite train | evaluate | experiments | homework``.
+The commands are ``segformer-lite train | evaluate | experiments | homework | export`` (or ``python -m segformer_lite ...``).
 """
 from .config import VARIANTS, MiTConfig, mit_config
 from .patch_embed import OverlapPatchEmbed

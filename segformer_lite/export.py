@@ -225,7 +225,7 @@ def _max_abs_diff(ours, reference) -> float:
 def main(argv: list[str] | None = None) -> None:
     """``export`` command: write DIR/NAME.onnx and DIR/NAME.pt2, then check both against PyTorch
     at sizes that were not used to export (max |difference| printed per size)."""
-    parser = argparse.ArgumentParser(prog="python -m segformer_lite export", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="segformer-lite export", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="directory to write the files to")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", type=Path, default=None,

@@ -357,7 +357,7 @@ def export_command(tmp_path, *args, before=""):
 def refused_in_one_line(proc, *fragments):
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert proc.stdout == "" and proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr.startswith("python -m segformer_lite export: error: ") and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("segformer-lite export: error: ") and "Traceback" not in proc.stderr
     assert all(f in proc.stderr for f in fragments), (fragments, proc.stderr)
 
 
@@ -365,7 +365,7 @@ def test_export_refuses_a_missing_checkpoint(tmp_path):
     missing = tmp_path / "nonexistent.safetensors"
     proc = export_command(tmp_path, "--checkpoint", str(missing))
     refused_in_one_line(proc)
-    assert proc.stderr == f"python -m segformer_lite export: error: no SegFormer checkpoint at {missing}\n"
+    assert proc.stderr == f"segformer-lite export: error: no SegFormer checkpoint at {missing}\n"
 
 
 @pytest.mark.parametrize("name", ["weights.safetensors", "weights.pth", "weights"])

@@ -76,7 +76,7 @@ def test_course_notebooks_have_exercises():
 @pytest.mark.slow  # nbgrader generates every exercise notebook
 def test_exercises_are_in_sync_with_the_solution_notebooks():
     stale = homework.stale_exercises(homework.course_notebooks(NOTEBOOKS), EXERCISES)
-    assert stale == [], f"run `python -m segformer_lite homework generate`; stale: {stale}"
+    assert stale == [], f"run `segformer-lite homework generate`; stale: {stale}"
 
 
 def test_exercises_hold_stubs_and_no_solutions_or_outputs():

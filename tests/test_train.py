@@ -248,10 +248,10 @@ def test_evaluate_cli_prints_per_class_iou_and_miou(capsys, one_thread):
 
 
 def _stated_evaluation():
-    """From docs/results.md: the held-out images and seed ``python -m segformer_lite evaluate``
+    """From docs/results.md: the held-out images and seed ``segformer-lite evaluate``
     uses, and the printout it shows for the shipped checkpoint."""
     readme = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text(encoding="utf-8")
-    m = re.search(r"`(?:\.venv/bin/)?python -m segformer_lite evaluate`\s*\((\d+) held-out images of seed (\d+)"
+    m = re.search(r"`(?:\.venv/bin/)?segformer-lite evaluate`\s*\((\d+) held-out images of seed (\d+)"
                   r".*?```\n(IoU .*?mIoU [0-9.]+)\n```", readme, re.S)
     assert m, "docs/results.md no longer shows the shipped checkpoint's evaluate printout"
     return int(m.group(1)), int(m.group(2)), m.group(3)
@@ -317,7 +317,7 @@ def test_expected_cli_failures_are_one_line_with_exit_status_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "segformer_lite", "evaluate", "--checkpoint", str(missing)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr == f"python -m segformer_lite evaluate: error: no SegFormer checkpoint at {missing}\n"
+    assert proc.stderr == f"segformer-lite evaluate: error: no SegFormer checkpoint at {missing}\n"
 
 
 def test_iou_by_hand():

@@ -7,9 +7,9 @@ Everything else is nbgrader's own machinery: ``nbgrader generate_assignment`` ma
 versions (solutions replaced by a stub, outputs cleared, checksums recorded) and
 ``nbgrader autograde`` grades submissions. This module only lays out a course directory for it.
 
-    python -m segformer_lite homework generate   # rewrite notebooks/exercises/ from notebooks/
-    python -m segformer_lite homework check      # exit 1 if notebooks/exercises/ is out of date
-    python -m segformer_lite homework course DIR # an nbgrader course directory with the source
+    segformer-lite homework generate   # rewrite notebooks/exercises/ from notebooks/
+    segformer-lite homework check      # exit 1 if notebooks/exercises/ is out of date
+    segformer-lite homework course DIR # an nbgrader course directory with the source
 
 The course notebooks are those of a checkout of the repository: ``notebooks/`` in the working
 directory, or the folder ``--notebooks DIR`` names (an installed wheel does not ship them).
@@ -40,7 +40,7 @@ IOPUB_TIMEOUT = 60  # seconds to wait for a cell's last output (after an interru
 NOTEBOOKS = Path("notebooks")  # the course notebooks, relative to the working directory (a checkout)
 
 CONFIG = """\
-# nbgrader configuration for the segformer-lite course (written by python -m segformer_lite homework)
+# nbgrader configuration for the segformer-lite course (written by segformer-lite homework)
 c = get_config()
 c.CourseDirectory.course_id = "segformer-lite"
 c.CourseDirectory.root = {root!r}
@@ -167,7 +167,7 @@ def stale_exercises(notebooks: list[Path] | None = None, out_dir: Path | None = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m segformer_lite homework", description=__doc__,
+    parser = argparse.ArgumentParser(prog="segformer-lite homework", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS,
                         help="the course notebooks (default: notebooks/ in the working directory)")
@@ -194,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
         stale = stale_exercises(sources, exercises)
         if stale:
             print(f"out of date in {exercises}: " + ", ".join(stale)
-                  + "\nrun: python -m segformer_lite homework generate", file=sys.stderr)
+                  + "\nrun: segformer-lite homework generate", file=sys.stderr)
             return 1
         print(f"{exercises} is in sync with the solution notebooks")
     else:

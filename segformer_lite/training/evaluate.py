@@ -1,7 +1,7 @@
 """Per-class IoU and mIoU on held-out synthetic images:
-``python -m segformer_lite evaluate [--checkpoint PATH] [--seed S] [--images N] [--task T]``.
+``segformer-lite evaluate [--checkpoint PATH] [--seed S] [--images N] [--task T]``.
 
-The checkpoint is any model ``python -m segformer_lite train`` writes (SegFormer or a local
+The checkpoint is any model ``segformer-lite train`` writes (SegFormer or a local
 baseline); it is scored on the task recorded in its file unless ``--task`` says otherwise.
 
 IoU of class ``c`` = pixels labelled ``c`` and predicted ``c`` / pixels labelled or predicted
@@ -75,11 +75,11 @@ def evaluate_model(model: torch.nn.Module, dataset: SyntheticShapes, batch_size:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m segformer_lite evaluate``; every option shows its default once."""
-    p = argparse.ArgumentParser(prog="python -m segformer_lite evaluate", description=__doc__.split("\n")[0],
+    """The command line of ``segformer-lite evaluate``; every option shows its default once."""
+    p = argparse.ArgumentParser(prog="segformer-lite evaluate", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="weights written by python -m segformer_lite train, SegFormer or baseline (None: the shipped checkpoint)")
+                   help="weights written by segformer-lite train, SegFormer or baseline (None: the shipped checkpoint)")
     p.add_argument("--task", choices=TASKS, default=None,
                    help="synthetic task to score on (None: the one the checkpoint records, else context)")
     p.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="seed of the held-out images")

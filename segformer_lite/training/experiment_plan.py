@@ -206,5 +206,5 @@ def load_results(path=None) -> dict:
     """The committed experiment results (:data:`RESULTS`), or those at ``path``."""
     path = Path(RESULTS if path is None else path)
     if not path.is_file():
-        raise FileNotFoundError(f"no experiment results at {path} (run python -m segformer_lite.experiments)")
+        raise FileNotFoundError(f"no experiment results at {path} (run segformer-lite experiments)")
     return json.loads(path.read_text())

@@ -1,8 +1,8 @@
 """The paper's claims, and a few questions of the course's own, tested at small scale on the
-``context`` shapes: ``python -m segformer_lite experiments [NAME ...]`` (``--help`` for the options).
+``context`` shapes: ``segformer-lite experiments [NAME ...]`` (``--help`` for the options).
 
 Every design of ``ablations.py`` is trained from scratch by the same loop as
-``python -m segformer_lite train`` (:func:`~segformer_lite.training.train.train_step`), with the
+``segformer-lite train`` (:func:`~segformer_lite.training.train.train_step`), with the
 context recipe (batch 16, AdamW lr 2e-3, 200 warm-up steps, poly decay, one parameter group, no
 dropout or drop-path) for ``--steps`` steps, once per training seed (each experiment's own,
 ``EXPERIMENTS[name]["seeds"]``, unless ``--seeds`` names others), and scored on the same
@@ -73,7 +73,7 @@ def shared_initial_weights(a: str, b: str, seed: int, image_size: int = 64) -> t
 
 def train_design(design: str, seed: int, recipe: Recipe = Recipe(), curve: list | None = None) -> torch.nn.Module:
     """``design`` trained from seed ``seed`` on the context shapes, exactly as
-    ``python -m segformer_lite train --task context --param-groups none --dropout 0 --drop-path 0``
+    ``segformer-lite train --task context --param-groups none --dropout 0 --drop-path 0``
     trains it with the same recipe (same images, same steps); returned in eval mode. ``curve``, if
     given, gets the mean training loss of every block of :data:`CURVE_EVERY` steps appended."""
     torch.manual_seed(seed)
@@ -217,7 +217,7 @@ def _run_file(work_dir: Path, design: str, seed: int, recipe: Recipe, eval_image
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m segformer_lite experiments", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="segformer-lite experiments", description=__doc__.split("\n")[0])
     p.add_argument("names", nargs="*", metavar="NAME",
                    help=f"experiments to run, of {', '.join(EXPERIMENTS)} (default: all)")
     p.add_argument("--seeds", type=int, nargs="+", default=None,

@@ -19,7 +19,7 @@ SHIPPED_BASELINES = {kind: SHIPPED_CHECKPOINT.with_name(f"{kind}_context.safeten
 
 
 def save_model(model: torch.nn.Module, path, task: str = "context", dtype: torch.dtype = torch.float32) -> Path:
-    """Write a model that ``python -m segformer_lite train`` trains (a :class:`SegFormer`, or a
+    """Write a model that ``segformer-lite train`` trains (a :class:`SegFormer`, or a
     baseline: ``PixelMLP``, ``LocalCNN``) with its kind and the ``task`` it was trained on, as
     :func:`~segformer_lite.checkpoint.save_segformer` does; :func:`load_model` reads it back."""
     if isinstance(model, SegFormer):

@@ -1,4 +1,4 @@
-"""Train a SegFormer on the synthetic shapes: ``python -m segformer_lite train --help``.
+"""Train a SegFormer on the synthetic shapes: ``segformer-lite train --help``.
 
 ``--task`` picks the shapes' law (``context``, the default and the shipped checkpoint's task: only
 a shape's outline tells its class; ``hints``: colour and texture hint at it, see ``data.py``), ``--model`` the
@@ -132,8 +132,8 @@ def load_state(path) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m segformer_lite train``; every option shows its default once."""
-    p = argparse.ArgumentParser(prog="python -m segformer_lite train", description=__doc__.split("\n")[0],
+    """The command line of ``segformer-lite train``; every option shows its default once."""
+    p = argparse.ArgumentParser(prog="segformer-lite train", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", default="context", choices=TASKS,
                    help="context: only a shape's outline tells its class (the shipped checkpoint's task); "
@@ -292,7 +292,7 @@ def main(argv=None) -> None:
     try:
         train(args)
     except (OSError, ValueError) as e:  # expected failures (unreadable state, unwritable output): one line
-        build_parser().exit(2, f"python -m segformer_lite train: error: {e}\n")
+        build_parser().exit(2, f"segformer-lite train: error: {e}\n")
 
 
 if __name__ == "__main__":
