@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import segformer_lite as sl
 from segformer_lite.course.checks import COUNTING_MISTAKES, check_count_attention
-from segformer_lite.course.checks.counting import CASES, planted_count
+from segformer_lite.course.checks.counting import CASES, COUNTING_WHY, planted_count
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "00_why_efficient_attention.ipynb"
 
@@ -85,14 +86,76 @@ def test_the_reference_equals_real_convolutions():
         assert planted_count(())(*case) == by_conv(*case), case
 
 
-@pytest.mark.parametrize("mistake", sorted(COUNTING_MISTAKES))
-def test_each_mistake_is_named(mistake):
+def report(count_fn) -> str:
     with pytest.raises(AssertionError) as e:
-        check_count_attention(planted_count((mistake,)))
-    message = str(e.value)
+        check_count_attention(count_fn)
+    return str(e.value)
+
+
+@pytest.mark.parametrize("mistake", sorted(COUNTING_MISTAKES))
+def test_each_mistake_is_named_why_first_and_the_fix_when_it_comes_back(mistake):
+    first = report(planted_count((mistake,)))
+    assert f"Likely mistake: {COUNTING_MISTAKES[mistake].title}." in first, first
+    assert f"Why it is one: {COUNTING_WHY[mistake]}." in first and COUNTING_MISTAKES[mistake].fix not in first, first
+    assert first.count("Likely mistake:") == 1, first
+    again = report(planted_count((mistake,)))
+    assert f"How to fix: {COUNTING_MISTAKES[mistake].fix}." in again and "Why it is one" not in again, again
+
+
+def test_every_counting_mistake_says_why():
+    assert set(COUNTING_WHY) == set(COUNTING_MISTAKES)
+
+
+def forgot_plus_one(height, width, sr_ratio, num_heads=1, patch_size=7, stride=4):
+    """The conv formula written out without its + 1."""
+    pad = patch_size // 2
+    h, w = ((v + 2 * pad - patch_size) // stride for v in (height, width))
+    m = (h // sr_ratio) * (w // sr_ratio)
+    return h * w, m, num_heads * h * w * m
+
+
+def one_sided_padding(height, width, sr_ratio, num_heads=1, patch_size=7, stride=4):
+    """The padding counted once, not on both sides: for MiT's convs (k7 s4, k3 s2) the same as H // stride."""
+    h, w = ((v + patch_size // 2 - patch_size) // stride + 1 for v in (height, width))
+    m = (h // sr_ratio) * (w // sr_ratio)
+    return h * w, m, num_heads * h * w * m
+
+
+def n_and_m_swapped(*args, **kwargs):
+    n, m, scores = by_conv(*args, **kwargs)
+    return m, n, scores
+
+
+def heads_twice(height, width, sr_ratio, num_heads=1, patch_size=7, stride=4):
+    n, m, scores = by_conv(height, width, sr_ratio, num_heads, patch_size, stride)
+    return n, m, num_heads * scores
+
+
+def reduced_twice(height, width, sr_ratio, num_heads=1, patch_size=7, stride=4):
+    """The reduction written twice: once per side, then the key grid divided again."""
+    h, w = -(-height // stride), -(-width // stride)
+    kh, kw = h // sr_ratio // sr_ratio, w // sr_ratio // sr_ratio
+    return h * w, kh * kw, num_heads * h * w * kh * kw
+
+
+@pytest.mark.parametrize("fn, mistake", [(forgot_plus_one, "count_conv_no_plus_one"),
+                                         (one_sided_padding, "count_floor_grid"),
+                                         (n_and_m_swapped, "count_n_m_swapped"),
+                                         (heads_twice, "count_heads_twice"),
+                                         (reduced_twice, "count_keys_reduced_twice")])
+def test_the_new_mistakes_written_by_hand_are_named(fn, mistake):
+    """Written as a learner would, not planted: each is named, and alone."""
+    message = report(fn)
     assert f"Likely mistake: {COUNTING_MISTAKES[mistake].title}." in message, message
-    assert COUNTING_MISTAKES[mistake].fix in message
     assert message.count("Likely mistake:") == 1, message
+
+
+def test_one_sided_padding_and_floor_division_are_one_entry():
+    """Both give H // stride for every MiT patch conv, so the entry's title names both."""
+    for h, w, _, _, k, s in CASES:
+        assert one_sided_padding(h, w, 1, patch_size=k, stride=s)[0] == (h // s) * (w // s)
+    title = COUNTING_MISTAKES["count_floor_grid"].title
+    assert "H // stride" in title and "one side only" in title
 
 
 def test_two_mistakes_are_both_named():
@@ -134,6 +197,25 @@ def test_float_counts_are_explained():
     with pytest.raises(AssertionError) as e:
         check_count_attention(true_division)
     assert "the contract is a Python int" in str(e.value) and "//" in str(e.value)
+    assert "int(...)" not in str(e.value)
+
+
+def np_prod_scores(*args, **kwargs):
+    """Right counts, floor division throughout, but the scores from np.prod (a np.int64)."""
+    n, m, _ = by_conv(*args, **kwargs)
+    return int(n), int(m), np.prod([kwargs.get("num_heads", 1), int(n), int(m)])
+
+
+def tensor_tokens(*args, **kwargs):
+    n, m, scores = by_conv(*args, **kwargs)
+    return torch.tensor(n), int(m), int(scores)
+
+
+@pytest.mark.parametrize("fn, name, kind", [(np_prod_scores, "scores", "int64"), (tensor_tokens, "N", "Tensor")])
+def test_numpy_and_tensor_integers_are_told_to_convert_with_int(fn, name, kind):
+    message = report(fn)
+    assert f"{name} is a whole number, but a {kind}" in message and "int(...)" in message, message
+    assert "floor division" not in message, message
 
 
 def test_two_numbers_instead_of_three_are_explained():
@@ -164,7 +246,7 @@ def test_unknown_planted_mistake_is_refused():
 
 
 VARIANTS = {"right (conv)": by_conv, "right (ceil)": ceil_grid, "a list": as_list, "stride 4 hard-coded": stride_4_always,
-            "the article": the_article,
+            "the article": the_article, "np.prod scores": np_prod_scores, "tensor N": tensor_tokens,
             **{m: planted_count((m,)) for m in COUNTING_MISTAKES},
             "no padding + no heads": planted_count(("count_no_padding", "count_no_heads"))}
 
