@@ -22,8 +22,14 @@ EXERCISES = homework.exercises_dir(NOTEBOOKS)
 
 # graded cell's grade_id -> {the decision: a regex for its token}
 DECISIONS: dict[str, dict[str, str]] = {
-    "check_count_attention": {  # notebook 00: the keys and the scores (the padding is given, 01 derives it)
-        "the keys rounded down per side": r"⌊\s*H\s*/\s*sr\s*⌋|//\s*sr_ratio|rounded down",
+    # notebook 00: how each conv rounds and what the scores multiply. The facts are given above the
+    # graded cell (the patch conv pads by patch_size // 2, the reduction conv has kernel = stride =
+    # sr and no padding, the conv output-size formula); the roundings they lead to are not
+    "check_count_attention": {
+        "the patch grid rounded up": r"⌈|\bceil\b|\brounds?\s+up|\brounded\s+up",
+        "the keys rounded down per side": r"⌊\s*H'?\s*/\s*sr\s*⌋|//\s*sr_ratio|\brounded down|\brounds? down"
+                                          r"|partial window|do not fit whole",
+        "the score matrix N × M": r"\bN\s*[×x·*]\s*M\b",
         "the scores of all heads": r"num_heads\s*[·*]\s*N\s*[·*]\s*M",
     },
     # the eps is a stated fact (the skeleton takes it, its default the released code's); what is graded
