@@ -258,3 +258,44 @@ def test_checker_and_hidden_tests_agree(name):
     checker, hidden = passes_checker(fn), passes_hidden_tests(fn)
     assert checker == hidden, f"{name}: checker {'passes' if checker else 'fails'}, hidden tests {'pass' if hidden else 'fail'}"
     assert checker == name.startswith("right"), name
+
+
+def understanding_answers() -> str:
+    cells = json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]
+    [cell] = [c for c in cells if c["metadata"].get("nbgrader", {}).get("grade_id") == "understanding_why_efficient_attention"]
+    return "".join(cell["source"])
+
+
+def test_the_transfer_answers_count_as_the_package_does():
+    """Notebook 00's check-your-understanding answers (instructor version) state counts no cell
+    prints; each one is recomputed here, from the package's grid arithmetic and cost model."""
+    from segformer_lite.course.cost import attention_cost
+    answers, count = understanding_answers(), planted_count(())
+    said = lambda v: f"{v:,}" in answers  # noqa: E731  (the answers write thousands with commas)
+    # 1. a 1000x700 photo, stage 1, sr 8
+    n, m, scores = count(1000, 700, 8)
+    assert (n, m) == (250 * 175, 31 * 21) and said(n) and said(m) and said(scores) and f"{n / 64:.1f}" in answers
+    # 2. 512^2 to 2048^2 with sr 8, and with the key grid kept at 16x16 (sr 32)
+    (n1, m1, s1), (n2, m2, s2), (_, m3, s3) = count(512, 512, 8), count(2048, 2048, 8), count(2048, 2048, 32)
+    assert s2 // s1 == 256 and s3 // s1 == 16 and m3 == m1 == 256
+    assert all(said(v) for v in (n1, n2, m2, s1, s2, s3)) and "×256" in answers and "×16" in answers
+    # 3. sr 4, 2, 1, 1 at 512^2: the key grids and stage 1's scores
+    grids = sl.stage_grid_sizes(sl.mit_config("b0"), 512, 512)
+    keys = [sl.reduced_grid(g, sr) for g, sr in zip(grids, (4, 2, 1, 1))]
+    assert keys == [(32, 32)] * 3 + [(16, 16)] and "32×32, 32×32, 32×32 and 16×16" in answers
+    stage_scores = [g[0] * g[1] * k[0] * k[1] for g, k in zip(grids, keys)]
+    assert max(stage_scores) == stage_scores[0] and said(stage_scores[0]) and said(count(512, 512, 8)[2])
+    # 4. ViT-L/16 at 384^2: 16 heads, 24 layers, 576 patches and the class token
+    tokens = (384 // 16) ** 2 + 1
+    assert f"{tokens}×{tokens}" in answers and said(tokens * tokens) and said(16 * 24)
+    # 5. 768^2, stage 1: full against sr 8, scores and the cost model's FLOPs
+    (nf, _, sf), (_, mr, sr8) = count(768, 768, 1), count(768, 768, 8)
+    full, reduced = attention_cost(192, 192, 32, 1, sr_ratio=1), attention_cost(192, 192, 32, 1, sr_ratio=8)
+    assert said(nf) and said(sf) and said(sr8) and said(mr) and sf // sr8 == 64
+    assert f"{full.flops / 1e9:.1f} GFLOPs full and {reduced.flops / 1e9:.1f} reduced" in answers
+    assert f"{full.flops / reduced.flops:.0f} times" in answers
+    # 6. 4x4 patches (k4 s4 p0) against the padded 7x7: 512^2 and 75x203
+    assert sl.conv_output_size(512, 4, 4, 0) == sl.conv_output_size(512, 7, 4, 3) == 128
+    g4 = [sl.conv_output_size(v, 4, 4, 0) for v in (75, 203)]
+    g7 = [sl.conv_output_size(v, 7, 4, 3) for v in (75, 203)]
+    assert f"{g4[0]}×{g4[1]} = {g4[0] * g4[1]}" in answers and f"{g7[0]}×{g7[1]} = {g7[0] * g7[1]}" in answers
