@@ -104,6 +104,27 @@ def _values(title: str, got: torch.Tensor, expected: torch.Tensor, where: str, n
                          "and back): only move the numbers.")
 
 
+# each result's contract, and the other layout of its axes that is this exercise's mistake: (the
+# contract, the permutation that gives the mistake's layout, that layout, what it holds, the mistake)
+_LAYOUTS = {"the tokens": ("(B, H·W, C)", (0, 2, 1), "(B, C, N)", "the pixels' numbers, channels first",
+                           "tokens_channels_first"),
+            "the image": ("(B, C, H, W)", (0, 2, 3, 1), "(B, H, W, C)", "the right picture, channels last",
+                          "image_channels_last")}
+
+
+def _shape(title: str, got: torch.Tensor, want: torch.Tensor, where: str, name: str) -> None:
+    """A shape unlike the contract's: this exercise's mistake when it is the contract's axes in
+    the other layout, else the shape advice."""
+    contract, dims, layout, holds, m_id = _LAYOUTS[name]
+    have = f"{name} {'have' if name.endswith('s') else 'has'} shape {tuple(got.shape)} {where}"
+    moved = want.permute(*dims)
+    if got.shape == moved.shape:
+        same = f" ({holds})" if torch.equal(got, moved) else ""
+        raise fail(title, f"{have}: {layout}{same}, where the contract is {contract} = {tuple(want.shape)}",
+                   extra=_hint(m_id))
+    raise fail(title, f"{have}; the contract is {contract} = {tuple(want.shape)}", extra=_SHAPE_ADVICE)
+
+
 def _judge_tokens(title: str, got: Any, expected: tuple, where: str, planted: dict) -> Any:
     """image_to_tokens's result before :func:`harness.compare`: its form, then the shapes that name
     a mistake of this exercise; what is left (a catalogued mistake, wrong values) goes on."""
@@ -120,15 +141,9 @@ def _judge_tokens(title: str, got: Any, expected: tuple, where: str, planted: di
             raise fail(title, f"the grid has {len(got[1])} items {where}; the contract is 2: (H, W)",
                        extra="The grid is the pair (H, W), the map's height and width, in that order.")
     vet(title, got, expected, where, "the result", _TOKENS_AND_GRID)
-    tokens, want = got[0], expected[0]
-    if tokens.shape != want.shape and not matching(got, planted):
-        b, n, c = want.shape
-        if tokens.shape == (b, c, n):
-            raise fail(title, f"the tokens have shape {tuple(tokens.shape)} {where}: (B, C, N), where the contract "
-                       f"is (B, N, C) = {tuple(want.shape)}", extra=_hint("tokens_channels_first"))
-        raise fail(title, f"the tokens have shape {tuple(tokens.shape)} {where}; the contract is (B, H·W, C) = "
-                   f"{tuple(want.shape)}", extra=_SHAPE_ADVICE)
-    _values(title, tokens, want, where, "the tokens", "are")
+    if got[0].shape != expected[0].shape and not matching(got, planted):
+        _shape(title, got[0], expected[0], where, "the tokens")
+    _values(title, got[0], expected[0], where, "the tokens", "are")
     return got
 
 
@@ -136,13 +151,7 @@ def _judge_image(title: str, got: Any, expected: torch.Tensor, where: str, plant
     """tokens_to_image's result before :func:`harness.compare` (as :func:`_judge_tokens`)."""
     _tensor(title, got, expected, where, "the image", "is")
     if got.shape != expected.shape and not matching(got, planted):
-        b, c, h, w = expected.shape
-        if got.shape == (b, h, w, c):
-            picture = " (the right picture, channels last)" if torch.equal(got, expected.permute(0, 2, 3, 1)) else ""
-            raise fail(title, f"the image has shape {tuple(got.shape)} {where}: (B, H, W, C){picture}, where the "
-                       f"contract is (B, C, H, W) = {tuple(expected.shape)}", extra=_hint("image_channels_last"))
-        raise fail(title, f"the image has shape {tuple(got.shape)} {where}; the contract is (B, C, H, W) = "
-                   f"{tuple(expected.shape)}", extra=_SHAPE_ADVICE)
+        _shape(title, got, expected, where, "the image")
     _values(title, got, expected, where, "the image", "is")
     return got
 
