@@ -18,7 +18,7 @@ from torch import nn
 
 import segformer_lite as sl
 from segformer_lite.course import checks
-from segformer_lite.course.checks import harness, variants
+from segformer_lite.course.checks import harness, localise, variants
 from segformer_lite.block import DropPath
 
 from graded_cells import graded_exercises, run
@@ -635,3 +635,99 @@ def test_every_graded_exercise_is_tried_with_planted_students():
 def test_readme_counts_the_catalogue():
     readme = (Path(__file__).resolve().parents[1] / "docs" / "instructors.md").read_text(encoding="utf-8")
     assert f"({len(checks.MISTAKES)} catalogued" in readme
+
+
+# --- notebook 02: its own mistakes, the shortcut through the package, the report's words -----------
+
+def _report(to_tokens, to_image) -> str:
+    with pytest.raises(AssertionError) as e:
+        checks.check_tokens(to_tokens, to_image)
+    return "\n".join(localise.render(e.value))
+
+
+def _alias_to_image(tokens, hw):
+    from segformer_lite.tokens import tokens_to_image as finished  # the package's, under another name
+    return finished(tokens, hw)
+
+
+SHORTCUTS = {"the package's functions": (sl.image_to_tokens, sl.tokens_to_image),
+             "lambdas around them": (lambda x: sl.image_to_tokens(x), lambda t, hw: sl.tokens_to_image(t, hw)),
+             "tokens_to_image imported under another name": (functions(None)[0], _alias_to_image)}
+
+
+@pytest.mark.parametrize("how", SHORTCUTS)
+def test_token_helpers_that_call_the_package_are_refused(how):
+    to_tokens, to_image = SHORTCUTS[how]
+    report = _report(to_tokens, to_image)
+    which = "tokens_to_image" if how.startswith("tokens_to_image") else "image_to_tokens"
+    assert report.startswith(f"{which}: ") and f"segformer_lite.{which}" in report, report
+    assert "the finished function this exercise asks you to write" in report, report
+
+
+def test_a_value_error_without_the_sizes_is_refused():
+    def to_image(t, hw):
+        if t.shape[1] != hw[0] * hw[1]:
+            raise ValueError("wrong grid")
+        return student_tokens_to_image(t, hw)
+    report = _report(functions(None)[0], to_image)
+    assert report.startswith("tokens_to_image: raised ValueError('wrong grid')"), report
+    assert "the token count N = 60 and the grid 8x8 (64 cells)" in report, report
+
+
+def test_a_value_error_with_the_sides_or_the_cells_passes(capsys):
+    for message in ("{n} tokens, grid {h}x{w}", "N={n} but H*W={cells}"):
+        def to_image(t, hw, message=message):
+            n, (h, w) = t.shape[1], hw
+            if n != h * w:
+                raise ValueError(message.format(n=n, h=h, w=w, cells=h * w))
+            return student_tokens_to_image(t, hw)
+        checks.check_tokens(functions(None)[0], to_image)
+        assert capsys.readouterr().out.count("✓ ") == 3
+
+
+def test_a_channels_last_image_is_named_then_fixed():
+    def to_image(t, hw):
+        student_tokens_to_image(t, hw)  # its check of the grid
+        return t.reshape(t.shape[0], hw[0], hw[1], t.shape[2])
+    for attempt in (1, 2):
+        report = _report(functions(None)[0], to_image)
+        assert report.startswith("tokens_to_image: the image has shape (2, 6, 10, 5)"), report
+        assert "(B, H, W, C) (the right picture, channels last)" in report, report
+        assert "Likely mistake: the tokens were put on the grid channels last" in report, report
+        assert ("Why it is one" in report) == (attempt == 1) and ("How to fix" in report) == (attempt == 2), report
+        assert "shape trace" not in report, report
+
+
+def test_tokens_left_channels_first_are_named():
+    report = _report(lambda x: (x.flatten(2), tuple(x.shape[-2:])), functions(None)[1])
+    assert report.startswith("image_to_tokens: the tokens have shape (2, 5, 60)"), report
+    assert "Likely mistake: the tokens are (B, C, N)" in report, report
+
+
+def _to_tokens(x):
+    return x.flatten(2).transpose(1, 2), tuple(x.shape[-2:])
+
+
+WORDING = {  # a wrong answer -> (what the report must say, what it must not)
+    ".float()": (lambda x: (_to_tokens(x)[0].float(), _to_tokens(x)[1]), None,
+                 ["the tokens are float32", "no .float(), .double()"], ["tokens is"]),
+    "three items": (lambda x: (*_to_tokens(x), 1), None,
+                    ["the result has 3 items", "the contract is 2: the tokens and the grid (H, W)"], ["tuple of"]),
+    "a grid of three": (lambda x: (_to_tokens(x)[0], (*x.shape[-2:], 1)), None,
+                        ["the grid has 3 items", "the contract is 2: (H, W)"], ["tuple of"]),
+    "a crash": (None, lambda t, hw: t.reshape(t.shape[0], t.shape[2], *hw, 1).squeeze(5),
+                ["tokens_to_image: raised IndexError", "Where your code raised it:"], ["raised and before", "Step by step"]),
+    "an order of its own": (None, lambda t, hw: student_tokens_to_image(t, hw).flip(-1),
+                            ["The values are all there, in another order"], ["heads", "Step by step"]),
+    "a shape of its own": (None, lambda t, hw: t.transpose(1, 2),
+                           ["the image has shape (2, 5, 60)", "compare it with the contract"], ["shape trace"]),
+    "values that are computed": (lambda x: (_to_tokens(x)[0] * 1.0001, _to_tokens(x)[1]), None,
+                                 ["the tokens are off by up to", "every value must come back exactly"], ["batch size"]),
+}
+
+
+@pytest.mark.parametrize("answer", WORDING)
+def test_token_reports_speak_of_the_exercise(answer):
+    to_tokens, to_image, said, unsaid = WORDING[answer]
+    report = _report(to_tokens or functions(None)[0], to_image or functions(None)[1])
+    assert all(s in report for s in said) and not any(u in report for u in unsaid), report

@@ -271,6 +271,31 @@ def image_to_tokens(x):
     tokens, hw = _image_to_tokens(x)
     return tokens.float(), hw
 ''',
+        "the package's finished functions handed in": '''
+image_to_tokens, tokens_to_image = sl.image_to_tokens, sl.tokens_to_image
+''',
+        "lambdas around the package's finished functions": '''
+image_to_tokens = lambda x: sl.image_to_tokens(x)
+tokens_to_image = lambda tokens, hw: sl.tokens_to_image(tokens, hw)
+''',
+        "the package's tokens_to_image imported under another name": '''
+from segformer_lite.tokens import tokens_to_image as _finished
+def tokens_to_image(tokens, hw):
+    return _finished(tokens, hw)
+''',
+        "a ValueError that does not give the sizes": '''
+_tokens_to_image = tokens_to_image
+def tokens_to_image(tokens, hw):
+    if tokens.shape[1] != hw[0] * hw[1]:
+        raise ValueError()
+    return _tokens_to_image(tokens, hw)
+''',
+        "a channels-last image (reshape(B, H, W, C))": '''
+_tokens_to_image = tokens_to_image
+def tokens_to_image(tokens, hw):
+    _tokens_to_image(tokens, hw)  # its check of the grid
+    return tokens.reshape(tokens.shape[0], hw[0], hw[1], tokens.shape[2])
+''',
     },
     "check_mix_transformer": {
         "each feature map detached": '''

@@ -97,7 +97,7 @@ def to_tokens_permute(x):
 def to_image_permute(tokens, hw):
     b, n, c = tokens.shape
     if n != hw[0] * hw[1]:
-        raise ValueError("the grid does not fit the tokens")
+        raise ValueError(f"the grid {hw} does not fit {n} tokens")  # the sizes, as the contract asks
     return tokens.permute(0, 2, 1).reshape(b, c, *hw)
 
 

@@ -67,10 +67,19 @@ DECISIONS: dict[str, dict[str, str]] = {
         "deepest first": r"\[\s*_?c4\s*,\s*_?c3|(ups|upsampled|projected)\[::-1\]|deepest[ -]first|reversed\(",
         "the fuse block's order": r"relu\(\s*(self\.|head\.)?norm\(\s*(self\.|head\.)?fuse",
     },
-    # notebook 02: nothing to hold back. Its lesson is the two reshapes themselves (flatten then
-    # transpose, transpose then reshape, shown right and wrong) and its contract states the rest
-    # (row-major order, the grid as ints, ValueError when N != H * W): the exercise practises them.
-    "check_tokens": {},
+    # notebook 02: how the axes move, each way, and the refusal of a grid that does not fit. The contract
+    # states the layouts (row-major tokens, channels first, the grid as ints) and that a ValueError gives
+    # the sizes; the recipes, the package's refusal and "the fix" come after the graded cell
+    "check_tokens": {
+        "flatten the grid": r"flatten\(\s*(start_dim\s*=\s*)?2\s*[,)]",
+        "channels last by a transpose": r"transpose\(\s*1\s*,\s*2\s*\)",
+        "the einops pattern to tokens": r"b c h w\s*->\s*b \(h w\) c",
+        "the einops pattern back": r"b \(h w\) c\s*->\s*b c h w",
+        "transpose back first, then reshape": r"transpose back first",
+        "the check of the grid in code": r"\bif\s[^\n#]*!=[^\n]*:\s*\n\s*raise ValueError",
+        "the refusal's message in code": r"raise ValueError\(\s*f[\"']",
+        "the package's finished functions called (their answer, their refusal)": r"sl\.(image_to_tokens|tokens_to_image)\(",
+    },
 }
 
 PROMPTS = re.compile(r"Predict, then run|Check your understanding")
