@@ -180,7 +180,8 @@ KEYS_ROUND = learners_keys(lambda h, sr: round(h / sr))                         
 @pytest.mark.parametrize("fn, mistake", [(KEYS_NO_PLUS_ONE, "count_keys_no_plus_one"),
                                          (KEYS_PADDED, "count_keys_padded"),
                                          (KEYS_PLUS_ONE, "count_keys_padded"),
-                                         (KEYS_ROUND, "count_keys_round")])
+                                         (KEYS_ROUND, "count_keys_round")],
+                         ids=["(H' - sr) // sr", "padded by sr // 2", "H' // sr + 1", "round(H' / sr)"])
 def test_the_reduction_convs_slips_written_by_hand_are_named_why_first_then_fixed(fn, mistake):
     """Recognised by what they count, not by a planted id: named alone with why it is one, then the fix."""
     entry = COUNTING_MISTAKES[mistake]

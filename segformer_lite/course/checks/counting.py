@@ -140,7 +140,8 @@ _KEYS = {"right": lambda h, w, sr: (h // sr) * (w // sr),
          "count_keys_reduced_twice": lambda h, w, sr: (h // sr // sr) * (w // sr // sr),
          "count_keys_no_plus_one": lambda h, w, sr: ((h - sr) // sr) * ((w - sr) // sr),
          # padded by sr // 2; for an even sr the same as h // sr + 1 (the entry names both)
-         "count_keys_padded": lambda h, w, sr: ((h + 2 * (sr // 2) - sr) // sr + 1) * ((w + 2 * (sr // 2) - sr) // sr + 1),
+         "count_keys_padded": lambda h, w, sr: (((h + 2 * (sr // 2) - sr) // sr + 1)
+                                                * ((w + 2 * (sr // 2) - sr) // sr + 1)),
          "count_keys_round": lambda h, w, sr: round(h / sr) * round(w / sr),
          "count_no_reduction": lambda h, w, sr: h * w}
 _SCORES = {"right": lambda n, m, heads: heads * n * m,
