@@ -4,6 +4,7 @@ agrees with the notebook's hidden tests on every planted variant (a check mark m
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from segformer_lite.course.checks import COUNTING_MISTAKES, check_count_attentio
 from segformer_lite.course.checks.counting import CASES, COUNTING_WHY, planted_count
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "00_why_efficient_attention.ipynb"
+STUDENT = NOTEBOOK.parent / "exercises" / NOTEBOOK.name
 
 
 def by_conv(height, width, sr_ratio, num_heads=1, patch_size=7, stride=4):
@@ -158,6 +160,104 @@ def test_one_sided_padding_and_floor_division_are_one_entry():
     assert "H // stride" in title and "one side only" in title
 
 
+def learners_keys(keys_per_side):
+    """A learner's count_attention, right but for the reduction conv: ``keys_per_side(H', sr)``
+    gives the key grid's side, written as the learner wrote it."""
+    def count(height, width, sr_ratio, num_heads=1, patch_size=7, stride=4):
+        h, w = ((v + 2 * (patch_size // 2) - patch_size) // stride + 1 for v in (height, width))
+        m = keys_per_side(h, sr_ratio) * keys_per_side(w, sr_ratio)
+        return h * w, m, num_heads * h * w * m
+    return count
+
+
+# the reduction conv's slips, as a learner writes them
+KEYS_NO_PLUS_ONE = learners_keys(lambda h, sr: (h - sr) // sr)                      # the formula without + 1
+KEYS_PADDED = learners_keys(lambda h, sr: (h + 2 * (sr // 2) - sr) // sr + 1)        # padded by sr // 2
+KEYS_PLUS_ONE = learners_keys(lambda h, sr: h // sr + 1)                             # a + 1 on the floor
+KEYS_ROUND = learners_keys(lambda h, sr: round(h / sr))                              # round() on the key grid
+
+
+@pytest.mark.parametrize("fn, mistake", [(KEYS_NO_PLUS_ONE, "count_keys_no_plus_one"),
+                                         (KEYS_PADDED, "count_keys_padded"),
+                                         (KEYS_PLUS_ONE, "count_keys_padded"),
+                                         (KEYS_ROUND, "count_keys_round")],
+                         ids=["(H' - sr) // sr", "padded by sr // 2", "H' // sr + 1", "round(H' / sr)"])
+def test_the_reduction_convs_slips_written_by_hand_are_named_why_first_then_fixed(fn, mistake):
+    """Recognised by what they count, not by a planted id: named alone with why it is one, then the fix."""
+    entry = COUNTING_MISTAKES[mistake]
+    first = report(fn)
+    assert f"Likely mistake: {entry.title}." in first and first.count("Likely mistake:") == 1, first
+    assert f"Why it is one: {COUNTING_WHY[mistake]}." in first and entry.fix not in first, first
+    assert "No catalogued mistake" not in first, first
+    again = report(fn)
+    assert f"Likely mistake: {entry.title}." in again and f"How to fix: {entry.fix}." in again, again
+    assert "Why it is one" not in again, again
+
+
+def test_a_padded_reduction_and_a_plus_one_on_the_floor_are_one_entry():
+    """Both give H' // sr + 1 for an even sr, and every sr of the checker is even, so the checker
+    cannot tell them apart: the entry's title names both and says when they agree."""
+    assert all(sr % 2 == 0 for _, _, sr, *_ in CASES) and {sr for _, _, sr, *_ in CASES} == {2, 4, 8}
+    assert all(KEYS_PADDED(*case) == KEYS_PLUS_ONE(*case) for case in CASES)
+    title = COUNTING_MISTAKES["count_keys_padded"].title
+    assert "padded by sr_ratio // 2" in title and "H' // sr_ratio + 1" in title and "2, 4 and 8" in title
+
+
+# the two entries that name two slips; a slip that maps to an entry already named gets the fix on its
+# first appearance, so the title must name it and the fix must answer it: (slip, slip, what the fix
+# says for each)
+MERGED = {"count_floor_grid": (planted_count(("count_floor_grid",)), one_sided_padding,
+                               ("rounds up", "both sides' padding")),
+          "count_keys_padded": (KEYS_PLUS_ONE, KEYS_PADDED, ("already counts its windows", "has no padding"))}
+
+
+@pytest.mark.parametrize("mistake", sorted(MERGED))
+@pytest.mark.parametrize("order", ["as listed", "reversed"])
+def test_a_merged_entrys_fix_answers_the_slip_it_comes_first_to(mistake, order):
+    one, other, fix_says = MERGED[mistake]
+    first_slip, second_slip = (one, other) if order == "as listed" else (other, one)
+    assert "Why it is one" in report(first_slip)
+    message = report(second_slip)  # the other slip, never seen before, gets the fix straight away
+    entry = COUNTING_MISTAKES[mistake]
+    assert f"Likely mistake: {entry.title}." in message and f"How to fix: {entry.fix}." in message, message
+    assert all(words in entry.fix for words in fix_says), entry.fix
+
+
+def test_the_checker_never_asks_for_a_reduction_larger_than_the_grid():
+    """The contract (notebook 00, cell 12) says such layers are never asked: no layer can run on them,
+    and the package refuses them with a ValueError."""
+    for h, w, sr, heads, k, s in CASES:
+        grid = [sl.conv_output_size(v, k, s, k // 2) for v in (h, w)]
+        assert sr <= min(grid), (h, w, sr)
+    with pytest.raises(ValueError, match="sr_ratio=8 is larger than the 4x4 token grid"):
+        sl.reduced_grid((4, 4), 8)
+    from segformer_lite.course.cost import attention_cost
+    with pytest.raises(ValueError, match="sr_ratio=8 is larger than the 4x4 token grid"):
+        attention_cost(4, 4, 32, 1, sr_ratio=8)
+    [contract] = [c for c in student_cells() if "Its contract" in c]
+    assert "never larger than a side of the patch grid" in contract and "ValueError" in contract, contract
+    assert "need not handle it" in contract, contract
+
+
+def student_cells() -> list[str]:
+    return ["".join(c["source"]) for c in json.loads(STUDENT.read_text(encoding="utf-8"))["cells"]]
+
+
+# what cell 15's prediction asks for; the measuring cell below it may print the numbers but not say
+# why they are what they are (the reveal after it does)
+REASONS = re.compile(r"rounded\s+(down|up)|rounds?\s+(down|up)|\bfloor|\bceil|partial window|divided by", re.I)
+
+
+def test_the_cell_that_measures_the_prediction_does_not_explain_it_in_its_source():
+    cells = json.loads(STUDENT.read_text(encoding="utf-8"))["cells"]
+    [answer] = [i for i, c in enumerate(cells)
+                if c["metadata"].get("nbgrader", {}).get("grade_id") == "predict_count_75x203"]
+    measuring = cells[answer + 1]
+    assert measuring["cell_type"] == "code", measuring
+    assert not REASONS.search("".join(measuring["source"])), "".join(measuring["source"])
+    assert REASONS.search('"each side of the grid is divided by {sr} and rounded down"')  # the old source fails
+
+
 def test_two_mistakes_are_both_named():
     with pytest.raises(AssertionError) as e:
         check_count_attention(planted_count(("count_no_padding", "count_no_heads")))
@@ -247,6 +347,8 @@ def test_unknown_planted_mistake_is_refused():
 
 VARIANTS = {"right (conv)": by_conv, "right (ceil)": ceil_grid, "a list": as_list, "stride 4 hard-coded": stride_4_always,
             "the article": the_article, "np.prod scores": np_prod_scores, "tensor N": tensor_tokens,
+            "keys: no + 1": KEYS_NO_PLUS_ONE, "keys: padded": KEYS_PADDED, "keys: + 1": KEYS_PLUS_ONE,
+            "keys: round()": KEYS_ROUND,
             **{m: planted_count((m,)) for m in COUNTING_MISTAKES},
             "no padding + no heads": planted_count(("count_no_padding", "count_no_heads"))}
 

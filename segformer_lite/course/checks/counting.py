@@ -25,8 +25,11 @@ from .report import SEEN, hint_lines
 
 # (image height, width, sr_ratio, num_heads, patch_size, stride): square and non-square, sides
 # that the stride or sr does not divide (75x203), several heads, and a stage-2 conv (k3 s2).
-# Chosen so that every catalogued mistake changes at least one count. Notebook 00's hidden tests
-# grade these same cases against a real Conv2d and a real attention layer.
+# Chosen so that every catalogued mistake changes at least one count (round() on the key grid only
+# 300x451's: its 75x113 grid leaves 3 rows past the last whole window of 4). sr_ratio never exceeds a side
+# of the patch grid: such a layer cannot run (the package raises ValueError), and notebook 00's
+# contract says it is not asked. Notebook 00's hidden tests grade these same cases against a real
+# Conv2d and a real attention layer.
 CASES = [(512, 512, 8, 1, 7, 4), (224, 224, 8, 1, 7, 4), (75, 203, 8, 1, 7, 4),
          (300, 451, 4, 2, 7, 4), (61, 37, 2, 5, 7, 4), (64, 96, 2, 2, 3, 2)]
 
@@ -53,6 +56,20 @@ COUNTING_MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in 
     "count_keys_ceil": ("the keys include the partial windows at the edge (rounded up)",
                         "the reduction conv has no padding, so it rounds down: "
                         "M = (H' // sr_ratio) * (W' // sr_ratio)"),
+    "count_keys_no_plus_one": ("the reduction conv's output size is missing its + 1: (H' - sr_ratio) // "
+                               "sr_ratio counts the strides between its windows, not the windows (one row "
+                               "and one column of keys short)",
+                               "with no padding and kernel = stride = sr_ratio, (H' - sr_ratio) // sr_ratio + 1 "
+                               "is H' // sr_ratio: M = (H' // sr_ratio) * (W' // sr_ratio)"),
+    "count_keys_padded": ("the key grid comes out one row and one column too large, as a reduction conv "
+                          "padded by sr_ratio // 2 gives it; H' // sr_ratio + 1 gives the same numbers for "
+                          "every even sr_ratio (the checker's are 2, 4 and 8)",
+                          "the reduction conv has no padding, and H' // sr_ratio already counts its windows "
+                          "(it is (H' - sr_ratio) // sr_ratio + 1, the + 1 included): "
+                          "M = (H' // sr_ratio) * (W' // sr_ratio)"),
+    "count_keys_round": ("the key grid is rounded to the nearest whole number, round(H' / sr_ratio), so "
+                         "the partial window at the edge becomes a key when it is about half full or more",
+                         "round down, each side on its own: M = (H' // sr_ratio) * (W' // sr_ratio)"),
     "count_no_reduction": ("the keys are not reduced (M = N, sr_ratio ignored)",
                            "keys and values come from the grid shrunk by sr_ratio in each direction: "
                            "M = (H' // sr_ratio) * (W' // sr_ratio)"),
@@ -88,6 +105,14 @@ COUNTING_WHY: dict[str, str] = {
                          "per key, so each side is rounded on its own, not the product",
     "count_keys_ceil": "a window the grid's edge cuts off is not a window the conv can place: without "
                        "padding it leaves no key there",
+    "count_keys_no_plus_one": "the reduction conv's first window sits at the very start of the grid and takes "
+                              "no stride; the quotient counts only the strides that follow it",
+    "count_keys_padded": "the reduction conv has no padding, so each of its windows, sr_ratio rows by "
+                         "sr_ratio columns, lies wholly inside the grid; a padded side, or a + 1 added to a "
+                         "count of whole windows, gives a key to a window that lies partly or wholly outside it",
+    "count_keys_round": "the reduction conv has no padding, so it places a window only where all its "
+                        "sr_ratio x sr_ratio tokens lie in the grid: the leftover rows and columns at the "
+                        "edge leave no key, however many of them there are",
     "count_no_reduction": "the keys and values come from the reduced grid, not from the N tokens (only "
                           "the queries do)",
     "count_sr_not_squared": "sr_ratio is the reduction of each side of the grid, and the grid has two sides",
@@ -113,6 +138,11 @@ _KEYS = {"right": lambda h, w, sr: (h // sr) * (w // sr),
          "count_keys_ceil": lambda h, w, sr: -(-h // sr) * -(-w // sr),
          "count_sr_not_squared": lambda h, w, sr: (h * w) // sr,
          "count_keys_reduced_twice": lambda h, w, sr: (h // sr // sr) * (w // sr // sr),
+         "count_keys_no_plus_one": lambda h, w, sr: ((h - sr) // sr) * ((w - sr) // sr),
+         # padded by sr // 2; for an even sr the same as h // sr + 1 (the entry names both)
+         "count_keys_padded": lambda h, w, sr: (((h + 2 * (sr // 2) - sr) // sr + 1)
+                                                * ((w + 2 * (sr // 2) - sr) // sr + 1)),
+         "count_keys_round": lambda h, w, sr: round(h / sr) * round(w / sr),
          "count_no_reduction": lambda h, w, sr: h * w}
 _SCORES = {"right": lambda n, m, heads: heads * n * m,
            "count_full_scores": lambda n, m, heads: heads * n * n,
