@@ -2,7 +2,7 @@
 
 The head is compared on the stage maps of three image sizes in eval mode, then in training mode
 with the same dropout mask for both (:func:`dropout_by_shape`, which notebook 06's hidden tests
-use too), then with the shipped model's trained head weights on two photos, where it must give
+use too; the planted variants run there as well, so a dropout in the wrong place is named), then with the shipped model's trained head weights on two photos, where it must give
 ``sl.SegFormer``'s logits (:func:`_shipped_photos`, loaded once per session).
 """
 from __future__ import annotations

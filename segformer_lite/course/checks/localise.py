@@ -8,7 +8,9 @@ exposes (the attention weights, each stage's feature map, the grid). Walking the
 calls in order, the first recorded value that differs is where the two part: "q, kv and the
 attention weights match; the input to proj differs (same shape (2, 64, 16), max |diff| 0.8; the
 same numbers in another order: ...)", followed by what happens just before that point in the
-skeleton (:data:`PLANS`).
+skeleton (:data:`PLANS`). Where the calls themselves part first, that is said instead: a layer
+called once more than the reference calls it ("but norm is called twice"), or the same calls in
+another order ("but classifier is called before dropout").
 
 Also here, the learner's arguments (:func:`copies`, :func:`changed`): the learner gets copies,
 the reference the originals, and a changed copy is named ("reversed the list feats in place").
