@@ -20,6 +20,7 @@ import segformer_lite as sl
 from segformer_lite.course import checks
 from segformer_lite.course.checks import harness, localise, variants
 from segformer_lite.block import DropPath
+from segformer_lite.course.checks.decoder_check import dropout_by_shape
 
 from graded_cells import graded_exercises, run
 
@@ -189,9 +190,26 @@ class StudentBlock(nn.Module):
             x += dp(self.attn(self.norm1(x), hw))  # overwrites the caller's tensor
             x += dp(self.ffn(self.norm2(x), hw))
             return x
-        y = dp(self.attn(self.norm1(x), hw))
+        if self.bug in ("ffn_before_attention", "ffn_before_attention_norm1_first"):  # norm1 goes first, or its branch
+            first, second = ((self.norm1, self.norm2) if self.bug.endswith("norm1_first") else (self.norm2, self.norm1))
+            x = x + dp(self.ffn(first(x), hw))
+            return x + dp(self.attn(second(x), hw))
+        if self.bug == "norm_after_residual":  # pre-norm and post-norm both
+            x = self.norm1(x + dp(self.attn(self.norm1(x), hw)))
+            return self.norm2(x + dp(self.ffn(self.norm2(x), hw)))
+        if self.bug in ("residual_from_normed", "residual_from_normed_attn"):
+            x = self.norm1(x)
+            x = x + dp(self.attn(x, hw))
+            if self.bug == "residual_from_normed_attn":
+                return x + dp(self.ffn(self.norm2(x), hw))
+            x = self.norm2(x)
+            return x + dp(self.ffn(x, hw))
+        norm1, norm2 = (self.norm2, self.norm1) if self.bug == "norms_swapped" else (self.norm1, norm2)
+        twice = self.bug in ("norm_applied_twice", "norm_applied_twice_attn")  # norm1 applied again
+        y = dp(self.attn(norm1(norm1(x)) if twice else norm1(x), hw))
         x_new = y if self.bug == "no_attn_residual" else x + y
-        z = dp(self.ffn(norm2(x if self.bug == "parallel_branches" else x_new), hw))
+        h = norm2(x if self.bug == "parallel_branches" else x_new)
+        z = dp(self.ffn(norm2(h) if self.bug == "norm_applied_twice" else h, hw))
         return z if self.bug == "no_ffn_residual" else x_new + z
 
 
@@ -284,10 +302,16 @@ class StudentDecoder(nn.Module):
             outs.append(x)
         x = torch.cat(outs if self.bug == "decoder_concat_order" else outs[::-1], dim=1)
         x = self.fuse(x)
-        if self.bug != "decoder_no_norm":
-            x = self.norm(x)
-        if self.bug != "decoder_no_relu":
+        if self.bug == "decoder_relu_before_norm":  # norm(relu(fuse(x)))
             x = F.relu(x)
+        if self.bug not in ("decoder_no_norm", "decoder_no_norm_no_relu"):
+            x = self.norm(x)
+        if self.bug == "decoder_norm_twice":
+            x = self.norm(x)
+        if self.bug not in ("decoder_no_relu", "decoder_no_norm_no_relu", "decoder_relu_before_norm"):
+            x = F.relu(x)
+        if self.bug == "decoder_dropout_after_classifier":
+            return self.dropout(self.classifier(x))
         return self.classifier(self.dropout(x))
 
 
@@ -312,7 +336,9 @@ CHECKERS = [
       "sqrt_hw"]),
     (checks.check_block, StudentBlock,
      ["post_norm", "no_attn_residual", "no_ffn_residual", "norm1_twice", "parallel_branches",
-      "no_drop_path", "inplace_input"]),
+      "no_drop_path", "inplace_input", "norm_applied_twice", "norm_applied_twice_attn", "norm_after_residual",
+      "ffn_before_attention", "ffn_before_attention_norm1_first", "residual_from_normed",
+      "residual_from_normed_attn", "norms_swapped"]),
     (checks.check_stage, StudentStage,
      ["stage_no_norm", "stage_returns_tokens", "unflatten_no_permute", "sqrt_hw"]),
     (checks.check_mix_transformer, StudentMiT,
@@ -320,10 +346,13 @@ CHECKERS = [
       "unflatten_no_permute", "batch_hard_coded"]),
     (checks.check_all_mlp_decoder, StudentDecoder,
      ["decoder_concat_order", "decoder_full_size", "decoder_scale_factor", "decoder_align_corners",
-      "decoder_no_norm", "decoder_no_relu", "decoder_linear_axis"]),
+      "decoder_no_norm", "decoder_no_relu", "decoder_linear_axis", "decoder_relu_before_norm", "decoder_norm_twice",
+      "decoder_dropout_after_classifier", "decoder_no_norm_no_relu"]),
 ]
 # planted bugs that make half of a catalogued mistake, and the mistake they must be named as
-HALF_MADE = {"conv_channels_last_in": "conv_channels_last", "unflatten_no_permute_in": "unflatten_no_permute"}
+HALF_MADE = {"conv_channels_last_in": "conv_channels_last", "unflatten_no_permute_in": "unflatten_no_permute",
+             "norm_applied_twice_attn": "norm_applied_twice", "residual_from_normed_attn": "residual_from_normed",
+             "ffn_before_attention_norm1_first": "ffn_before_attention"}
 CLASS_CASES = [(check, base, bug) for check, base, bugs in CHECKERS for bug in bugs]
 TOKEN_CASES = [("image_to_tokens", "flatten_no_permute"), ("image_to_tokens", "column_major"),
                ("image_to_tokens", "hw_swapped"), ("tokens_to_image", "unflatten_no_permute"),
@@ -513,6 +542,39 @@ def test_decoder_variant_with_no_knob_turned_equals_the_package():
         head.norm.running_var.uniform_(0.5, 2.0)
         feats = [torch.randn(2, c, *hw) for c, hw in zip((8, 16, 24, 32), [(10, 18), (5, 9), (3, 5), (2, 3)])]
         torch.testing.assert_close(variants.all_mlp_decoder(head, feats), head(feats))
+        head.train()  # training mode: batch statistics, and the checker's seeded dropout for both
+        with dropout_by_shape():
+            want = head(feats)
+        with dropout_by_shape():
+            torch.testing.assert_close(variants.all_mlp_decoder(head, feats, training=True), want)
+
+
+@pytest.mark.parametrize("knobs", [dict(ffn_first=True), dict(norms_swapped=True), dict(norm_again=("attn",)),
+                                   dict(norm_sum=("ffn",)), dict(normed_residual=("attn", "ffn"))], ids=str)
+def test_block_variants_follow_their_knobs(knobs):
+    # each knob written out by hand on the package's layers (pre-norm block, eval mode)
+    torch.manual_seed(0)
+    m = sl.Block(16, 2, 2).eval()
+    harness.randomize(m)
+    x, hw = torch.randn(2, 60, 16), (6, 10)
+    a, f, n1, n2 = (lambda t: m.attn(t, hw)), (lambda t: m.ffn(t, hw)), m.norm1, m.norm2
+    with torch.no_grad():
+        if knobs.get("ffn_first"):
+            y = x + f(n2(x))
+            want = y + a(n1(y))
+        elif knobs.get("norms_swapped"):
+            y = x + a(n2(x))
+            want = y + f(n1(y))
+        elif "norm_again" in knobs:
+            y = x + a(n1(n1(x)))
+            want = y + f(n2(y))
+        elif "norm_sum" in knobs:
+            y = x + a(n1(x))
+            want = n2(y + f(n2(y)))
+        else:
+            y = n1(x) + a(n1(x))
+            want = n2(y) + f(n2(y))
+        torch.testing.assert_close(variants.block(m, x, hw, **knobs), want)
 
 
 class DecoderBothWaysWrong(StudentDecoder):

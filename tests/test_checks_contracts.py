@@ -334,6 +334,83 @@ class MixTransformer(MixTransformer):
         return features
 ''',
     },
+    # the 04 and 06 trials' mistakes, catalogued since (checks.mistakes): refused, and named
+    "check_block": {
+        "norm1 applied again": '''
+class Block(Block):
+    def forward(self, x, hw):
+        x = x + self.drop_path(self.attn(self.norm1(self.norm1(x)), hw))
+        return x + self.drop_path(self.ffn(self.norm2(x), hw))
+''',
+        "pre-norm and post-norm both": '''
+class Block(Block):
+    def forward(self, x, hw):
+        x = self.norm1(x + self.drop_path(self.attn(self.norm1(x), hw)))
+        return self.norm2(x + self.drop_path(self.ffn(self.norm2(x), hw)))
+''',
+        "Mix-FFN before attention": '''
+class Block(Block):
+    def forward(self, x, hw):
+        x = x + self.drop_path(self.ffn(self.norm2(x), hw))
+        return x + self.drop_path(self.attn(self.norm1(x), hw))
+''',
+        "residual from the normed input": '''
+class Block(Block):
+    def forward(self, x, hw):
+        x = self.norm1(x)
+        x = x + self.drop_path(self.attn(x, hw))
+        x = self.norm2(x)
+        return x + self.drop_path(self.ffn(x, hw))
+''',
+        "norm1 and norm2 swapped": '''
+class Block(Block):
+    def forward(self, x, hw):
+        x = x + self.drop_path(self.attn(self.norm2(x), hw))
+        return x + self.drop_path(self.ffn(self.norm1(x), hw))
+''',
+    },
+    "check_all_mlp_decoder": {
+        "ReLU before BatchNorm": '''
+class AllMLPDecoder(AllMLPDecoder):
+    def forward(self, feats):
+        size = feats[0].shape[-2:]
+        ups = [F.interpolate(rearrange(linear(rearrange(f, "b c h w -> b (h w) c")), "b (h w) d -> b d h w",
+                                       h=f.shape[2]), size=size, mode="bilinear", align_corners=False)
+               for f, linear in zip(feats, self.linear_c)]
+        x = self.norm(torch.relu(self.fuse(torch.cat(ups[::-1], dim=1))))
+        return self.classifier(self.dropout(x))
+''',
+        "dropout after the classifier": '''
+class AllMLPDecoder(AllMLPDecoder):
+    def forward(self, feats):
+        size = feats[0].shape[-2:]
+        ups = [F.interpolate(rearrange(linear(rearrange(f, "b c h w -> b (h w) c")), "b (h w) d -> b d h w",
+                                       h=f.shape[2]), size=size, mode="bilinear", align_corners=False)
+               for f, linear in zip(feats, self.linear_c)]
+        x = torch.relu(self.norm(self.fuse(torch.cat(ups[::-1], dim=1))))
+        return self.dropout(self.classifier(x))
+''',
+        "BatchNorm applied twice": '''
+class AllMLPDecoder(AllMLPDecoder):
+    def forward(self, feats):
+        size = feats[0].shape[-2:]
+        ups = [F.interpolate(rearrange(linear(rearrange(f, "b c h w -> b (h w) c")), "b (h w) d -> b d h w",
+                                       h=f.shape[2]), size=size, mode="bilinear", align_corners=False)
+               for f, linear in zip(feats, self.linear_c)]
+        x = torch.relu(self.norm(self.norm(self.fuse(torch.cat(ups[::-1], dim=1)))))
+        return self.classifier(self.dropout(x))
+''',
+        "ReLU missing": '''
+class AllMLPDecoder(AllMLPDecoder):
+    def forward(self, feats):
+        size = feats[0].shape[-2:]
+        ups = [F.interpolate(rearrange(linear(rearrange(f, "b c h w -> b (h w) c")), "b (h w) d -> b d h w",
+                                       h=f.shape[2]), size=size, mode="bilinear", align_corners=False)
+               for f, linear in zip(feats, self.linear_c)]
+        x = self.norm(self.fuse(torch.cat(ups[::-1], dim=1)))
+        return self.classifier(self.dropout(x))
+''',
+    },
 }
 WRONG = [(grade_id, label) for grade_id, answers in WRONG_ANSWERS.items() for label in answers]
 
@@ -349,3 +426,5 @@ def test_a_wrong_answer_is_refused_by_the_checker_and_the_hidden_tests(grade_id,
     print(f"\n{grade_id}, {label}:\n{said}")
     assert not checker, f"the checker accepts {label}:\n{said}"
     assert not hidden, f"the hidden tests accept {label}:\n{said}"
+    if grade_id in ("check_block", "check_all_mlp_decoder"):  # catalogued: the report names the mistake
+        assert "Likely mistake: " in said, said

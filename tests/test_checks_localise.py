@@ -71,11 +71,29 @@ class Nearest(NormAfterRelu):
     mode, align, norm_last = "nearest", None, False
 
 
-def test_norm_after_relu_is_localised_at_the_input_to_norm():
-    report = report_of(checks.check_all_mlp_decoder, NormAfterRelu)
+def test_norm_after_relu_is_named_and_localised_at_the_input_to_norm():
+    report = report_of(checks.check_all_mlp_decoder, NormAfterRelu)  # catalogued since the 06 trial
+    assert f"Likely mistake: {checks.MISTAKES['decoder_relu_before_norm'].title}." in report, report
     line = step_line(report)
     assert "linear_c[0], linear_c[1], linear_c[2], linear_c[3] and fuse match; the input to norm differs" in line
-    assert "Cases: it fails on all" in report
+
+
+def test_a_layer_called_once_too_often_is_named_where_it_happens():
+    report = report_of(checks.check_all_mlp_decoder, planted(StudentDecoder, "decoder_norm_twice"))
+    assert step_line(report).endswith("fuse and norm match; but norm is called twice, where the reference "
+                                      "calls it once."), report
+    assert "look there" not in report, report  # no advice pointing at the ReLU
+
+
+def test_the_same_calls_in_another_order_are_named():
+    report = report_of(checks.check_all_mlp_decoder, planted(StudentDecoder, "decoder_dropout_after_classifier"))
+    assert "Cases" not in report and "training mode" in report.splitlines()[0], report  # eval mode passes
+    assert step_line(report).endswith("fuse and norm match; but classifier is called before dropout, where the "
+                                      "reference calls dropout first."), report
+    assert "ReLU" not in report and localise.SHAPE_ADVICE not in report, report
+    report = report_of(checks.check_block, planted(StudentBlock, "ffn_before_attention"))
+    assert step_line(report).endswith("on that input: norm2 is called before norm1, where the reference calls "
+                                      "norm1 first."), report
 
 
 def test_nearest_upsampling_is_localised_at_the_input_to_fuse():

@@ -174,7 +174,14 @@ def check_block(Student: type) -> None:
     title = "Block"
     knobs = {"post_norm": dict(post_norm=True), "no_attn_residual": dict(attn_residual=False),
              "no_ffn_residual": dict(ffn_residual=False), "norm1_twice": dict(norm1_twice=True),
-             "parallel_branches": dict(parallel=True), "no_drop_path": dict(drop_path=False)}
+             "parallel_branches": dict(parallel=True), "no_drop_path": dict(drop_path=False),
+             "ffn_before_attention": dict(ffn_first=True), "norms_swapped": dict(norms_swapped=True),
+             **{f"{m_id}{part}": {knob: branches} for m_id, knob in [("norm_applied_twice", "norm_again"),
+                                                                    ("norm_after_residual", "norm_sum"),
+                                                                    ("residual_from_normed", "normed_residual")]
+                for part, branches in [("", ("attn", "ffn")), ("_attn", ("attn",)), ("_ffn", ("ffn",))]},
+             # half-made or combined, named through mistakes.ALIASES
+             "ffn_before_attention_norm1_first": dict(ffn_first=True, norms_swapped=True)}
     # (dim, num_heads, sr_ratio), keywords: first every argument unlike its default (so a layer built
     # with a setting of its own is reported before any output is compared), then the defaults
     configs = [((16, 1, 8), dict(mlp_ratio=2, qkv_bias=False, drop_path=0.5, eps=0.1, embed_eps=0.2)),

@@ -2,7 +2,7 @@
 
 The head is compared on the stage maps of three image sizes in eval mode, then in training mode
 with the same dropout mask for both (:func:`dropout_by_shape`, which notebook 06's hidden tests
-use too), then with the shipped model's trained head weights on two photos, where it must give
+use too; the planted variants run there as well, so a dropout in the wrong place is named), then with the shipped model's trained head weights on two photos, where it must give
 ``sl.SegFormer``'s logits (:func:`_shipped_photos`, loaded once per session).
 """
 from __future__ import annotations
@@ -75,7 +75,11 @@ def check_all_mlp_decoder(Student: type) -> None:
     knobs = {"decoder_concat_order": dict(order="shallowest_first"), "decoder_full_size": dict(size="image"),
              "decoder_align_corners": dict(align_corners=True), "decoder_no_norm": dict(norm=False),
              "decoder_no_relu": dict(relu=False), "decoder_linear_axis": dict(layout="reshape"),
+             "decoder_relu_before_norm": dict(relu_first=True), "decoder_norm_twice": dict(norm_twice=True),
+             "decoder_no_norm_no_relu": dict(norm=False, relu=False),
              "decoder_linear_axis_out": dict(layout="reshape_out")}  # an alias (mistakes.ALIASES)
+    # in training mode too: dropout, the identity in eval mode, shows where it sits
+    training = {**knobs, "decoder_dropout_after_classifier": dict(dropout_at="logits")}
     raising = {"decoder_scale_factor": dict(size="scale_factor")}  # runs only on multiples of 32
 
     def body() -> str:
@@ -112,9 +116,12 @@ def check_all_mlp_decoder(Student: type) -> None:
                 return module(maps)
 
         where = where.replace("images, ", "images in training mode (dropout=0.3), ")
+        planted = {m_id: (lambda kw=kw: seeded(functools.partial(variants.all_mlp_decoder, ref, training=True, **kw),
+                                                feats)) for m_id, kw in training.items()}
+        localise.set_case(student, ref, (feats,), run=seeded)
         with torch.no_grad():
             got = call(seeded, student, feats, title=title, where=where)
-            compare(title, got, seeded(ref, feats), where, {}, name="the logits")
+            compare(title, got, seeded(ref, feats), where, planted, name="the logits")
         gradients(title, functools.partial(seeded, student), functools.partial(seeded, ref), (feats,), where,
                   "the logits", modules=(student, ref))
         if localise.failing():  # the small maps already failed: the report comes without the photos

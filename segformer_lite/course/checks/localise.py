@@ -8,7 +8,9 @@ exposes (the attention weights, each stage's feature map, the grid). Walking the
 calls in order, the first recorded value that differs is where the two part: "q, kv and the
 attention weights match; the input to proj differs (same shape (2, 64, 16), max |diff| 0.8; the
 same numbers in another order: ...)", followed by what happens just before that point in the
-skeleton (:data:`PLANS`).
+skeleton (:data:`PLANS`). Where the calls themselves part first, that is said instead: a layer
+called once more than the reference calls it ("but norm is called twice"), or the same calls in
+another order ("but classifier is called before dropout").
 
 Also here, the learner's arguments (:func:`copies`, :func:`changed`): the learner gets copies,
 the reference the originals, and a changed copy is named ("reversed the list feats in place").
@@ -236,7 +238,7 @@ def compare_runs(mine: Run, ref: Run, plan: Plan) -> tuple[list[str], bool]:
     calls_ref = Counter(k[1] for k, _ in ref_events if k[0] == "in")
     matched: list[str] = []
     last = None  # the last point that matches
-    for (kind, name, k), want in ref_events:
+    for j, ((kind, name, k), want) in enumerate(ref_events):
         if (kind, name, k) not in got:
             if mine.error is not None:
                 return _crashed(matched, mine, last, kind, name), False
@@ -248,6 +250,8 @@ def compare_runs(mine: Run, ref: Run, plan: Plan) -> tuple[list[str], bool]:
         more = [n for n in calls_mine if calls_mine[n] > calls_ref[n]]
         if d and kind == "val" and more:  # all calls right, and one more: that is the difference
             return [_matched(matched) + "but " + _calls(more[0], calls_mine[more[0]], calls_ref[more[0]]) + "."], False
+        if d and (wrong := _out_of_place(mine, ref_events, j, calls_mine, calls_ref)):
+            return [(_matched(matched) + "but " + wrong if matched else wrong) + "."], False
         if d:
             what = _point(kind, name) + (f" (call {k + 1})" if calls_ref[name] > 1 else "")
             verb = "differ" if kind == "val" and name.endswith("s") else "differs"
@@ -270,6 +274,28 @@ def compare_runs(mine: Run, ref: Run, plan: Plan) -> tuple[list[str], bool]:
     if extra:
         return [_matched(matched) + "but " + _calls(extra[0], calls_mine[extra[0]], calls_ref[extra[0]]) + "."], False
     return [], False
+
+
+def _out_of_place(mine: Run, ref_events: list, j: int, calls_mine: Counter, calls_ref: Counter) -> str | None:
+    """Why the learner's run parts from the reference's at ``ref_events[j]``, where that is a call
+    made before it: a layer called once more than the reference calls it ("norm is called
+    twice"), or the same calls in another order ("classifier is called before dropout")."""
+    kind, name, k = ref_events[j][0]
+    order = [key for key, _ in mine.events]
+    at = order.index((kind, name, k)) if (kind, name, k) in order else len(order)
+    for n in calls_mine:
+        if calls_mine[n] > calls_ref[n] and order.index(("in", n, calls_ref[n])) < at:
+            return _calls(n, calls_mine[n], calls_ref[n])
+    mine_in = [key[1] for key in order if key[0] == "in"]
+    ref_in = [key[1] for key, _ in ref_events if key[0] == "in"]
+    if calls_mine != calls_ref or mine_in == ref_in:
+        return None
+    first = next(i for i, (a, b) in enumerate(zip(mine_in, ref_in)) if a != b)
+    reached = sum(key[0] == "in" for key, _ in ref_events[:j]) + (kind == "in")  # the reference's calls so far
+    if first >= reached:
+        return None
+    a, b = _shown(mine_in[first]), _shown(ref_in[first])
+    return f"{a} is called before {b}, where the reference calls {b} first"
 
 
 def _calls(name: str, mine: int, ref: int) -> str:

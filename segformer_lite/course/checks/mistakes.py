@@ -97,6 +97,23 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
                           "update x after attention, then feed that x to norm2 and the FFN"),
     "no_drop_path": ("DropPath is not applied to the residual branches",
                      "wrap both branches: x = x + self.drop_path(...)"),
+    "norm_applied_twice": ("a branch's input goes through its LayerNorm twice in a row (norm(norm(x)))",
+                           "call each LayerNorm once, on what its branch reads: "
+                           "x = x + drop_path(attn(norm1(x), hw)), then x = x + drop_path(ffn(norm2(x), hw))"),
+    "norm_after_residual": ("the residual sum is normalised as well (a LayerNorm after the add, on top of the "
+                            "one before the branch)",
+                            "normalise only what the branch reads and leave the sum alone: "
+                            "x = x + drop_path(attn(norm1(x), hw)), with no norm around it"),
+    "ffn_before_attention": ("the two branches run in the other order (Mix-FFN before attention)",
+                             "attention first, then Mix-FFN on its result: x = x + drop_path(attn(norm1(x), hw)); "
+                             "x = x + drop_path(ffn(norm2(x), hw))"),
+    "residual_from_normed": ("the residual is added to the normalised tokens (x = norm(x), then "
+                             "x = x + branch(x)) instead of to the block's input",
+                             "keep x and normalise only the branch's input: x = x + drop_path(attn(norm1(x), hw)), "
+                             "not x = norm1(x); x = x + attn(x, hw)"),
+    "norms_swapped": ("norm1 and norm2 are swapped (norm2 in front of attention, norm1 in front of Mix-FFN)",
+                      "attn reads norm1(x) and ffn reads norm2(x): x = x + drop_path(attn(norm1(x), hw)); "
+                      "x = x + drop_path(ffn(norm2(x), hw))"),
     # any exercise
     "inplace_input": ("forward changes its input tensor in place (x += ... or an in-place op on a view of x)",
                       "write x = x + ...: an in-place update overwrites the caller's tensor, which the "
@@ -137,6 +154,17 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
                         "apply self.norm between the fuse conv and the ReLU: relu(norm(fuse(x)))"),
     "decoder_no_relu": ("the ReLU after the fuse conv's BatchNorm is missing",
                         "fuse, normalise, then torch.relu: relu(norm(fuse(x)))"),
+    "decoder_relu_before_norm": ("the ReLU comes before the BatchNorm (norm(relu(fuse(x))))",
+                                 "normalise first, then the ReLU: x = torch.relu(self.norm(self.fuse(x)))"),
+    "decoder_norm_twice": ("the BatchNorm is applied twice (norm(norm(fuse(x))))",
+                           "call self.norm once, on fuse's output: x = torch.relu(self.norm(self.fuse(x)))"),
+    "decoder_dropout_after_classifier": ("dropout is applied to the logits, after the classifier, instead of to "
+                                         "the features the classifier reads",
+                                         "dropout goes in front of the classifier: "
+                                         "return self.classifier(self.dropout(x))"),
+    "decoder_no_norm_no_relu": ("neither BatchNorm nor ReLU follows the fuse conv (Eq. 4 read literally)",
+                                "the fuse step is a ConvModule, conv + BatchNorm + ReLU, as released: "
+                                "x = torch.relu(self.norm(self.fuse(x)))"),
     "decoder_linear_axis": ("the per-stage Linear is applied along an axis that is not the channels "
                             "(a reshape without permute)",
                             "nn.Linear acts on the last axis: move channels last, "
@@ -147,7 +175,11 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
 # half-made versions of a catalogued mistake (e.g. only one of two reshapes wrong) -> its id
 ALIASES = {"heads_over_tokens_split_only": "heads_over_tokens", "heads_over_token_blocks": "heads_over_tokens",
            "conv_channels_last_out": "conv_channels_last", "conv_channels_last_in": "conv_channels_last",
-           "unflatten_no_permute_in": "unflatten_no_permute", "decoder_linear_axis_out": "decoder_linear_axis"}
+           "unflatten_no_permute_in": "unflatten_no_permute", "decoder_linear_axis_out": "decoder_linear_axis",
+           "norm_applied_twice_attn": "norm_applied_twice", "norm_applied_twice_ffn": "norm_applied_twice",
+           "norm_after_residual_attn": "norm_after_residual", "norm_after_residual_ffn": "norm_after_residual",
+           "residual_from_normed_attn": "residual_from_normed", "residual_from_normed_ffn": "residual_from_normed",
+           "ffn_before_attention_norm1_first": "ffn_before_attention"}
 
 # why each mistake is one: the first report that names a mistake says this; the fix (MISTAKES)
 # comes when the same mistake is named again (localise.hint_lines)
@@ -204,6 +236,21 @@ WHY: dict[str, str] = {
     "norm1_twice": "each branch has its own LayerNorm with its own weights",
     "parallel_branches": "the branches run one after the other: Mix-FFN reads the attention branch's result",
     "no_drop_path": "stochastic depth drops each residual branch at random during training",
+    "norm_applied_twice": "a LayerNorm ends with its own learned scale and shift, so a second pass normalises "
+                          "the rescaled tokens again and rescales them once more: the branch reads other numbers "
+                          "than the ones its weights were trained on",
+    "norm_after_residual": "in a pre-norm block the LayerNorm only shapes what a branch reads; the residual "
+                           "stream, the running sum x, is carried from block to block as it is (the stage has its "
+                           "own LayerNorm after the last block), so a norm on the sum changes every later block's "
+                           "input",
+    "ffn_before_attention": "each branch reads the other's result, so the two do not commute: a block first mixes "
+                            "the tokens with attention and then transforms each token with Mix-FFN, the order "
+                            "its weights were trained in",
+    "residual_from_normed": "the residual connection carries the block's input past the branch unchanged; "
+                            "overwriting x with its normalised version loses that input, so the sum no longer "
+                            "starts from it",
+    "norms_swapped": "norm1 and norm2 each hold a learned scale and shift, trained for the branch they sit in "
+                     "front of; the names in the checkpoint say which is which",
     "inplace_input": "an in-place update changes the caller's tensor, which the caller may still need",
     "batch_hard_coded": "a batch holds several images; a size written as 1 is right for one image only",
     "stage_no_norm": "each stage ends with a LayerNorm on its tokens before they become a feature map",
@@ -221,6 +268,20 @@ WHY: dict[str, str] = {
     "decoder_align_corners": "align_corners changes where the upsampled samples sit; the weights were "
                              "trained with the released code's choice",
     "decoder_no_norm": "the fuse conv has no bias: its BatchNorm supplies the scale and shift",
-    "decoder_no_relu": "the fuse step is conv, BatchNorm and ReLU; without the ReLU the head changes",
+    "decoder_no_relu": "the ReLU is the head's only nonlinearity: without it the Linears, the fuse conv, the "
+                       "BatchNorm (in eval mode a fixed scale and shift) and the classifier collapse into one "
+                       "linear map, unlike the head the released weights were trained as",
+    "decoder_relu_before_norm": "the BatchNorm's scale and shift decide which features the ReLU cuts to zero; "
+                                "a ReLU first hands the BatchNorm only non-negative inputs, and its output, "
+                                "shifted and rescaled, is no longer cut at zero",
+    "decoder_norm_twice": "a BatchNorm normalises with the statistics it keeps of the fuse conv's output, then "
+                          "rescales; a second pass normalises features those statistics no longer describe",
+    "decoder_dropout_after_classifier": "dropout hides some of the features the classifier reads, so that it "
+                                        "cannot lean on a few of them; on the logits it erases class scores "
+                                        "instead. In eval mode dropout does nothing, which is why only training "
+                                        "mode shows the difference",
+    "decoder_no_norm_no_relu": "the paper's Eq. 4 writes the fusion as one Linear, but the released head fuses "
+                               "with a conv followed by BatchNorm and ReLU, and its weights were trained with "
+                               "all three",
     "decoder_linear_axis": "nn.Linear acts on the last axis, which must hold the channels",
 }

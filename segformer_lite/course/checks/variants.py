@@ -121,17 +121,32 @@ def mix_ffn(m: MixFFN, x: torch.Tensor, hw: tuple[int, int], act_at: str = "dwco
 
 def block(m: Block, x: torch.Tensor, hw: tuple[int, int], post_norm: bool = False,
           attn_residual: bool = True, ffn_residual: bool = True, norm1_twice: bool = False,
-          parallel: bool = False, drop_path: bool = True) -> torch.Tensor:
+          parallel: bool = False, drop_path: bool = True, ffn_first: bool = False, norms_swapped: bool = False,
+          norm_again: tuple[str, ...] = (), norm_sum: tuple[str, ...] = (),
+          normed_residual: tuple[str, ...] = ()) -> torch.Tensor:
+    """The two residual branches, "attn" then "ffn" (``ffn_first``: the other way round; with
+    ``norms_swapped`` too, norm1 stays with the first branch run). The tuples
+    name branches: ``norm_again`` whose input is normalised twice, ``norm_sum`` whose residual sum
+    is normalised as well, ``normed_residual`` whose residual starts from the normalised tokens."""
     dp = m.drop_path if drop_path else (lambda t: t)
-    norm2 = m.norm1 if norm1_twice else m.norm2
+    norms = {"attn": m.norm1, "ffn": m.norm1 if norm1_twice else m.norm2}
     if post_norm:
         x = m.norm1(x + dp(m.attn(x, hw)))
-        return norm2(x + dp(m.ffn(x, hw)))
-    y = dp(m.attn(m.norm1(x), hw))
-    x_attn = x + y if attn_residual else y
-    ffn_in = x if parallel else x_attn
-    z = dp(m.ffn(norm2(ffn_in), hw))
-    return x_attn + z if ffn_residual else z
+        return norms["ffn"](x + dp(m.ffn(x, hw)))
+    if norms_swapped:
+        norms = {"attn": m.norm2, "ffn": m.norm1}
+    block_input = x
+    for name in ["ffn", "attn"] if ffn_first else ["attn", "ffn"]:
+        norm = norms[name]
+        h = norm(block_input if parallel and name == "ffn" else x)
+        if name in norm_again:
+            h = norm(h)
+        y = dp({"attn": m.attn, "ffn": m.ffn}[name](h, hw))
+        residual = attn_residual if name == "attn" else ffn_residual
+        x = (h if name in normed_residual else x) + y if residual else y
+        if name in norm_sum:
+            x = norm(x)
+    return x
 
 
 def stage_tokens(m: Stage, x: torch.Tensor, norm: bool = True):
@@ -161,9 +176,12 @@ def encoder(m: MixTransformer, images: torch.Tensor, norm: bool = True, layout: 
 
 def all_mlp_decoder(m: AllMLPDecoder, feats: list[torch.Tensor], order: str = "deepest_first",
                     size: str = "stage1", align_corners: bool = False, norm: bool = True,
-                    relu: bool = True, layout: str = "permute") -> torch.Tensor:
-    """[(B, C_i, H_i, W_i)] -> logits (B, K, H_1, W_1), eval mode: per-stage Linear, upsample,
-    concatenate, fuse conv + BatchNorm + ReLU, classifier."""
+                    relu: bool = True, layout: str = "permute", relu_first: bool = False, norm_twice: bool = False,
+                    dropout_at: str = "features", training: bool = False) -> torch.Tensor:
+    """[(B, C_i, H_i, W_i)] -> logits (B, K, H_1, W_1): per-stage Linear, upsample, concatenate,
+    fuse conv + BatchNorm + ReLU, dropout on the "features" (or on the "logits"), classifier. In
+    eval mode, or with ``training`` in training mode: BatchNorm on the batch's statistics (the
+    running ones left alone) and ``F.dropout`` (which the checker seeds)."""
     h1, w1 = feats[0].shape[-2:]
     ups = []
     for i, (f, linear) in enumerate(zip(feats, m.linear_c)):
@@ -179,9 +197,17 @@ def all_mlp_decoder(m: AllMLPDecoder, feats: list[torch.Tensor], order: str = "d
         ups.append(x)
     x = torch.cat(ups[::-1] if order == "deepest_first" else ups, dim=1)  # (B, 4D, H_1, W_1)
     x = F.conv2d(x, m.fuse.weight)
-    if norm:
-        bn = m.norm
-        x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+    bn = m.norm
+    stats = (None, None) if training else (bn.running_mean, bn.running_var)
+    steps = [lambda t: F.batch_norm(t, *stats, bn.weight, bn.bias, training, 0.0, bn.eps)] * (
+        (2 if norm_twice else 1) if norm else 0)
     if relu:
-        x = F.relu(x)
-    return F.conv2d(x, m.classifier.weight, m.classifier.bias)  # dropout is the identity in eval mode
+        steps.insert(0 if relu_first else len(steps), F.relu)
+    for step in steps:
+        x = step(x)
+
+    def drop(t: torch.Tensor) -> torch.Tensor:  # the identity in eval mode
+        return F.dropout(t, m.dropout.p, training=True) if training else t
+    x = drop(x) if dropout_at == "features" else x
+    x = F.conv2d(x, m.classifier.weight, m.classifier.bias)  # (B, K, H_1, W_1)
+    return drop(x) if dropout_at == "logits" else x
