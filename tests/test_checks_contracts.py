@@ -263,6 +263,20 @@ class OverlapPatchEmbed(OverlapPatchEmbed):
         h, w = x.shape[-2:]
         return self.norm(x).flatten(2).transpose(1, 2), (h, w)
 ''',
+        # both give the paper's P = 3 for (7, 4) and P = 1 for (3, 2); kernel 5, stride 2 tells them apart
+        "padding = stride - 1": '''
+class OverlapPatchEmbed(OverlapPatchEmbed):
+    def __init__(self, in_channels, embed_dim, patch_size=7, stride=4, eps=1e-5):
+        super().__init__(in_channels, embed_dim, patch_size, stride, eps)
+        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=stride, padding=stride - 1)
+''',
+        "padding = patch_size - stride": '''
+class OverlapPatchEmbed(OverlapPatchEmbed):
+    def __init__(self, in_channels, embed_dim, patch_size=7, stride=4, eps=1e-5):
+        super().__init__(in_channels, embed_dim, patch_size, stride, eps)
+        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=stride,
+                              padding=patch_size - stride)
+''',
     },
     "check_tokens": {
         "image_to_tokens calls .float()": '''

@@ -7,13 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from einops import rearrange
 
 import segformer_lite as sl
 from segformer_lite.course import checks
 from segformer_lite.course.checks import harness, localise
 
-from test_checks import StudentAttention, StudentBlock, StudentDecoder, StudentMixFFN, planted
+from test_checks import StudentAttention, StudentBlock, StudentDecoder, StudentMixFFN, StudentPatchEmbed, planted
 
 
 def report_of(check, student) -> str:
@@ -115,10 +116,12 @@ class Eq4Literally(StudentDecoder):
         return self.classifier(self.dropout(self.fuse(torch.cat(outs[::-1], dim=1))))
 
 
-def test_a_layer_never_called_is_named():
+def test_a_layer_never_called_is_named_beside_what_comes_out_wrong():
+    """A layer forward never calls may have its step written another way (a torch.nn.functional
+    call): the report leads with the first value that differs, and names the layer as a fact."""
     report = report_of(checks.check_all_mlp_decoder, Eq4Literally)
-    assert "fuse match; norm is never called, where the reference calls it once (on fuse's output)." \
-        in step_line(report), report
+    assert "fuse match; the input to dropout differs (same shape (2, 12, 16, 16)" in step_line(report), report
+    assert "forward never calls norm, where the reference calls it once (on fuse's output)." in report, report
 
 
 class TokenAxisNorm(StudentAttention):
@@ -310,3 +313,58 @@ def test_the_decoder_check_runs_the_shipped_head_on_two_photos(capsys):
     model, feats, logits = checks.checkers._shipped_photos()
     assert [tuple(f.shape[:2]) for f in feats] == [(2, c) for c in model.config.embed_dims]
     assert tuple(logits.shape) == (2, model.num_classes, 75, 113)
+
+
+# --- notebook 01: messages found by doing the exercise as a student would -------------------------
+
+class LayerNormOverTokensAndChannels(StudentPatchEmbed):
+    """F.layer_norm over (N, C), with the module's weight and bias spread over the tokens."""
+
+    def forward(self, x):
+        x = self.proj(x)
+        h, w = x.shape[-2:]
+        t = x.flatten(2).transpose(1, 2)
+        weight, bias = (p.expand(t.shape[1:]) for p in (self.norm.weight, self.norm.bias))
+        return F.layer_norm(t, t.shape[1:], weight, bias, self.norm.eps), (h, w)
+
+
+class FunctionalLayerNorm(StudentPatchEmbed):
+    """The norm's step through F.layer_norm with the layer's own settings: right."""
+
+    def forward(self, x):
+        x = self.proj(x)
+        h, w = x.shape[-2:]
+        t = x.flatten(2).transpose(1, 2)
+        return F.layer_norm(t, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps), (h, w)
+
+
+def test_a_layer_done_another_way_is_judged_by_what_comes_out(capsys):
+    report = report_of(checks.check_overlap_patch_embed, LayerNormOverTokensAndChannels)
+    assert "proj matches; the tokens differ (same shape (2, 54, 16)" in step_line(report), report
+    assert "forward never calls norm, where the reference calls it once" in report, report
+    assert "is fine when it computes the same" in report and "norm is never called" not in report, report
+    checks.check_overlap_patch_embed(FunctionalLayerNorm)  # the same step written another way passes
+    assert "✓ OverlapPatchEmbed" in capsys.readouterr().out
+
+
+def test_padding_same_on_a_strided_conv_is_explained():
+    class Same(StudentPatchEmbed):
+        def __init__(self, in_channels, embed_dim, patch_size=7, stride=4, eps=1e-5):
+            super().__init__(in_channels, embed_dim, patch_size, stride, eps)
+            self.proj = nn.Conv2d(in_channels, embed_dim, patch_size, stride, padding="same")
+    report = report_of(checks.check_overlap_patch_embed, Same)
+    assert "torch refuses padding='same' for a strided convolution" in report, report
+    assert "give this conv's padding in pixels" in report and "Keep the skeleton's constructor" not in report, report
+    assert "patch_size // 2" not in report  # the first report does not hand over the decision
+
+
+def test_a_crash_inside_a_layer_says_whether_its_input_matches():
+    class NormFirst(StudentPatchEmbed):
+        def forward(self, x):
+            x = self.proj(self.norm(x))
+            h, w = x.shape[-2:]
+            return x.flatten(2).transpose(1, 2), (h, w)
+    line = step_line(report_of(checks.check_overlap_patch_embed, NormFirst))
+    assert "your code raised inside norm, called before proj (the reference calls proj first), whose input " \
+           "differs from the reference's (shape (2, 10, 12, 18) where the reference's is (2, 54, 16))" in line, line
+    assert "whose input matches" not in line

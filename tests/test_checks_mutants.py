@@ -19,7 +19,8 @@ Where a mutation sits is read from the source, not from the checker: each statem
 ``linear(...)`` over ``self.linear_c`` -> ``linear_c[i]``, ``block(...)`` -> ``stages[i].blocks[j]``)
 and the contract's values it makes (``attn`` -> the attention weights; ``return`` -> the output);
 the accepted names are the mutated statement's labels and those of the first labelled statements
-its result flows into (def-use within ``forward``, around a loop too). The report's
+its result flows into (def-use within ``forward``, around a loop too; an ``if``'s condition reaches
+what its body writes). The report's
 "Step by step" sentence names one point ("the input to proj differs", "norm is never called",
 "the attention weights differ", "your code raised inside fc2"), which must be among them; a
 mutant that changes an input in place must be told so ("... in place"). For the two token
@@ -309,6 +310,8 @@ def _flat(body: list[ast.stmt], loop: int | None = None, out=None) -> list[tuple
 
 
 def _writes(stmt: ast.stmt) -> set[str]:
+    if isinstance(stmt, ast.If):  # its condition decides what its body writes
+        return set().union(*(_writes(s) for s in stmt.body + stmt.orelse))
     targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(
         stmt, (ast.AugAssign, ast.For)) else []
     names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
@@ -347,11 +350,14 @@ def accepted(source: str, line: int, outputs: list[str]) -> set[str]:
     def reached(i):  # statements that read a name statement i writes, with i's definition reaching them
         s, loop = stmts[i]
         names = _writes(s)
+        end = i  # an if's condition also reaches past its body: skipped, the body's writes are not made
+        while isinstance(s, ast.If) and end + 1 < len(stmts) and any(stmts[end + 1][0] is n for n in ast.walk(s)):
+            end += 1
         for j, (t, tloop) in enumerate(stmts):
             if j == i:
                 continue
             for name in names & _reads(t):
-                later = j > i and not any(name in _writes(u) for u, _ in stmts[i + 1:j])
+                later = j > i and not any(name in _writes(u) for u, _ in stmts[(end if j > end else i) + 1:j])
                 wrapped = j < i and loop is not None and tloop == loop and not any(
                     name in _writes(u) for u, ul in stmts[j:i] if ul == loop) and not any(
                     name in _writes(u) for u, ul in stmts[i + 1:] if ul == loop)

@@ -37,6 +37,9 @@ DECISIONS: dict[str, dict[str, str]] = {
     "check_overlap_patch_embed": {  # notebook 01: the conv's padding and the norm built with its eps
         "the padding rule k // 2": r"\b(k|patch_size)\s*//\s*2",
         "the padding in code": r"padding\s*=\s*(k|patch_size)\b",
+        "the padding rule (k - 1)/2": r"\(\s*k\s*[−-]\s*1\s*\)\s*/\s*2",
+        "the window's reach as the padding": r"reach\w*\s*`?\(\s*k",
+        "the padding equation": r"n\s*\+\s*2\s*p\s*[−-]\s*k\s*=\s*n\s*[−-]\s*1",
         "the norm built with its eps in code": r"LayerNorm\([^)\n]*eps",
     },
     "check_efficient_self_attention": {  # notebook 03: the scale, the reduction conv, its norm

@@ -44,15 +44,22 @@ def _listed(values) -> str:
     return f"{', '.join(map(str, rest))} and {last}" if rest else str(last)
 
 
-def check_overlap_patch_embed(Student: type) -> None:
-    """Check ``Student(in_channels, embed_dim, patch_size=k, stride=s)`` (layers ``proj``,
-    ``norm``) whose ``forward(images)`` returns the tuple ``(tokens (B, H'*W', C), (H', W'))``,
-    the grid a tuple of two ints."""
-    title = "OverlapPatchEmbed"
+# notebook 01's checker, which notebook 01 names: (in_channels, embed_dim, patch_size, stride), keywords,
+# image sizes. First every argument unlike its default (eps too) and a 6x9 grid with C = 16; then stage
+# 1's layer on a 6x11 grid with C = 10; then kernel 5, stride 2, which no MiT stage uses: the paper's two
+# settings (P = 3 for K = 7, S = 4; P = 1 for K = 3, S = 2) also fit the wrong rules padding = stride - 1
+# and padding = patch_size - stride, which pad 1 and 3 pixels here where the released code pads 2
+PATCH_EMBED_CHECK_CONFIGS = [((10, 16, 3, 2), dict(eps=0.1), [(12, 18), (9, 14)]),
+                             ((3, 10, 7, 4), {}, [(24, 44), (32, 32)]),
+                             ((6, 12, 5, 2), {}, [(11, 20)])]
 
-    # (in_channels, embed_dim, patch_size, stride), keywords, image sizes: first every argument unlike
-    # its default (eps too) and a 6x9 grid with C = 16, then stage 1's layer on a 6x11 grid with C = 10
-    configs = [((10, 16, 3, 2), dict(eps=0.1), [(12, 18), (9, 14)]), ((3, 10, 7, 4), {}, [(24, 44), (32, 32)])]
+
+def check_overlap_patch_embed(Student: type) -> None:
+    """Check ``Student(in_channels, embed_dim, patch_size=k, stride=s, eps=e)`` (layers ``proj``,
+    ``norm``) whose ``forward(images)`` returns the tuple ``(tokens (B, H'*W', C), (H', W'))``,
+    the grid a tuple of two ints, on ``PATCH_EMBED_CHECK_CONFIGS``."""
+    title = "OverlapPatchEmbed"
+    configs = PATCH_EMBED_CHECK_CONFIGS
 
     def body() -> str:
         cases = 0
@@ -73,8 +80,9 @@ def check_overlap_patch_embed(Student: type) -> None:
 
             cases += compare_on_grids(title, student, ref, sizes, case, sqrt_hw_on_error=False,
                                       name="forward's result", items=_TOKENS_AND_GRID)
-        return (f"matches segformer_lite.OverlapPatchEmbed on {cases} inputs (square and non-square, eps "
-                "passed on), gradients and float64 included")
+        settings = ", ".join(f"{args[2]}/{args[3]}" for args, _, _ in configs)
+        return (f"matches segformer_lite.OverlapPatchEmbed on {cases} inputs (kernel/stride {settings}; square "
+                "and non-square, eps passed on), gradients and float64 included")
 
     run_check(title, body)
 

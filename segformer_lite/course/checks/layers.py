@@ -164,6 +164,16 @@ def layer_differences(student: nn.Module, ref: nn.Module, kwargs: dict) -> tuple
     return lines, mistakes
 
 
+def _build_error_hint(error: Exception, Reference: type) -> str:
+    """What to do about an error raised while building the learner's module."""
+    if isinstance(error, ValueError) and "padding='same'" in str(error):  # torch: a strided conv
+        return ("torch refuses padding='same' for a strided convolution (stride above 1; 'same' keeps the size "
+                "only at stride 1), so give this conv's padding in pixels, an int per side: the number the "
+                "notebook works out.")
+    return (f"Keep the skeleton's constructor: it takes the same arguments as "
+            f"segformer_lite.{Reference.__name__}.")
+
+
 def build(Student: type, Reference: type, args: tuple, kwargs: dict, title: str):
     """Build both modules with the same arguments and give the learner the reference's weights,
     after checking the settings of the layers built in ``__init__`` (padding, groups, eps...)."""
@@ -177,8 +187,7 @@ def build(Student: type, Reference: type, args: tuple, kwargs: dict, title: str)
         raise Unfinished from None
     except Exception as e:
         raise fail(title, f"building {Student.__name__}({shown}) raised {type(e).__name__}: {e}",
-                   extra=f"Keep the skeleton's constructor: it takes the same arguments as "
-                         f"segformer_lite.{Reference.__name__}.") from e
+                   extra=_build_error_hint(e, Reference)) from e
     if not isinstance(student, nn.Module):
         raise fail(title, f"{Student.__name__} is not a torch.nn.Module",
                    extra="Subclass nn.Module and call super().__init__() first.")

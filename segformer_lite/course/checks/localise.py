@@ -238,12 +238,16 @@ def compare_runs(mine: Run, ref: Run, plan: Plan) -> tuple[list[str], bool]:
     calls_ref = Counter(k[1] for k, _ in ref_events if k[0] == "in")
     matched: list[str] = []
     last = None  # the last point that matches
+    skipped: list[str] = []  # layers forward never calls: their step may be written another way
     for j, ((kind, name, k), want) in enumerate(ref_events):
         if (kind, name, k) not in got:
             if mine.error is not None:
-                return _crashed(matched, mine, last, kind, name), False
+                return _crashed(matched, mine, ref, last, kind, name), False
             if kind == "val":
                 return [_matched(matched) + f"{name} is missing from what forward returns."], True
+            if calls_mine[name] == 0:  # not called at all: judge what comes out where its step is
+                skipped += [name] if name not in skipped else []
+                continue
             return [_matched(matched) + _calls(name, calls_mine[name], calls_ref[name])
                     + _before(plan, "in", name, k)], False
         d = differ(got[(kind, name, k)], want)
@@ -256,7 +260,9 @@ def compare_runs(mine: Run, ref: Run, plan: Plan) -> tuple[list[str], bool]:
             what = _point(kind, name) + (f" (call {k + 1})" if calls_ref[name] > 1 else "")
             verb = "differ" if kind == "val" and name.endswith("s") else "differs"
             lines = [_matched(matched) + f"{what} {verb} ({d.text})."]
-            if kind == "out":
+            if skipped:
+                lines.append(_not_called(skipped[0], calls_ref[skipped[0]], plan))
+            elif kind == "out":
                 lines.append(f"Its input matches, so {_shown(name)} itself computes something else than the "
                              "reference's: compare how it is built and called (its settings and arguments; the "
                              "weights were copied from the reference).")
@@ -269,10 +275,13 @@ def compare_runs(mine: Run, ref: Run, plan: Plan) -> tuple[list[str], bool]:
         if kind in ("out", "val") and _shown(name) not in matched:
             matched.append(_shown(name))
     if mine.error is not None:
-        return _crashed(matched, mine, last, None, None), False
+        return _crashed(matched, mine, ref, last, None, None), False
     extra = [n for n in calls_mine if calls_mine[n] > calls_ref[n]]
     if extra:
         return [_matched(matched) + "but " + _calls(extra[0], calls_mine[extra[0]], calls_ref[extra[0]]) + "."], False
+    if skipped:  # everything that is compared matches: only the call is missing
+        name = skipped[0]
+        return [_matched(matched) + _calls(name, 0, calls_ref[name]) + _before(plan, "in", name, 0)], False
     return [], False
 
 
@@ -298,6 +307,16 @@ def _out_of_place(mine: Run, ref_events: list, j: int, calls_mine: Counter, call
     return f"{a} is called before {b}, where the reference calls {b} first"
 
 
+def _not_called(name: str, ref_calls: int, plan: Plan) -> str:
+    """A layer forward never calls, said as a fact: doing its step another way is no mistake."""
+    step = _step(plan, "in", name)
+    return (f"forward never calls {_shown(name)}, where the reference calls it {_times(ref_calls)}"
+            + (f" (on {step})" if step else "") + ". Doing its step without calling it (a function of "
+            "torch.nn.functional, with the layer's own settings and weights) is fine when it computes the "
+            "same; here what comes out differs, so look at that step: is it there, what does it compute, over "
+            "which axes, with which weights?")
+
+
 def _calls(name: str, mine: int, ref: int) -> str:
     if mine == 0:
         return f"{_shown(name)} is never called, where the reference calls it {_times(ref)}"
@@ -318,9 +337,21 @@ def _matched(matched: list[str]) -> str:
     return f"{listed} match{'es' if len(matched) == 1 else ''}; "
 
 
-def _crashed(matched: list[str], mine: Run, last: tuple | None, kind: str | None, name: str | None) -> list[str]:
+def _crashed(matched: list[str], mine: Run, ref: Run, last: tuple | None, kind: str | None,
+             name: str | None) -> list[str]:
     if mine.open:
-        where = f" inside {_shown(mine.open)}, whose input matches"
+        k = max(key[2] for key, _ in mine.events if key[:2] == ("in", mine.open))
+        theirs = dict(ref.events).get(("in", mine.open, k))
+        ours = next(v for key, v in mine.events if key == ("in", mine.open, k))
+        where = f" inside {_shown(mine.open)}"
+        if name and name != mine.open and kind == "in":  # called before a layer the reference calls first
+            where += f", called before {_shown(name)} (the reference calls {_shown(name)} first)"
+        if theirs is None:
+            times = sum(key[:2] == ("in", mine.open) for key, _ in ref.events)
+            where += f" (call {k + 1}), which the reference calls {_times(times)}"
+        else:
+            d = differ(ours, theirs)
+            where += ", whose input matches" if d is None else f", whose input differs from the reference's ({d.text})"
     else:
         where = (f" after {_point(*last[:2])}" if last else "") + (f" and before {_point(kind, name)}" if name else "")
     return [_matched(matched) + f"your code raised{where} (its line is shown below)."]
