@@ -145,3 +145,43 @@ def test_the_placebo_lies_outside_the_shape_and_farther_than_the_band(data):
     for case in cases:
         band, placebo = erase.measured_distances(case)
         assert not (case.placebo & case.shape).any() and placebo > band
+
+
+def test_closest_outside_by_hand():
+    mask = lambda *pixels: np.isin(np.arange(13 * 13).reshape(13, 13), [r * 13 + c for r, c in pixels])
+    shape = mask(*[(r, c) for r in range(3, 10) for c in range(3, 10)])
+    # measured: (6, 6); the band holds (6, 8) and (6, 9). A placebo pixel may not lie in the shape
+    # (rows and columns 3-9) nor touch the band (rows 5-7, columns 7-10). The nearest such pixels
+    # lie at distance 4 from (6, 6): row 2 and column 2, columns or rows 2-10; the two nearest: 4, 4
+    case = erase.EraseCase(0, 1, shape, band=mask((6, 8), (6, 9)), placebo=mask((6, 11), (6, 12)),
+                           measured=mask((6, 6)))
+    assert erase.closest_outside(case) == 4.0
+    # a band of 18 pixels (rows 5-7, columns 4-9): of the 32 pixels at distance 4 from (6, 6) (rows
+    # 2 and 10, columns 2 and 10), 27 lie outside the shape and off rows 4-8 of column 10, next to
+    # the band: the 18 nearest are all at distance 4
+    wide = mask(*[(r, c) for r in (5, 6, 7) for c in range(4, 10)])
+    assert erase.closest_outside(erase.EraseCase(0, 1, shape, wide, wide, mask((6, 6)))) == 4.0
+    everything = np.ones((13, 13), dtype=bool)
+    assert erase.closest_outside(erase.EraseCase(0, 1, everything, everything, everything, mask((6, 6)))) is None
+
+
+def test_closest_outside_bounds_every_placebo_that_keeps_off_the_band(data):
+    """The bound is below the mean distance of two placebos built from the allowed pixels: the
+    ring just beyond the band's neighbours, and a random draw of them."""
+    _, labels = data
+    cases, _ = erase.erase_cases(labels, (2, 4, 6))
+    rng = np.random.default_rng(0)
+    checked = 0
+    for case in cases:
+        bound, count = erase.closest_outside(case), int(case.band.sum())
+        dist = regions.outside_distance(case.measured)
+        free = ~case.shape & ~regions.dilate(case.band, 1)
+        ring = regions.nearest_ring(case.shape, case.width + 1, count)  # the pixels just off the band's edge
+        if bound is None or ring is None:
+            continue
+        assert not (ring & ~free).any()
+        drawn = rng.choice(np.flatnonzero(free), size=count, replace=False)
+        assert bound <= dist[ring].mean() and bound <= dist.ravel()[drawn].mean()
+        assert bound >= dist[free].min()
+        checked += 1
+    assert checked >= len(cases) // 2

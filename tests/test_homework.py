@@ -88,10 +88,12 @@ def test_exercises_hold_stubs_and_no_solutions_or_outputs():
 
 
 PREDICTIONS = "07_train_and_look_inside.ipynb"
-# a student version with two predictions answered, the others left as released: (function, answer,
-# grade_id of the graded cell that checks it, whether the answer is right)
+# a student version with three predictions answered, the others left as released: (function, answer,
+# grade_id of the graded cell that checks it, whether the answer is right). The right answer after
+# the wrong one shows that a wrong prediction stops nothing.
 ANSWERED = [("ceiling_prediction", '{"SegFormer"}', "check_ceiling_prediction", True),
-            ("erase_prediction", '"as many as the placebo"', "check_erase_prediction", False)]
+            ("erase_prediction", '"as many as the placebo"', "check_erase_prediction", False),
+            ("own_shape_answer", "(4, 2)", "check_own_shape_answer", True)]
 
 
 def test_notebook_07_asks_before_it_tells():
@@ -119,11 +121,12 @@ def test_notebook_07_asks_before_it_tells():
 
 @pytest.mark.slow
 def test_nbgrader_round_trip_grades_predictions(tmp_path):
-    """Notebook 07 through nbgrader, in one submission (one run of 07): its student version with one
-    prediction right, one wrong and the rest unanswered runs top to bottom; the right one scores its
-    point, the wrong one fails with the measurement in the feedback, the unanswered ones note "not
-    answered yet" on stderr and score zero, and so do the written answers left empty. (The course
-    version's graded cells all pass under nbval, their check marks stored.)"""
+    """Notebook 07 through nbgrader, in one submission (one run of 07): its student version with two
+    predictions right, one wrong between them and the rest unanswered runs top to bottom with no
+    error; the right ones score their points, the wrong one writes its report (✗ and the measurement)
+    to stderr and scores zero, the unanswered ones note "not answered yet" on stderr and score zero,
+    and so do the written answers left empty. (The course version's graded cells all pass under
+    nbval, their check marks stored.)"""
     source_nb = NOTEBOOKS / PREDICTIONS
     # this test is about grading predictions, not the per-cell limit (test_nbgrader_round_trip tests
     # that): 07's live-training cell takes 4 s on a quiet machine but took 426 s under nbconvert at
@@ -147,12 +150,19 @@ def test_nbgrader_round_trip_grades_predictions(tmp_path):
     nb = nbformat.read(course / "autograded" / "student" / homework.ASSIGNMENT / PREDICTIONS, 4)
     errors = {c.metadata.get("nbgrader", {}).get("grade_id", i): [o.ename for o in c.outputs if o.output_type == "error"]
               for i, c in enumerate(nb.cells) if c.cell_type == "code"}
-    assert {k: v for k, v in errors.items() if v} == {g: ["PredictionReport"] for g in wrong}
+    assert {k: v for k, v in errors.items() if v} == {}  # a wrong prediction stops nothing
+    assert all(c.execution_count for c in nb.cells if c.cell_type == "code" and c.source.strip())  # every cell ran
     for c in nb.cells:
         grade_id = c.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id in auto - wrong:
-            streams = "".join(o.get("text", "") for o in c.outputs if o.output_type == "stream")
-            assert streams.startswith("✓ ") if grade_id in right else "not answered yet" in streams, (grade_id, streams)
+        if grade_id in auto:
+            out, err = ("".join(o.text for o in c.outputs if o.output_type == "stream" and o.name == name)
+                        for name in ("stdout", "stderr"))
+            if grade_id in right:
+                assert out.startswith("✓ ") and err == "", (grade_id, out, err)
+            elif grade_id in wrong:
+                assert err.startswith("✗ ") and "Marked zero; the notebook goes on" in err and out == "", (grade_id, out, err)
+            else:
+                assert "not answered yet" in err, (grade_id, out, err)
     homework.nbgrader(course, "export")
     with open(course / "grades.csv", newline="") as f:
         [row] = list(csv.DictReader(f))
@@ -161,7 +171,7 @@ def test_nbgrader_round_trip_grades_predictions(tmp_path):
     homework.nbgrader(course, "generate_feedback", homework.ASSIGNMENT)
     feedback = course / "feedback" / "student" / homework.ASSIGNMENT / PREDICTIONS.replace(".ipynb", ".html")
     text = html.unescape(feedback.read_text(encoding="utf-8"))
-    assert "you predicted 'as many as the placebo'; the measurement says 'more than the placebo'" in text
+    assert "✗ SegFormer, band against placebo at w = 4: you predicted 'as many as the placebo'; the measurement says 'more than the placebo'" in text
     shutil.rmtree(course)
 
 

@@ -13,7 +13,9 @@ whether the prediction deep inside the shape changes.
   accuracy, with bootstrap intervals over images.
 * :func:`measured_distances`: how far the band's pixels and the placebo's lie from the measured
   pixels. The placebo matches the band in pixel count only: it lies wholly outside the shape,
-  farther from the measured pixels than the band.
+  farther from the measured pixels than the band. :func:`closest_outside`: the nearest that any
+  placebo of the band's size, outside the shape and not touching the band, can lie on average
+  (when it is farther than the band, no such placebo can match the band's distance).
 
 A model whose output at a pixel depends only on the ``(2r+1) x (2r+1)`` window around it (the
 local CNN: ``r = 3``) cannot change on pixels ``w + r`` or more inside: their windows hold no
@@ -26,11 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .regions import connected_region, deepest_pixel, interior_depth, nearest_ring, outline_band, outside_distance
+from .regions import (connected_region, deepest_pixel, dilate, interior_depth, nearest_ring, outline_band,
+                      outside_distance)
 from .resample import Interval, bootstrap_mean
 
 __all__ = ["EraseCase", "erase_cases", "noise_fill", "case_images", "EraseResult", "erase_test", "erase_summary",
-           "measured_distances"]
+           "measured_distances", "closest_outside"]
 
 
 @dataclass(frozen=True)
@@ -159,3 +162,15 @@ def measured_distances(case: EraseCase) -> tuple[float, float]:
     nearest measured pixel (Chebyshev, in pixels: :func:`~segformer_lite.course.regions.outside_distance`)."""
     dist = outside_distance(case.measured)
     return float(dist[case.band].mean()), float(dist[case.placebo].mean())
+
+
+def closest_outside(case: EraseCase) -> float | None:
+    """The smallest mean distance to the nearest measured pixel (Chebyshev, as in
+    :func:`measured_distances`) that a placebo of the band's size can have when it is made of
+    pixels outside the shape that do not touch the band (neither in it nor next to it): the mean
+    over the band's count of such pixels nearest to the measured ones. None if there are fewer."""
+    free = ~case.shape & ~dilate(case.band, 1)
+    count = int(case.band.sum())
+    if free.sum() < count:
+        return None
+    return float(np.sort(outside_distance(case.measured)[free])[:count].mean())

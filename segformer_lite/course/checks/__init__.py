@@ -56,7 +56,10 @@ failure report, the hints' state, the rendering of a failure) and the checkers: 
 ``check_*`` functions re-exported here.
 ``predictions`` grades predictions instead of code (notebook 07): a chosen option, a number or an
 interval the learner commits to before a cell measures it (``check_prediction``, ``check_number``,
-``check_interval``, re-exported here).
+``check_interval``, re-exported here), and ``verdicts`` notebook 08's decisions. Unlike a wrong
+module, a wrong prediction does not raise: its report (``✗`` and the measurement) goes to stderr,
+which scores the cell zero, and the notebook runs on to the next measurement, so that no learner
+has to edit a prediction to get past it.
 """
 from .checkers import (check_all_mlp_decoder, check_block, check_efficient_self_attention, check_image_to_tokens, check_mix_ffn,
                        check_mix_transformer, check_overlap_patch_embed, check_stage, check_tokens,
@@ -68,8 +71,8 @@ __all__ = ["MISTAKES", "Mistake", "check_overlap_patch_embed", "check_image_to_t
            "check_mix_ffn", "check_block", "check_stage", "check_mix_transformer", "check_all_mlp_decoder"]
 from .counting import COUNTING_MISTAKES, check_count_attention  # noqa: E402  (notebook 00's exercise)
 __all__ += ["COUNTING_MISTAKES", "check_count_attention"]
-from .predictions import (PredictionReport, check_interval, check_number, check_prediction,  # noqa: E402
+from .predictions import (check_interval, check_number, check_prediction,  # noqa: E402
                           interval_verdict, which_bin)  # notebook 07's predictions
-__all__ += ["PredictionReport", "check_prediction", "check_number", "check_interval", "interval_verdict", "which_bin"]
+__all__ += ["check_prediction", "check_number", "check_interval", "interval_verdict", "which_bin"]
 from .verdicts import check_paired_interval, check_predictions, check_sr_budget  # noqa: E402  (notebook 08's exercises)
 __all__ += ["check_predictions", "check_paired_interval", "check_sr_budget"]

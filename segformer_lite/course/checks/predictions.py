@@ -19,14 +19,21 @@ what the notebook measured:
 * :func:`interval_verdict` and :func:`which_bin`: the option a measurement supports, from two
   intervals (which is larger, or neither when they overlap) or from a number and bin edges.
 
-Three outcomes, as for the code checkers:
+Three outcomes, none of which stops the notebook:
 
-* right: one line starting with ``✓``, then what was measured;
-* not answered yet (the function raises ``NotImplementedError``, or returns ``None`` or ``...``):
-  a note on **stderr**, which nbgrader scores zero, and the notebook runs on;
-* wrong, or not one of the options: :class:`PredictionReport` (an ``AssertionError``), shown as
-  its message alone, without the checker's frames. Only a wrong answer hears the measurement; an
-  answer outside the options hears the options, never the measured one.
+* right: one line on stdout starting with ``✓``, then what was measured;
+* not answered yet (the function still raises ``NotImplementedError``, or the value passed is
+  ``None`` or ``...``): a note on **stderr**, telling nothing;
+* wrong, or malformed (not one of the options, the wrong count of numbers, a function returning
+  ``None``): a report on **stderr** starting with ``✗`` (:func:`wrong`). A wrong answer hears the
+  measurement and why, and is told to keep its prediction as written; an answer outside the options
+  hears the options, never the measured one.
+
+nbgrader scores a graded code cell zero when it writes to stderr, so a wrong prediction scores zero
+while "Run All" goes on to the next measurement: the only way to the point is to predict right,
+not to edit the prediction until the notebook runs on. A mistake of the notebook's author (a title
+that is not a str, a measured option that is not an option) still raises ``TypeError`` or
+``ValueError``.
 """
 from __future__ import annotations
 
@@ -35,36 +42,45 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["PredictionReport", "check_prediction", "check_number", "check_interval", "interval_verdict",
+__all__ = ["wrong", "check_prediction", "check_number", "check_interval", "interval_verdict",
            "which_bin"]
 
 _UNANSWERED = object()
+_NO_RETURN = object()
 
 
-class PredictionReport(AssertionError):
-    """A wrong (or malformed) prediction: IPython shows the message without a traceback."""
-
-    def _render_traceback_(self) -> list[str]:
-        return [f"{type(self).__name__}: {line}" if i == 0 else line
-                for i, line in enumerate(str(self).splitlines())]
+def wrong(message: str, *, revealed: bool) -> None:
+    """Report a wrong or malformed answer on stderr, which nbgrader scores zero, without stopping the
+    notebook. ``revealed``: the message tells the measurement, so the learner is asked to keep the
+    answer as written; otherwise they may correct it and re-run the cell."""
+    note = ("Marked zero; the notebook goes on. Keep your answer as you wrote it: the measurement is the "
+            "lesson, not an answer to copy in." if revealed else
+            "Marked zero as it stands; the notebook goes on. You may correct your answer and re-run this cell.")
+    print(f"✗ {message}\n  {note}", file=sys.stderr)
 
 
 def _read(answer: Any) -> Any:
     """The learner's answer: ``answer()`` when it is a function, else ``answer`` itself;
-    ``_UNANSWERED`` for a function still raising ``NotImplementedError``, ``None`` or ``...``."""
+    ``_UNANSWERED`` for a function still raising ``NotImplementedError``, ``None`` or ``...``;
+    ``_NO_RETURN`` for a function that returned ``None`` (written, but without a ``return``)."""
     if callable(answer):
         try:
             answer = answer()
         except NotImplementedError:
             return _UNANSWERED
         if answer is None:  # a written function without a return: not the same as an unanswered one
-            raise PredictionReport("your prediction function returned None: end it with return and your answer")
+            return _NO_RETURN
     return _UNANSWERED if answer is None or answer is Ellipsis else answer
 
 
-def _unanswered(title: str) -> None:
-    print(f"{title}: not answered yet (your prediction cell still raises NotImplementedError). "
-          "Write your prediction there, then re-run it and this cell.", file=sys.stderr)
+def _no_answer(title: str, got: Any) -> bool:
+    """True, after saying so on stderr, when the learner has not answered (or forgot the return)."""
+    if got is _NO_RETURN:
+        wrong(f"{title}: your prediction function returned None: end it with return and your answer.", revealed=False)
+    elif got is _UNANSWERED:
+        print(f"{title}: not answered yet (your prediction cell still raises NotImplementedError). "
+              "Write your prediction there, then re-run it and this cell.", file=sys.stderr)
+    return got is _NO_RETURN or got is _UNANSWERED
 
 
 def _title(title: Any) -> str:
@@ -91,25 +107,25 @@ def check_prediction(answer: Any, measured: Any, options: Sequence[str], *, titl
     if not expected <= set(options) or (not several and len(expected) != 1):
         raise ValueError(f"measured {measured!r} is not {'a set of' if several else 'one of the'} options {options}")
     got = _read(answer)
-    if got is _UNANSWERED:
-        return _unanswered(title)
+    if _no_answer(title, got):
+        return
     listed = ", ".join(repr(o) for o in options)
     if several:
         if isinstance(got, str) or not isinstance(got, Iterable):
-            raise PredictionReport(f"{title}: your answer {got!r} is not a set of options; return a set "
-                                   f"such as {{{options[0]!r}}} (or set() for none) drawn from: {listed}")
+            return wrong(f"{title}: your answer {got!r} is not a set of options; return a set "
+                         f"such as {{{options[0]!r}}} (or set() for none) drawn from: {listed}", revealed=False)
         got = set(got)
         unknown = sorted(map(repr, got - set(options)))
         if unknown:
-            raise PredictionReport(f"{title}: {', '.join(unknown)} not among the options: {listed}")
+            return wrong(f"{title}: {', '.join(unknown)} not among the options: {listed}", revealed=False)
         said = "{" + ", ".join(repr(o) for o in options if o in got) + "}" if got else "none of them"
         right = "{" + ", ".join(repr(o) for o in options if o in expected) + "}" if expected else "none of them"
     else:
         if got not in options:
-            raise PredictionReport(f"{title}: your answer {got!r} is not one of the options: {listed}")
+            return wrong(f"{title}: your answer {got!r} is not one of the options: {listed}", revealed=False)
         got, said, right = {got}, repr(got), repr(measured)
     if got != expected:
-        raise PredictionReport(f"{title}: you predicted {said}; the measurement says {right}.{_tail(why)}")
+        return wrong(f"{title}: you predicted {said}; the measurement says {right}.{_tail(why)}", revealed=True)
     print(f"✓ {title}: you predicted {said}, and the measurement agrees.{_tail(why)}")
 
 
@@ -136,17 +152,17 @@ def check_number(answer: Any, measured: Any, *, tol: float, title: str, why: str
         raise ValueError(f"tol must be a number >= 0, got {tol!r}")
     expected = _numbers(measured, "measured")
     got = _read(answer)
-    if got is _UNANSWERED:
-        return _unanswered(title)
+    if _no_answer(title, got):
+        return
     try:
         got = _numbers(got, "your answer")
     except TypeError as e:
-        raise PredictionReport(f"{title}: {e}") from None
+        return wrong(f"{title}: {e}", revealed=False)
     if len(got) != len(expected):
-        raise PredictionReport(f"{title}: your answer has {len(got)} number(s); {len(expected)} are asked for")
+        return wrong(f"{title}: your answer has {len(got)} number(s); {len(expected)} are asked for", revealed=False)
     if any(abs(g - e) > tol for g, e in zip(got, expected)):
-        raise PredictionReport(f"{title}: you answered {_fmt(got)}; the measurement gives {_fmt(expected)} "
-                               f"({f'accepted within ±{tol:g}' if tol else 'exactly'}).{_tail(why)}")
+        return wrong(f"{title}: you answered {_fmt(got)}; the measurement gives {_fmt(expected)} "
+                     f"({f'accepted within ±{tol:g}' if tol else 'exactly'}).{_tail(why)}", revealed=True)
     print(f"✓ {title}: you answered {_fmt(got)}, and the measurement gives {_fmt(expected)}.{_tail(why)}")
 
 
@@ -158,14 +174,14 @@ def check_interval(answer: Any, measured: Sequence[float], *, tol: float, title:
     if len(expected) != 2 or expected[0] > expected[1]:
         raise ValueError(f"measured must be an interval (lo, hi) with lo <= hi, got {measured!r}")
     got = _read(answer)
-    if got is _UNANSWERED:
-        return _unanswered(title)
+    if _no_answer(title, got):
+        return
     try:
         got = _numbers(got, "your interval")
     except TypeError as e:
-        raise PredictionReport(f"{title}: {e}") from None
+        return wrong(f"{title}: {e}", revealed=False)
     if len(got) != 2 or got[0] > got[1]:
-        raise PredictionReport(f"{title}: your answer {_fmt(got)} is not an interval (lo, hi) with lo <= hi")
+        return wrong(f"{title}: your answer {_fmt(got)} is not an interval (lo, hi) with lo <= hi", revealed=False)
     check_number(got, expected, tol=tol, title=title, why=why)
 
 

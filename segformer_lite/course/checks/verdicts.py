@@ -2,13 +2,17 @@
 verdicts, a 95 % interval computed by hand, and an ``sr_ratio`` chosen under a memory budget.
 
 Each ``check_*`` takes a function the learner writes (so that the student version, whose body is
-``raise NotImplementedError()``, runs top to bottom) and has the three outcomes of every course
-checker (see :mod:`segformer_lite.course.checks`):
+``raise NotImplementedError()``, runs top to bottom) and has three outcomes, none of which stops
+the notebook (as for notebook 07's predictions, :mod:`.predictions`):
 
-* right: one line starting with ``✓``;
-* unfinished (the function raises ``NotImplementedError``): "... not implemented yet" on stderr,
-  which nbgrader scores zero;
-* wrong: ``AssertionError`` saying what is wrong and what the notebook gives to work it out.
+* right: one line on stdout starting with ``✓``;
+* unfinished (the function raises ``NotImplementedError``): "... not implemented yet" on stderr;
+* wrong or malformed (a function returning ``None`` included): a report on stderr starting with
+  ``✗`` (:func:`~.predictions.wrong`), saying what is wrong and what the notebook gives to work it
+  out, never the answer itself.
+
+nbgrader scores a graded code cell that writes to stderr zero. A mistake of the notebook's author
+(passing the learner's answer instead of the function) still raises ``TypeError``.
 
 A prediction has no right answer before the results are read, so :func:`check_predictions`
 grades that one is recorded for every claim, from the listed verdicts; section 8 of the notebook
@@ -24,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from ...training.stats import t975
 from ..cost import attention_cost
+from .predictions import wrong
 
 __all__ = ["VERDICTS", "check_predictions", "compare_predictions", "check_paired_interval", "check_sr_budget"]
 
@@ -31,8 +36,8 @@ VERDICTS = ("agrees", "disagrees", "inconclusive")
 
 
 def _call(fn: Callable, title: str):
-    """``fn()``, or None after the "not implemented yet" note when it raises NotImplementedError;
-    a function that returns None (a forgotten ``return``) fails with a message saying so."""
+    """``fn()``, or None after the "not implemented yet" note when it raises NotImplementedError,
+    or after a report saying so when it returns None (a forgotten ``return``)."""
     if not callable(fn):
         raise TypeError(f"{title}: pass the function you wrote (without calling it), got {type(fn).__name__}")
     try:
@@ -42,7 +47,7 @@ def _call(fn: Callable, title: str):
               "Write it, then re-run this cell.", file=sys.stderr)
         return None
     if got is None:
-        raise AssertionError(f"{title}: your function returned None: end it with return and your answer")
+        wrong(f"{title}: your function returned None: end it with return and your answer.", revealed=False)
     return got
 
 
@@ -54,15 +59,15 @@ def check_predictions(fn: Callable[[], Mapping[str, str]], claims: Sequence[str]
     if got is None:
         return
     if not isinstance(got, Mapping):
-        raise AssertionError(f"{title}: return a dict {{claim: verdict}}, got {type(got).__name__}")
+        return wrong(f"{title}: return a dict {{claim: verdict}}, got {type(got).__name__}", revealed=False)
     missing = [c for c in claims if c not in got]
     extra = [c for c in got if c not in claims]
     if missing or extra:
-        raise AssertionError(f"{title}: one prediction per claim, keyed exactly as listed; missing {missing}, "
-                             f"not a listed claim {extra}")
+        return wrong(f"{title}: one prediction per claim, keyed exactly as listed; missing {missing}, "
+                     f"not a listed claim {extra}", revealed=False)
     bad = {c: v for c, v in got.items() if v not in VERDICTS}
     if bad:
-        raise AssertionError(f"{title}: each prediction is one of {', '.join(map(repr, VERDICTS))}; got {bad}")
+        return wrong(f"{title}: each prediction is one of {', '.join(map(repr, VERDICTS))}; got {bad}", revealed=False)
     print(f"✓ {title}: {len(claims)} recorded; section 8 sets them beside the verdicts")
 
 
@@ -79,11 +84,21 @@ def compare_predictions(fn: Callable[[], Mapping[str, str]], verdicts: Mapping[s
     return "\n".join(lines)
 
 
-def check_paired_interval(fn: Callable[[], tuple[float, float]], diffs: Sequence[float], digits: int = 4) -> None:
+def check_paired_interval(fn: Callable[[], tuple[float, float]], diffs: Sequence[float], digits: int = 4, *,
+                          designs: tuple[Sequence[float], Sequence[float]] | None = None) -> None:
     """``fn()`` must return the 95 % paired t-interval ``(low, high)`` of the per-seed differences
     ``diffs``, to the printed precision (half a unit in the last of ``digits`` digits, plus the
-    rounding of the printed differences it was computed from)."""
+    rounding of the printed differences it was computed from). ``designs``: the two designs'
+    per-seed values whose differences ``diffs`` are, when the notebook prints them too; then an
+    unpaired interval built from them (their separate spreads) is recognised and named."""
     title = "95 % interval by hand"
+    n = len(diffs)
+    if designs is not None:
+        first, second = designs
+        if not (len(first) == len(second) == n
+                and all(abs(a - b - d) <= 2 * 10 ** -digits for a, b, d in zip(first, second, diffs))):
+            raise ValueError(f"designs must be two sequences of {n} values whose differences are diffs, "
+                             f"got {designs!r} for {list(diffs)!r}")
     got = _call(fn, title)
     if got is None:
         return
@@ -91,10 +106,10 @@ def check_paired_interval(fn: Callable[[], tuple[float, float]], diffs: Sequence
         got = got.tolist()
     if not (isinstance(got, (tuple, list)) and len(got) == 2
             and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in got)):
-        raise AssertionError(f"{title}: return two numbers (low, high), got {got!r}")
+        return wrong(f"{title}: return two numbers (low, high), got {got!r}", revealed=False)
     if got[0] > got[1]:
-        raise AssertionError(f"{title}: return the interval as (low, high), the lower end first; got {tuple(got)!r}")
-    n = len(diffs)
+        return wrong(f"{title}: return the interval as (low, high), the lower end first; got {tuple(got)!r}",
+                     revealed=False)
     mean, s, t = statistics.fmean(diffs), statistics.stdev(diffs), t975(n - 1)
     half = t * s / math.sqrt(n)
     tol = 10 ** -digits * (1 + t)  # the printed differences are rounded to `digits` digits
@@ -114,10 +129,31 @@ def check_paired_interval(fn: Callable[[], tuple[float, float]], diffs: Sequence
         hints.append("s divides by n - 1, not n")
     elif n < 10 and abs(width - t975(n) * s / math.sqrt(n)) <= tol:
         hints.append(f"t has n - 1 = {n - 1} degrees of freedom, not n")
+    elif designs is not None and any(abs(width - w) <= tol for w in _unpaired_half_widths(*designs)):
+        hints.append("this is an unpaired interval, built from the two designs' separate spreads: it ignores that "
+                     "both designs ran on the same seeds, so the variation from seed to seed that they share, "
+                     "which cancels in each seed's difference, stays in. Pair them: take the per-seed "
+                     "differences first, then their mean, their s and t * s / sqrt(n)")
     advice = "; ".join(hints) or ("recompute mean, s (n - 1), t and t * s / sqrt(n) step by step, as in "
                                   "section 3's worked example")
-    raise AssertionError(f"{title}: [{low:+.{digits}f}, {high:+.{digits}f}] is not the interval of these differences: "
-                         f"{advice}.")
+    wrong(f"{title}: [{low:+.{digits}f}, {high:+.{digits}f}] is not the interval of these differences: {advice}.",
+          revealed=False)
+
+
+def _unpaired_half_widths(first: Sequence[float], second: Sequence[float]) -> list[float]:
+    """The half-widths of the unpaired intervals a learner may build from two designs' values:
+    standard error sqrt(s1^2 / n + s2^2 / n) (Welch's; the pooled one is the same at equal n) or
+    the two standard errors added, times t at n - 1, 2n - 2 or Welch's degrees of freedom, or 1.96."""
+    n = len(first)
+    v1, v2 = statistics.variance(first) / n, statistics.variance(second) / n
+    welch = (v1 + v2) ** 2 / (v1 ** 2 / (n - 1) + v2 ** 2 / (n - 1)) if v1 + v2 > 0 else n - 1
+    quantiles = [1.96]
+    for dof in sorted({n - 1, 2 * n - 2, math.floor(welch), round(welch)}):
+        try:
+            quantiles.append(t975(dof))
+        except ValueError:  # a degree of freedom the table leaves out
+            pass
+    return [q * se for q in quantiles for se in (math.sqrt(v1 + v2), math.sqrt(v1) + math.sqrt(v2))]
 
 
 def check_sr_budget(fn: Callable[[], int], height: int = 256, width: int = 256, dim: int = 32,
@@ -139,8 +175,8 @@ def check_sr_budget(fn: Callable[[], int], height: int = 256, width: int = 256, 
         return
     if isinstance(got, int) and got in mib:
         if mib[got] > budget_mib:
-            raise AssertionError(f"{title}: sr_ratio {got} keeps {height * width // got ** 2:,} keys, whose scores take "
-                                 f"more than {budget_mib:g} MiB. Each query has N / sr^2 keys (notebook 03).")
-        raise AssertionError(f"{title}: sr_ratio {got} fits, but a smaller ratio fits too; the question asks for "
-                             f"the smallest (\"at most\" includes equality).")
-    raise AssertionError(f"{title}: return one of the ratios {list(choices)} as an int, got {got!r}")
+            return wrong(f"{title}: sr_ratio {got} keeps {height * width // got ** 2:,} keys, whose scores take "
+                         f"more than {budget_mib:g} MiB. Each query has N / sr^2 keys (notebook 03).", revealed=False)
+        return wrong(f"{title}: sr_ratio {got} fits, but a smaller ratio fits too; the question asks for "
+                     f"the smallest (\"at most\" includes equality).", revealed=False)
+    wrong(f"{title}: return one of the ratios {list(choices)} as an int, got {got!r}", revealed=False)
