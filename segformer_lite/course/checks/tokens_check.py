@@ -24,8 +24,8 @@ import torch
 from ...tokens import image_to_tokens, tokens_to_image
 from . import localise, variants
 from .harness import Unfinished, call, close, compare, fail, matching, randn, run_check, vet
-from .passes import compare_on_grids
 from .mistakes import MISTAKES, WHY
+from .passes import compare_on_grids
 from .report import SEEN, Report
 
 # first a grid whose sides differ from each other and from every width checked (so a wrong axis
@@ -168,6 +168,7 @@ def _shape(title: str, got: torch.Tensor, want: torch.Tensor, where: str, name: 
 
 
 def _a(kind: str) -> str:
+    """'a float', 'an int'."""
     return ("an " if kind[0] in "aeiou" else "a ") + kind
 
 
