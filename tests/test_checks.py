@@ -372,6 +372,7 @@ def test_correct_token_helpers_pass(capsys):
     checks.check_tokens(*functions(None))
     out, err = capsys.readouterr()
     assert out.count("✓ ") == 3 and err == ""
+    assert out.count("in float32, float64 and int64, gradients included") == 2, out  # as notebook 02 says
 
 
 @pytest.mark.parametrize("check, base, bug", CLASS_CASES,
@@ -766,8 +767,91 @@ def test_tokens_left_channels_first_are_named():
     assert "Likely mistake: the tokens are (B, C, N)" in report, report
 
 
+def _column_major_to_image(t, hw):
+    student_tokens_to_image(t, hw)  # its check of the grid
+    return rearrange(t, "b (w h) c -> b c h w", h=hw[0], w=hw[1])
+
+
+TO_TOKENS_FIX = "'b c h w -> b (h w) c'"  # the catalogue's fix for column-major tokens: image_to_tokens's
+TO_IMAGE_FIX = "rearrange(tokens, 'b (h w) c -> b c h w', h=H, w=W)"
+
+
+def test_column_major_on_the_way_back_gets_the_fix_of_tokens_to_image():
+    assert TO_TOKENS_FIX in checks.MISTAKES["column_major"].fix
+    for attempt in (1, 2):
+        report = _report(functions(None)[0], _column_major_to_image)
+        assert report.startswith("tokens_to_image: wrong output"), report
+        assert "Likely mistake: the tokens are in column-major order (w before h)." in report, report
+        assert ("image_to_tokens lays them out in that order" in report) == (attempt == 1), report
+        assert (TO_IMAGE_FIX in report) == (attempt == 2), report
+        assert TO_TOKENS_FIX not in report and "(and tokens_to_image) assumes" not in report, report
+
+
+def test_column_major_met_in_image_to_tokens_first_shows_tokens_to_image_its_own_fix():
+    report = _report(functions("column_major")[0], functions(None)[1])
+    assert report.startswith("image_to_tokens: ") and "Why it is one" in report, report
+    report = _report(functions(None)[0], _column_major_to_image)  # the same mistake, now in the other one
+    assert report.startswith("tokens_to_image: ") and TO_IMAGE_FIX in report, report  # the memory is per mistake:
+    assert "in the order image_to_tokens wrote them" in report and TO_TOKENS_FIX not in report, report  # the fix
+
+
+HW_TRANSPOSED = {"transpose(1, 3)": lambda t, hw: t.reshape(t.shape[0], *hw, t.shape[2]).transpose(1, 3),
+                 "permute(0, 3, 2, 1)": lambda t, hw: t.reshape(t.shape[0], *hw, t.shape[2]).permute(0, 3, 2, 1)}
+
+
+@pytest.mark.parametrize("how", HW_TRANSPOSED)
+def test_tokens_to_image_swapping_h_and_w_by_a_transpose_is_named_then_fixed(how):
+    def to_image(t, hw):
+        student_tokens_to_image(t, hw)  # its check of the grid
+        return HW_TRANSPOSED[how](t, hw)
+    for attempt in (1, 2):
+        report = _report(functions(None)[0], to_image)
+        assert report.startswith("tokens_to_image: the image has shape (2, 5, 10, 6)"), report
+        assert "(B, C, W, H) (the right picture, transposed)" in report, report
+        assert "Likely mistake: H and W are swapped" in report and "A shape differs" not in report, report
+        assert ("Why it is one" in report) == (attempt == 1), report
+        assert ("x.permute(0, 3, 1, 2) on (B, H, W, C)" in report) == (attempt == 2), report
+
+
+def _sizes_checked_channels_first(t, hw):
+    B, C, N = t.shape
+    H, W = hw
+    if N != H * W:
+        raise ValueError(f"{N} tokens do not fill a {H}x{W} grid")
+    return t.transpose(1, 2).reshape(B, C, H, W)
+
+
+def _sizes_channels_first(t, hw):
+    B, C, N = t.shape
+    return t.transpose(1, 2).reshape(B, C, *hw)
+
+
+@pytest.mark.parametrize("to_image, error", [(_sizes_checked_channels_first, "ValueError: 5 tokens do not fill"),
+                                             (_sizes_channels_first, "RuntimeError: shape '[2, 60, 6, 10]'")])
+def test_tokens_unpacked_as_channels_first_are_named_then_fixed(to_image, error):
+    for attempt in (1, 2):
+        report = _report(functions(None)[0], to_image)
+        assert report.startswith("tokens_to_image: raised "), report
+        assert "Likely mistake: the tokens' sizes were read as if they were (B, C, N)" in report, report
+        assert ("How to fix: unpack the sizes in the tokens' order, B, N, C = tokens.shape" in report) == \
+            (attempt == 2), report
+        assert "Where your code raised it:" in report and error in report, report  # the learner's error too
+
+
+def test_a_tokens_to_image_error_not_from_the_sizes_is_not_blamed_on_them():
+    def to_image(t, hw):
+        raise ValueError("not yet")
+    report = _report(functions(None)[0], to_image)
+    assert report.startswith("tokens_to_image: raised ValueError") and "Likely mistake" not in report, report
+
+
 def _to_tokens(x):
     return x.flatten(2).transpose(1, 2), tuple(x.shape[-2:])
+
+
+def _half_detached(t, hw):
+    image = student_tokens_to_image(t, hw)
+    return image * 0.5 + image.detach() * 0.5
 
 
 WORDING = {  # a wrong answer -> (what the report must say, what it must not)
@@ -783,6 +867,17 @@ WORDING = {  # a wrong answer -> (what the report must say, what it must not)
                             ["The values are all there, in another order"], ["heads", "Step by step"]),
     "a shape of its own": (None, lambda t, hw: t.transpose(1, 2),
                            ["the image has shape (2, 5, 60)", "compare it with the contract"], ["shape trace"]),
+    "a grid of tensors": (lambda x: (_to_tokens(x)[0], tuple(torch.tensor(s) for s in x.shape[-2:])), None,
+                          ["the grid is (tensor(6), tensor(10))", "H and W are two Tensors", "two Python ints"],
+                          ["a Tensor, a Tensor"]),
+    "a grid of an int and a float": (lambda x: (_to_tokens(x)[0], (x.shape[-2], x.shape[-1] / 1)), None,
+                                     ["the grid is (6, 10.0)", "H and W are an int and a float"], ["a float (10.0)"]),
+    ".detach()": (None, lambda t, hw: student_tokens_to_image(t, hw).detach(),
+                  ["the image carries no gradient", "Something in your function cuts it", "inside it"],
+                  ["forward", "module"]),
+    "a gradient of its own": (None, _half_detached,
+                              ["the gradient of the tokens differs", "Something in your function changes"],
+                              ["forward", "argument 1"]),
     "values that are computed": (lambda x: (_to_tokens(x)[0] * 1.0001, _to_tokens(x)[1]), None,
                                  ["the tokens are off by up to", "every value must come back exactly"], ["batch size"]),
 }

@@ -2,14 +2,15 @@
 ``check_tokens_to_image`` and ``check_tokens``, which runs both and then the round trip.
 
 Both helpers only move numbers, so their outputs are compared exactly, on square and non-square
-grids and one row of pixels, in float64 and int64 (the input's dtype comes back); a grid that
+grids and one row of pixels, in float32, float64 and int64 (the input's dtype comes back); a grid that
 does not fit the tokens must raise ``ValueError`` with a message that gives the sizes (the token
 count N, and H and W or H*W). The learner's functions run with segformer_lite's finished
 ``image_to_tokens`` and ``tokens_to_image`` watched: handing them in, or calling them, is refused
 (the exercise would be passed by the package's code). Beside the shared catalogue, this
-exercise's own mistakes (a channels-last image, channels-first tokens) are named here, and the
-reports speak of this exercise's two functions (no shape trace, no heads). The grids here
-(:data:`_GRIDS`) are the other checkers' too.
+exercise's own mistakes (a channels-last image, an image with H and W swapped by a transpose,
+channels-first tokens, the tokens' sizes read as (B, C, N)) are named here, and the reports speak
+of this exercise's two functions (no shape trace, no heads, no forward; a column-major
+``tokens_to_image`` gets its own fix). The grids here (:data:`_GRIDS`) are the other checkers' too.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch
 from ...tokens import image_to_tokens, tokens_to_image
 from . import localise, variants
 from .harness import Unfinished, call, close, compare, fail, matching, randn, run_check, vet
+from .mistakes import MISTAKES, WHY
 from .passes import compare_on_grids
 from .report import SEEN, Report
 
@@ -32,6 +34,7 @@ _GRIDS = [(6, 10), (8, 8), (4, 16)]
 
 _TOKEN_GRIDS = _GRIDS + [(1, 9)]  # and one row of pixels
 _DTYPES = (torch.float64, torch.int64)  # the tokens helpers' contract: the input's dtype comes back
+_SQUARE_TOKENS, _SQUARE_HW = (2, 6, 6), (2, 3)  # as many channels as tokens: the probe of sizes read as (B, C, N)
 _TOKENS_AND_GRID = ("the tokens", "the grid (H, W)")
 _WRONG_GRIDS = [(8, 8), (6, 5)]  # for 60 tokens: 64 cells; 30 cells, which reshape(B, -1, 6, 5) fills
 
@@ -50,7 +53,32 @@ _MISTAKES = {
         "(B, C, N) holds one channel of every pixel",
         "after flattening the grid, move the channels last: x.flatten(2).transpose(1, 2), or "
         "rearrange(x, 'b c h w -> b (h w) c')"),
+    "image_hw_transposed": (
+        "H and W are swapped: the axes were moved to (B, C, W, H), not (B, C, H, W)",
+        "a transpose swaps exactly the two axes it names: on (B, H, W, C), transpose(1, 3) (or "
+        "permute(0, 3, 2, 1)) brings C to axis 1 but sends H to the end, so every row of the picture "
+        "becomes a column",
+        "move only the channels and keep H before W: x.permute(0, 3, 1, 2) on (B, H, W, C), or straight "
+        "from the tokens, tokens.transpose(1, 2).reshape(B, C, H, W) or "
+        "rearrange(tokens, 'b (h w) c -> b c h w', h=H, w=W)"),
+    "sizes_channels_first": (
+        "the tokens' sizes were read as if they were (B, C, N) (B, C, N = tokens.shape), but the tokens "
+        f"are (B, N, C): your function gives the right image when C = N (tokens of shape {_SQUARE_TOKENS}, "
+        f"hw={_SQUARE_HW}) and fails when they differ",
+        "axis 1 of the tokens counts the tokens (N = H·W) and axis 2 the channels; read the other way "
+        "round, N is the channel count, so the grid check or the reshape fails on a grid that fits",
+        "unpack the sizes in the tokens' order, B, N, C = tokens.shape, and the grid as it came, H, W = hw"),
 }
+
+# tokens_to_image's words for a catalogued mistake whose catalogue words speak of image_to_tokens:
+# (why, fix); the memory stays the catalogue's (one per mistake), so the fix fits a learner who met
+# the mistake in image_to_tokens first and one who meets it here again
+_TO_IMAGE = {"column_major": (
+    "token n is pixel (n // W, n % W), rows first: image_to_tokens lays them out in that order, so "
+    "tokens_to_image must read them back in it",
+    "read the tokens back rows first, in the order image_to_tokens wrote them (token n is pixel "
+    "(n // W, n % W)): rearrange(tokens, 'b (h w) c -> b c h w', h=H, w=W), or "
+    "tokens.transpose(1, 2).reshape(B, C, H, W)")}
 
 
 def _hint(m_id: str) -> str:
@@ -67,6 +95,17 @@ def _hint(m_id: str) -> str:
 _SHAPE_ADVICE = ("A shape differs: print the shape after each step of your function, on a small non-square "
                  "input, and compare it with the contract: x (B, C, H, W), tokens (B, H·W, C), the image "
                  "(B, C, H, W).")
+# the shared harness's words for a module, said of a function (keyed by the start of the line)
+_FOR_A_FUNCTION = {
+    "Something in forward cuts it": (
+        "Something in your function cuts it from autograd's graph: .detach(), .data, .item() or .numpy() "
+        "turned back into a tensor, a new tensor built from the values (torch.tensor(...)), or torch.no_grad() / "
+        "torch.inference_mode() inside it. Such a function runs, but no layer before it could train: keep "
+        "every step differentiable."),
+    "Something in forward changes": (
+        "Something in your function changes how the gradient flows without changing the values: a .detach() "
+        "on part of a sum, a custom autograd.Function, a value computed twice and mixed. Only move the numbers, "
+        "with plain torch (or einops) operations.")}
 _ORDER = ("The values are all there, in another order: the tokens are not in row-major order, or channels "
           "and positions are mixed (a reshape where the axes had to move, axes swapped in a transpose or an "
           "einops pattern, H and W swapped).")
@@ -104,25 +143,33 @@ def _values(title: str, got: torch.Tensor, expected: torch.Tensor, where: str, n
                          "and back): only move the numbers.")
 
 
-# each result's contract, and the other layout of its axes that is this exercise's mistake: (the
-# contract, the permutation that gives the mistake's layout, that layout, what it holds, the mistake)
-_LAYOUTS = {"the tokens": ("(B, H·W, C)", (0, 2, 1), "(B, C, N)", "the pixels' numbers, channels first",
-                           "tokens_channels_first"),
-            "the image": ("(B, C, H, W)", (0, 2, 3, 1), "(B, H, W, C)", "the right picture, channels last",
-                          "image_channels_last")}
+# each result's contract, and the other layouts of its axes that are this exercise's mistakes: (the
+# contract, [(the permutation that gives the mistake's layout, that layout, what it holds, the mistake)])
+_LAYOUTS = {"the tokens": ("(B, H·W, C)", [((0, 2, 1), "(B, C, N)", "the pixels' numbers, channels first",
+                                            "tokens_channels_first")]),
+            "the image": ("(B, C, H, W)", [((0, 2, 3, 1), "(B, H, W, C)", "the right picture, channels last",
+                                            "image_channels_last"),
+                                           ((0, 1, 3, 2), "(B, C, W, H)", "the right picture, transposed",
+                                            "image_hw_transposed")])}
 
 
 def _shape(title: str, got: torch.Tensor, want: torch.Tensor, where: str, name: str) -> None:
     """A shape unlike the contract's: this exercise's mistake when it is the contract's axes in
-    the other layout, else the shape advice."""
-    contract, dims, layout, holds, m_id = _LAYOUTS[name]
+    another layout, else the shape advice."""
+    contract, layouts = _LAYOUTS[name]
     have = f"{name} {'have' if name.endswith('s') else 'has'} shape {tuple(got.shape)} {where}"
-    moved = want.permute(*dims)
-    if got.shape == moved.shape:
-        same = f" ({holds})" if torch.equal(got, moved) else ""
-        raise fail(title, f"{have}: {layout}{same}, where the contract is {contract} = {tuple(want.shape)}",
-                   extra=_hint(m_id))
+    for dims, layout, holds, m_id in layouts:
+        moved = want.permute(*dims)
+        if got.shape == moved.shape:
+            same = f" ({holds})" if torch.equal(got, moved) else ""
+            raise fail(title, f"{have}: {layout}{same}, where the contract is {contract} = {tuple(want.shape)}",
+                       extra=_hint(m_id))
     raise fail(title, f"{have}; the contract is {contract} = {tuple(want.shape)}", extra=_SHAPE_ADVICE)
+
+
+def _a(kind: str) -> str:
+    """'a float', 'an int'."""
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
 
 
 def _judge_tokens(title: str, got: Any, expected: tuple, where: str, planted: dict) -> Any:
@@ -140,6 +187,12 @@ def _judge_tokens(title: str, got: Any, expected: tuple, where: str, planted: di
         if len(got[1]) != 2:
             raise fail(title, f"the grid has {len(got[1])} items {where}; the contract is 2: (H, W)",
                        extra="The grid is the pair (H, W), the map's height and width, in that order.")
+        kinds = [type(side).__name__ for side in got[1]]
+        if kinds != ["int", "int"]:
+            what = f"two {kinds[0]}s" if kinds[0] == kinds[1] else f"{_a(kinds[0])} and {_a(kinds[1])}"
+            raise fail(title, f"the grid is {got[1]!r} {where}: H and W are {what}, where the contract is two "
+                       "Python ints", extra="Read H and W from the image's shape, h, w = x.shape[-2:]: a shape "
+                                            "holds Python ints (no tensor, no division).")
     vet(title, got, expected, where, "the result", _TOKENS_AND_GRID)
     if got[0].shape != expected[0].shape and not matching(got, planted):
         _shape(title, got[0], expected[0], where, "the tokens")
@@ -156,19 +209,30 @@ def _judge_image(title: str, got: Any, expected: torch.Tensor, where: str, plant
     return got
 
 
-def _reworded(report: Report) -> Report:
+def _reworded(report: Report, title: str) -> Report:
     """A report of the shared harness in this exercise's words: no step-by-step line (a function
     has no steps; the first line says what differs, the learner's frames where it raised), the
-    axis-order advice and the shape advice for two reshapes, the tuple's items by name."""
+    axis-order advice and the shape advice for two reshapes, a function's words where the harness
+    speaks of forward and modules, tokens_to_image's own why and fix (:data:`_TO_IMAGE`), the
+    arguments and the tuple's items by name."""
     lines = str(report).splitlines()
     named = any(line.startswith("Likely mistake:") for line in lines)
+    own = {}
+    if title == "tokens_to_image":
+        for m_id, (why, fix) in _TO_IMAGE.items():
+            own[f"  Why it is one: {WHY[m_id]}."] = f"  Why it is one: {why}."
+            own[f"  How to fix: {MISTAKES[m_id].fix}."] = f"  How to fix: {fix}."
     kept = []
     for line in lines:
         if line.startswith("Step by step beside the reference"):
             if "the same numbers in another order" in line and not named:
                 kept.append(_ORDER)
             continue
-        kept.append(_SHAPE_ADVICE if line == localise.SHAPE_ADVICE else line)
+        line = own.get(line, _SHAPE_ADVICE if line == localise.SHAPE_ADVICE else line)
+        kept.append(next((said for start, said in _FOR_A_FUNCTION.items() if line.startswith(start)), line))
+    argument = {"image_to_tokens": "x", "tokens_to_image": "the tokens"}.get(title)
+    if argument:  # the backward pass names its inputs "the input" or "argument 1"
+        kept[0] = re.sub(r"(of|reaches) (the input|argument 1) ", rf"\1 {argument} ", kept[0], count=1)
     kept[0] = re.sub(r"([(;] )?\[(0|1)\]: ", lambda m: (m.group(1) or "") + ("the tokens: ", "the grid: ")[int(m.group(2))],
                      kept[0].replace("([", "( [", 1))
     kept[0] = kept[0].replace("( the", "(the", 1)
@@ -179,7 +243,7 @@ def _run(title: str, body: Callable[[], str]) -> None:
     try:
         run_check(title, body)
     except Report as report:
-        raise _reworded(report) from report.__cause__
+        raise _reworded(report, title) from report.__cause__
 
 
 # --- no shortcut through the package ---------------------------------------------------------------
@@ -251,7 +315,7 @@ def check_image_to_tokens(image_to_tokens_fn: Callable) -> None:
             got = _judge_tokens(title, call(mine, x, title=title, where=where), expected, where, {})
             compare(title, got, expected, where, {}, exact=True, name="the result", items=_TOKENS_AND_GRID)
         return (f"matches segformer_lite.image_to_tokens exactly on {n} grids (square, non-square, one row) "
-                "and in float64 and int64, gradients included")
+                "and in float32, float64 and int64, gradients included")
 
     _run(title, body)
 
@@ -261,6 +325,23 @@ def _gives_the_sizes(message: str, n: int, hw: tuple[int, int]) -> bool:
     said = set(re.findall(r"\d+", message))
     h, w = hw
     return str(n) in said and (str(h * w) in said or {str(h), str(w)} <= said)
+
+
+def _sizes_read_channels_first(report: Report, mine: Callable) -> Report | None:
+    """The report again, naming the sizes read as (B, C, N), when the learner's tokens_to_image
+    raised where no catalogued mistake explains it and is right on tokens with as many channels
+    as tokens (where B, C, N = tokens.shape reads the right numbers)."""
+    cause = report.__cause__
+    if cause is None or isinstance(cause, Report) or "Likely mistake:" in str(report):
+        return None
+    tokens = randn(*_SQUARE_TOKENS, seed=10)
+    try:
+        got = mine(tokens.clone(), _SQUARE_HW)
+    except Exception:  # wrong there too: not (only) the sizes
+        return None
+    if not (isinstance(got, torch.Tensor) and close(got, tokens_to_image(tokens, _SQUARE_HW), exact=True)):
+        return None
+    return Report("\n".join([str(report).splitlines()[0], _hint("sizes_channels_first")]))
 
 
 def check_tokens_to_image(tokens_to_image_fn: Callable) -> None:
@@ -282,8 +363,11 @@ def check_tokens_to_image(tokens_to_image_fn: Callable) -> None:
         return _judge_image(title, got, expected, where, planted) if where else got
 
     def body() -> str:
-        n = compare_on_grids(title, mine, tokens_to_image, _TOKEN_GRIDS, case, accept=judged, exact=True,
-                             name="the image")
+        try:
+            n = compare_on_grids(title, mine, tokens_to_image, _TOKEN_GRIDS, case, accept=judged, exact=True,
+                                 name="the image")
+        except Report as report:
+            raise _sizes_read_channels_first(report, mine) or report from report.__cause__
         for dtype in _DTYPES:  # the contract: the image keeps the tokens' dtype
             t = randn(2, 60, 5, seed=8).mul(4).to(dtype)
             where = f"for tokens of shape {tuple(t.shape)}, dtype {str(dtype).removeprefix('torch.')}, and hw=(6, 10)"
@@ -312,7 +396,7 @@ def check_tokens_to_image(tokens_to_image_fn: Callable) -> None:
                            ["grid_not_checked"]) from e
             raise fail(title, f"accepted a grid that does not fit the tokens {where}", ["grid_not_checked"])
         return (f"matches segformer_lite.tokens_to_image exactly on {n} grids (square, non-square, "
-                "one row) and in float64 and int64, gradients included, and refuses grids that do not fit "
+                "one row) and in float32, float64 and int64, gradients included, and refuses grids that do not fit "
                 "with a ValueError that gives the sizes")
 
     _run(title, body)
