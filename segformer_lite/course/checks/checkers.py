@@ -272,8 +272,8 @@ def _refusing_finished(student: nn.Module, title: str, finished: tuple[type, ...
             if running:
                 raise fail(title, f"forward calls segformer_lite.{cls.__name__}'s finished forward: the package "
                            "would run the steps this exercise asks you to write",
-                           extra="Write them with the parts the skeleton gives: each stage's patch_embed, its "
-                                 "blocks (with the grid beside the tokens), its norm, then back to an image.")
+                           extra="Write them with the parts the skeleton gives (each stage's patch_embed, blocks "
+                                 "and norm); the questions above the exercise lead to their order and forms.")
             return original(self, *args, **kwargs)
         return forward
     try:
