@@ -35,6 +35,17 @@ def _grids(sr_ratio: int) -> list[tuple[int, int]]:
 MIT_CHECK_CONFIG = MiTConfig(in_channels=4, embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4),
                              depths=(1, 2, 1, 1), drop_path_rate=0.0)
 MIT_CHECK_SIZES = [(40, 72), (64, 64), (64, 96)]
+# notebook 04's checkers, which notebook 04 prints. Mix-FFN: MixFFN(dim, hidden_dim) with a hidden width
+# 3x dim, not the usual 4x, on MIX_FFN_CHECK_GRIDS. The block: (dim, num_heads, sr_ratio) and keywords,
+# first every argument unlike its default (so a layer built with a setting of its own is reported before
+# any output is compared), then the defaults, each in eval mode on BLOCK_CHECK_GRIDS[sr_ratio]; then the
+# first one in training mode on BLOCK_CHECK_TRAINING, (batch, grid)
+MIX_FFN_CHECK_ARGS = (8, 24)
+MIX_FFN_CHECK_GRIDS = _GRIDS
+BLOCK_CHECK_CONFIGS = [((16, 1, 8), dict(mlp_ratio=2, qkv_bias=False, drop_path=0.5, eps=0.1, embed_eps=0.2)),
+                       ((16, 2, 2), dict(drop_path=0.5))]
+BLOCK_CHECK_GRIDS = {args[2]: _grids(args[2]) for args, _ in BLOCK_CHECK_CONFIGS}
+BLOCK_CHECK_TRAINING = (8, (16, 24))
 _IMAGE_SIZES = [(64, 64), (64, 96), (40, 72)]
 
 
@@ -162,14 +173,15 @@ def check_mix_ffn(Student: type) -> None:
              "unflatten_no_permute_in": dict(layout="reshape_in")}  # named through mistakes.ALIASES
 
     def body() -> str:
-        student, ref = build(Student, MixFFN, (8, 24), {}, title)  # hidden width 3x, not the usual 4x
+        student, ref = build(Student, MixFFN, MIX_FFN_CHECK_ARGS, {}, title)
+        dim = MIX_FFN_CHECK_ARGS[0]
 
         def case(seed, hw):
-            x = randn(2, hw[0] * hw[1], 8, seed=seed)
+            x = randn(2, hw[0] * hw[1], dim, seed=seed)
             planted = {m_id: (lambda kw=kw: variants.mix_ffn(ref, x, hw, **kw)) for m_id, kw in knobs.items()}
             return (x, hw), f"for x of shape {tuple(x.shape)}, hw={hw}", planted
 
-        n = compare_on_grids(title, student, ref, _GRIDS, case)
+        n = compare_on_grids(title, student, ref, MIX_FFN_CHECK_GRIDS, case)
         return f"matches segformer_lite.MixFFN on {n} inputs (square and non-square), gradients and float64 included"
 
     run_check(title, body)
@@ -190,10 +202,7 @@ def check_block(Student: type) -> None:
                 for part, branches in [("", ("attn", "ffn")), ("_attn", ("attn",)), ("_ffn", ("ffn",))]},
              # half-made or combined, named through mistakes.ALIASES
              "ffn_before_attention_norm1_first": dict(ffn_first=True, norms_swapped=True)}
-    # (dim, num_heads, sr_ratio), keywords: first every argument unlike its default (so a layer built
-    # with a setting of its own is reported before any output is compared), then the defaults
-    configs = [((16, 1, 8), dict(mlp_ratio=2, qkv_bias=False, drop_path=0.5, eps=0.1, embed_eps=0.2)),
-               ((16, 2, 2), dict(drop_path=0.5))]
+    configs = BLOCK_CHECK_CONFIGS  # (dim, num_heads, sr_ratio), keywords
 
     def body() -> str:
         n = 0
@@ -201,15 +210,16 @@ def check_block(Student: type) -> None:
             student, ref = build(Student, Block, args, more, title)
 
             def case(seed, hw):
-                x = randn(2, hw[0] * hw[1], 16, seed=seed)
+                x = randn(2, hw[0] * hw[1], args[0], seed=seed)
                 planted = {m_id: (lambda kw=kw: variants.block(ref, x, hw, **kw)) for m_id, kw in knobs.items()}
                 shown = "".join(f", {k}={v}" for k, v in more.items() if k != "drop_path")
                 return (x, hw), f"for x of shape {tuple(x.shape)}, hw={hw}, sr_ratio={args[2]}{shown} (eval mode)", planted
 
-            n += compare_on_grids(title, student, ref, _grids(args[2]), case)
+            n += compare_on_grids(title, student, ref, BLOCK_CHECK_GRIDS[args[2]], case)
         # training mode, stage 1's sr_ratio: DropPath draws one mask per branch; same seed -> same masks
         student, ref = (m.train() for m in build(Student, Block, *configs[0], title))
-        x, hw = randn(8, 24 * 16, 16, seed=5), (16, 24)
+        batch, hw = BLOCK_CHECK_TRAINING
+        x = randn(batch, hw[0] * hw[1], configs[0][0][0], seed=5)
 
         def seeded(fn: Callable, *args, **kwargs):
             torch.manual_seed(1234)
@@ -277,8 +287,8 @@ def _refusing_finished(student: nn.Module, title: str, finished: tuple[type, ...
             if running:
                 raise fail(title, f"forward calls segformer_lite.{cls.__name__}'s finished forward: the package "
                            "would run the steps this exercise asks you to write",
-                           extra="Write them with the parts the skeleton gives: each stage's patch_embed, its "
-                                 "blocks (with the grid beside the tokens), its norm, then back to an image.")
+                           extra="Write them with the parts the skeleton gives (each stage's patch_embed, blocks "
+                                 "and norm); the questions above the exercise lead to their order and forms.")
             return original(self, *args, **kwargs)
         return forward
     try:
