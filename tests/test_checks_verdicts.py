@@ -115,3 +115,24 @@ def test_equivalent_forms_of_a_right_answer_pass(capsys):
     assert capsys.readouterr().out.count("✓") == 3
     verdicts.check_paired_interval(lambda: (mean + half, mean - half), diffs)
     assert "lower end first" in reported(capsys)
+
+
+def test_a_bug_in_the_learners_function_is_reported_and_the_notebook_runs_on(capsys):
+    """A NameError inside the learner's function is marked zero on stderr with the learner's own line,
+    none of the checker's frames, and nothing raised (before, Run All stopped there and showed
+    verdicts.py's source); section 8's comparison says so instead of raising."""
+    def buggy():
+        return my_diffs  # noqa: F821 - the learner's typo
+
+    for check, args in [(verdicts.check_predictions, (["a"],)), (verdicts.check_paired_interval, (DIFFS,)),
+                        (verdicts.check_sr_budget, ())]:
+        assert check(buggy, *args) is None
+        err = reported(capsys)
+        assert "your function raised NameError: name 'my_diffs' is not defined" in err and "return my_diffs" in err, err
+        assert "course/checks" not in err, err  # no frame of the checkers
+    assert verdicts.compare_predictions(buggy, {"a": "agrees"}).startswith("no predictions to compare: your function raised")
+
+
+def test_an_sr_over_the_budget_hears_the_bytes_per_score(capsys):
+    check_sr_budget(lambda: 8)
+    assert "4 bytes" in reported(capsys)

@@ -151,3 +151,22 @@ def test_every_wrong_or_malformed_answer_lets_the_notebook_run_on(capsys):
     out, err = capsys.readouterr()
     assert err.startswith("✗ logits: you answered (8, 4, 64, 64); the measurement gives (8, 4, 16, 16)")
     assert out.startswith("✓ predict")
+
+
+def buggy():
+    return undefined_name  # noqa: F821 - the learner's typo
+
+
+@pytest.mark.parametrize("check", [
+    lambda f: p.check_prediction(f, "band", OPTIONS, title="erase"),
+    lambda f: p.check_number(f, 3, tol=0, title="count"),
+    lambda f: p.check_interval(f, (0.171, 0.316), tol=0.01, title="interval"),
+])
+def test_a_bug_in_the_learners_function_is_reported_with_its_own_frames_and_runs_on(check, capsys):
+    """An error inside the learner's function (a NameError from a typo) is marked zero on stderr like
+    a wrong answer, with the learner's line and none of the checker's frames, and raises nothing."""
+    check(buggy)
+    err = reported(capsys)
+    assert "your function raised NameError: name 'undefined_name' is not defined" in err, err
+    assert "in buggy" in err and "return undefined_name" in err, err
+    assert "course/checks" not in err and "band" not in err.split("Marked zero")[0].split("NameError")[0], err

@@ -39,14 +39,22 @@ from __future__ import annotations
 
 import math
 import sys
+import traceback
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["wrong", "check_prediction", "check_number", "check_interval", "interval_verdict",
+__all__ = ["wrong", "raised", "check_prediction", "check_number", "check_interval", "interval_verdict",
            "which_bin"]
 
 _UNANSWERED = object()
 _NO_RETURN = object()
+
+
+class _Raised:
+    """What :func:`_read` returns for a function that raised: the error, reported by :func:`_no_answer`."""
+
+    def __init__(self, error: Exception):
+        self.error = error
 
 
 def wrong(message: str, *, revealed: bool) -> None:
@@ -59,6 +67,16 @@ def wrong(message: str, *, revealed: bool) -> None:
     print(f"✗ {message}\n  {note}", file=sys.stderr)
 
 
+def raised(title: str, error: BaseException) -> None:
+    """Report an error raised inside the learner's own function like a wrong answer (stderr, marked
+    zero, the notebook goes on), with the learner's frames only: none of the checker's."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if "segformer_lite/course/checks" not in f.filename.replace("\\", "/")]
+    where = "".join(traceback.format_list(frames)).rstrip()
+    wrong(f"{title}: your function raised {type(error).__name__}: {error}" + (f"\n{where}" if where else ""),
+          revealed=False)
+
+
 def _read(answer: Any) -> Any:
     """The learner's answer: ``answer()`` when it is a function, else ``answer`` itself;
     ``_UNANSWERED`` for a function still raising ``NotImplementedError``, ``None`` or ``...``;
@@ -68,6 +86,8 @@ def _read(answer: Any) -> Any:
             answer = answer()
         except NotImplementedError:
             return _UNANSWERED
+        except Exception as error:  # a bug in the learner's function: said, and the notebook goes on
+            return _Raised(error)
         if answer is None:  # a written function without a return: not the same as an unanswered one
             return _NO_RETURN
     return _UNANSWERED if answer is None or answer is Ellipsis else answer
@@ -75,6 +95,9 @@ def _read(answer: Any) -> Any:
 
 def _no_answer(title: str, got: Any) -> bool:
     """True, after saying so on stderr, when the learner has not answered (or forgot the return)."""
+    if isinstance(got, _Raised):
+        raised(title, got.error)
+        return True
     if got is _NO_RETURN:
         wrong(f"{title}: your prediction function returned None: end it with return and your answer.", revealed=False)
     elif got is _UNANSWERED:

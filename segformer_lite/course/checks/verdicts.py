@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from ...training.stats import t975
 from ..cost import attention_cost
-from .predictions import wrong
+from .predictions import raised, wrong
 
 __all__ = ["VERDICTS", "check_predictions", "compare_predictions", "check_paired_interval", "check_sr_budget"]
 
@@ -37,7 +37,8 @@ VERDICTS = ("agrees", "disagrees", "inconclusive")
 
 def _call(fn: Callable, title: str):
     """``fn()``, or None after the "not implemented yet" note when it raises NotImplementedError,
-    or after a report saying so when it returns None (a forgotten ``return``)."""
+    or after a report saying so when it raises another error (its own frames, none of the checker's)
+    or returns None (a forgotten ``return``)."""
     if not callable(fn):
         raise TypeError(f"{title}: pass the function you wrote (without calling it), got {type(fn).__name__}")
     try:
@@ -45,6 +46,9 @@ def _call(fn: Callable, title: str):
     except NotImplementedError:
         print(f"{title}: not implemented yet (your function raises NotImplementedError). "
               "Write it, then re-run this cell.", file=sys.stderr)
+        return None
+    except Exception as error:  # a bug in the learner's function: said, and the notebook goes on
+        raised(title, error)
         return None
     if got is None:
         wrong(f"{title}: your function returned None: end it with return and your answer.", revealed=False)
@@ -77,6 +81,8 @@ def compare_predictions(fn: Callable[[], Mapping[str, str]], verdicts: Mapping[s
         got = fn()
     except NotImplementedError:
         return "no predictions recorded (Exercise 1)"
+    except Exception as error:  # the learner's bug, already reported by the graded cell
+        return f"no predictions to compare: your function raised {type(error).__name__}: {error}"
     lines = [f"{'claim':<46} {'predicted':<13} verdict"]
     lines += [f"{c:<46} {got.get(c, '-'):<13} {v}" for c, v in verdicts.items()]
     hits = sum(got.get(c) == v for c, v in verdicts.items())
@@ -176,7 +182,8 @@ def check_sr_budget(fn: Callable[[], int], height: int = 256, width: int = 256, 
     if isinstance(got, int) and got in mib:
         if mib[got] > budget_mib:
             return wrong(f"{title}: sr_ratio {got} keeps {height * width // got ** 2:,} keys, whose scores take "
-                         f"more than {budget_mib:g} MiB. Each query has N / sr^2 keys (notebook 03).", revealed=False)
+                         f"more than {budget_mib:g} MiB. Each query has N / sr^2 keys (notebook 03), and each "
+                         "score is one float32, 4 bytes.", revealed=False)
         return wrong(f"{title}: sr_ratio {got} fits, but a smaller ratio fits too; the question asks for "
                      f"the smallest (\"at most\" includes equality).", revealed=False)
     wrong(f"{title}: return one of the ratios {list(choices)} as an int, got {got!r}", revealed=False)
