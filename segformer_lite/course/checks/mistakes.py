@@ -123,7 +123,8 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
                          "with -1; never write 1 for it"),
     # Stage and encoder
     "stage_no_norm": ("the stage's final LayerNorm is missing",
-                      "apply self.norm to the tokens after the last block"),
+                      "apply the stage's norm (stage[\"norm\"] in the encoder's loop, self.norm in a Stage) "
+                      "to the tokens after the last block"),
     "stage_returns_tokens": ("the stage returns tokens instead of a feature map",
                              "turn the tokens back into (B, C, H, W) with tokens_to_image(x, hw)"),
     "encoder_last_only": ("the encoder returns only the last feature map",
