@@ -259,6 +259,8 @@ def show(results: dict, names) -> str:
         for d, seeds_stalled in stalls.items():
             out.append(f"stalled (mIoU < {STALL_MIOU}): {d} seeds {', '.join(map(str, seeds_stalled))} "
                        f"({len(seeds_stalled)} of {len(seeds)} runs)")
+        if not stalls and all("stalled" in r for r in exp["designs"].values()):  # the stall rate, zero included
+            out.append(f"stalled (mIoU < {STALL_MIOU}): none of the {len(exp['designs']) * len(seeds)} runs")
         for key, what, digits in (("erf_radius", "ERF mean radius", 1), ("erf_radius_untrained", "untrained ERF radius", 1),
                                   ("erf_side", "ERF side (90 %)", 0),
                                   ("erf_side50", "ERF side (50 %)", 0)):
