@@ -219,7 +219,7 @@ def vet(title: str, got: Any, expected: Any, where: str, name: str = "the output
             raise fail(title, f"{name} is {str(got.dtype).removeprefix('torch.')} {where}; the "
                        f"reference's is {str(expected.dtype).removeprefix('torch.')}",
                        extra=f"Where does a {str(got.dtype).removeprefix('torch.')} creep in? Keep the "
-                             "input's dtype: no .double() or .half(), no torch.tensor(...) or numpy "
+                             "input's dtype: no .float(), .double() or .half(), no torch.tensor(...) or numpy "
                              "array mixed in.")
         if got.device != expected.device:
             raise fail(title, f"{name} is on the device {got.device} {where}; the reference's is on "
