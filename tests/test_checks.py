@@ -372,7 +372,7 @@ def test_correct_token_helpers_pass(capsys):
     checks.check_tokens(*functions(None))
     out, err = capsys.readouterr()
     assert out.count("✓ ") == 3 and err == ""
-    assert out.count("in float32, float64 and int64, gradients included") == 2, out  # as notebook 02 says
+    assert out.count("in float32, float64 and int64, gradients and the device kept") == 2, out  # as notebook 02 says
 
 
 @pytest.mark.parametrize("check, base, bug", CLASS_CASES,

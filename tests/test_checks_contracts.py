@@ -270,6 +270,27 @@ class OverlapPatchEmbed(OverlapPatchEmbed):
         super().__init__(in_channels, embed_dim, patch_size, stride, eps)
         self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=stride, padding=stride - 1)
 ''',
+        "tokens detached": '''
+class OverlapPatchEmbed(OverlapPatchEmbed):
+    def forward(self, x):
+        tokens, hw = super().forward(x)
+        return tokens.detach(), hw
+''',
+        # a device mistake: right on the CPU, wrong on a GPU (the meta device stands in for one)
+        "zero padding built with torch.zeros (no device=)": '''
+class OverlapPatchEmbed(OverlapPatchEmbed):
+    def __init__(self, in_channels, embed_dim, patch_size=7, stride=4, eps=1e-5):
+        super().__init__(in_channels, embed_dim, patch_size, stride, eps)
+        self.pad = patch_size // 2
+        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=stride)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        p = self.pad
+        padded = torch.zeros(b, c, h + 2 * p, w + 2 * p, dtype=x.dtype)
+        padded[:, :, p:p + h, p:p + w] = x
+        return super().forward(padded)
+''',
         "padding = patch_size - stride": '''
 class OverlapPatchEmbed(OverlapPatchEmbed):
     def __init__(self, in_channels, embed_dim, patch_size=7, stride=4, eps=1e-5):
@@ -284,6 +305,13 @@ _image_to_tokens = image_to_tokens
 def image_to_tokens(x):
     tokens, hw = _image_to_tokens(x)
     return tokens.float(), hw
+''',
+        "tokens written into torch.empty (no device=)": '''
+def image_to_tokens(x):
+    b, c, h, w = x.shape
+    tokens = torch.empty(b, h * w, c, dtype=x.dtype)
+    tokens[:] = x.flatten(2).transpose(1, 2)
+    return tokens, (h, w)
 ''',
         "the package's finished functions handed in": '''
 image_to_tokens, tokens_to_image = sl.image_to_tokens, sl.tokens_to_image
@@ -309,6 +337,27 @@ _tokens_to_image = tokens_to_image
 def tokens_to_image(tokens, hw):
     _tokens_to_image(tokens, hw)  # its check of the grid
     return tokens.reshape(tokens.shape[0], hw[0], hw[1], tokens.shape[2])
+''',
+    },
+    "check_efficient_self_attention": {
+        "the reduction under torch.no_grad()": '''
+class EfficientSelfAttention(EfficientSelfAttention):
+    def forward(self, x, hw, return_attention=False):
+        q = rearrange(self.q(x), "b n (h d) -> b h n d", h=self.num_heads)
+        if self.sr_ratio > 1:
+            with torch.no_grad():  # "the reduction only summarises the grid"
+                x = self.sr(sl.tokens_to_image(x, hw))
+            x = self.norm(rearrange(x, "b c h w -> b (h w) c"))
+        k, v = rearrange(self.kv(x), "b m (two h d) -> two b h m d", two=2, h=self.num_heads)
+        attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
+        out = self.proj(rearrange(attn @ v, "b h n d -> b n (h d)"))
+        return (out, attn) if return_attention else out
+''',
+        "the scale as a one-element tensor made on the CPU": '''
+class EfficientSelfAttention(EfficientSelfAttention):
+    def __init__(self, dim, num_heads, sr_ratio=1, qkv_bias=True, eps=1e-5):
+        super().__init__(dim, num_heads, sr_ratio, qkv_bias, eps)
+        self.scale = torch.tensor([(dim // num_heads) ** -0.5])
 ''',
     },
     "check_mix_transformer": {
@@ -394,6 +443,18 @@ class AllMLPDecoder(AllMLPDecoder):
         x = self.norm(torch.relu(self.fuse(torch.cat(ups[::-1], dim=1))))
         return self.classifier(self.dropout(x))
 ''',
+        "maps stacked into torch.zeros (no device=)": '''
+class AllMLPDecoder(AllMLPDecoder):
+    def forward(self, feats):
+        b, _, h, w = feats[0].shape
+        d = self.fuse.out_channels
+        x = torch.zeros(b, len(feats) * d, h, w, dtype=feats[0].dtype)
+        for i, (f, linear) in enumerate(zip(feats[::-1], self.linear_c[::-1])):
+            y = rearrange(linear(rearrange(f, "b c h w -> b (h w) c")), "b (h w) d -> b d h w", h=f.shape[2])
+            x[:, i * d:(i + 1) * d] = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+        x = torch.relu(self.norm(self.fuse(x)))
+        return self.classifier(self.dropout(x))
+''',
         "dropout after the classifier": '''
 class AllMLPDecoder(AllMLPDecoder):
     def forward(self, feats):
@@ -440,5 +501,6 @@ def test_a_wrong_answer_is_refused_by_the_checker_and_the_hidden_tests(grade_id,
     print(f"\n{grade_id}, {label}:\n{said}")
     assert not checker, f"the checker accepts {label}:\n{said}"
     assert not hidden, f"the hidden tests accept {label}:\n{said}"
-    if grade_id in ("check_block", "check_all_mlp_decoder"):  # catalogued: the report names the mistake
+    # the trials' mistakes are catalogued: the report names them (a device mistake gets the device hint)
+    if grade_id in ("check_block", "check_all_mlp_decoder") and "(no device=)" not in label:
         assert "Likely mistake: " in said, said

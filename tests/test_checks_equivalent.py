@@ -75,6 +75,19 @@ class EmbedViewFunctional(EmbedTupleEinops):
         return F.layer_norm(tokens, (c,), self.norm.weight, self.norm.bias, self.norm.eps), (h, w)
 
 
+class EmbedPadInForward(EmbedTupleEinops):
+    """the padding done by F.pad in forward, the conv itself unpadded: the module computes the same
+    (notebook 01's first student trial was refused for it, with "no padding")."""
+
+    def __init__(self, in_channels, embed_dim, patch_size=7, stride=4, eps=1e-5):
+        super().__init__(in_channels, embed_dim, patch_size, stride, eps)
+        self.pad = patch_size // 2
+        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=stride)
+
+    def forward(self, x):
+        return super().forward(F.pad(x, (self.pad,) * 4))
+
+
 # --- 02 tokens ------------------------------------------------------------------------------------
 
 def to_tokens_einops(x):
@@ -327,7 +340,8 @@ class DecoderOfficial(DecoderUpsampleFirst):
 REWRITES = {
     "check_overlap_patch_embed": {"padding tuple, einops": EmbedTupleEinops,
                                   "(k - 1) // 2, permute + reshape, int grid": EmbedPermuteReshape,
-                                  "view, F.layer_norm": EmbedViewFunctional},
+                                  "view, F.layer_norm": EmbedViewFunctional,
+                                  "F.pad in forward, the conv unpadded": EmbedPadInForward},
     "check_tokens": {"einops": (to_tokens_einops, to_image_einops),
                      "permute + reshape": (to_tokens_permute, to_image_permute),
                      "view, torch.Size grid, movedim + unflatten": (to_tokens_view, to_image_unflatten)},

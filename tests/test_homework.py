@@ -6,6 +6,7 @@ strips or grades notebooks by hand.
 """
 from __future__ import annotations
 
+import ast
 import csv
 import html
 import json
@@ -85,6 +86,42 @@ def test_exercises_hold_stubs_and_no_solutions_or_outputs():
         assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text, path.name
         assert "raise NotImplementedError()" in text, path.name
         assert all(not c.get("outputs") for c in cells(path) if c["cell_type"] == "code"), path.name
+
+
+def _bound(tree: ast.AST) -> set[str]:
+    """The names a piece of code binds: assignments, loop targets, functions, classes, imports."""
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    names |= {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    return names | {(a.asname or a.name).split(".")[0] for n in ast.walk(tree)
+                    if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+
+
+def _code(cell: dict) -> str:
+    return "".join(line for line in "".join(cell["source"]).splitlines(True)
+                   if not line.lstrip().startswith(("%", "!")))  # no IPython magics
+
+
+def test_hidden_tests_leave_nothing_a_later_cell_reads():
+    """nbgrader strips the hidden tests from the student version, so a name they bind and a later
+    cell reads would give the course notebook other outputs than a student's run (notebook 06's
+    hidden tests once rebound feats and head, and its stored figures came from a head in training
+    mode)."""
+    hidden = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
+    leaks = []
+    for path in homework.course_notebooks(NOTEBOOKS):
+        code = [c for c in cells(path) if c["cell_type"] == "code"]
+        for i, cell in enumerate(code):
+            found = hidden.search(_code(cell))
+            if not found:
+                continue
+            bound, rebound = _bound(ast.parse(found.group(1))), set()
+            for later in code[i + 1:]:
+                tree = ast.parse(hidden.sub("", _code(later)))
+                reads = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+                params = {a.arg for a in ast.walk(tree) if isinstance(a, ast.arg)}
+                leaks += [f"{path.name}: {name}" for name in (reads - _bound(tree) - params) & bound - rebound]
+                rebound |= _bound(tree)
+    assert leaks == [], leaks
 
 
 PREDICTIONS = "07_train_and_look_inside.ipynb"

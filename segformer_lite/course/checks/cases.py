@@ -55,6 +55,8 @@ class _Session:
     first: Any = None  # the first deferred report
     notes: list[str] = field(default_factory=list)  # what the learner's code did to its arguments
     said: list[str] = field(default_factory=list)  # the changes those notes describe, names left out
+    layers: Callable[[], Report] | None = None  # makes the report on the layers of the module just built
+    blamed: Callable[[], Report] | None = None  # ... of the module that gave the first deferred failure
 
 
 _sessions: list[_Session] = []
@@ -99,6 +101,17 @@ def verdict(where: str, failure: str | None) -> None:
             s.rows[where] = (attrs, failure)
 
 
+def layers_differ(report: Callable[[], Report] | None) -> bool:
+    """Keep what makes the report on the layers of the module just built (None: they compute what
+    the reference's do): that report is raised in place of the check's first failure, and
+    forgotten when the module passes, since layers written another way that together compute the
+    same are right (False: no check is running, so the caller raises it now)."""
+    if not _sessions:
+        return False
+    _sessions[-1].layers = report
+    return True
+
+
 def defer(report: Exception, where: str) -> bool:
     """Keep an uncatalogued wrong output and go on to the next case (True), or not (False: no check
     is running)."""
@@ -106,19 +119,23 @@ def defer(report: Exception, where: str) -> bool:
         return False
     verdict(where, str(report).splitlines()[0])
     if _sessions[-1].first is None:
-        _sessions[-1].first = report
+        _sessions[-1].first, _sessions[-1].blamed = report, _sessions[-1].layers
     return True
 
 
 @contextlib.contextmanager
 def cases(title: str):
     """Collect the cases of one check; on leaving, raise the first deferred failure with the
-    summary of which cases pass and which fail."""
+    summary of which cases pass and which fail, or, where the failing module's layers compute
+    something else than the reference's (:func:`layers_differ`), the report on its layers."""
     s = _Session(title)
     _sessions.append(s)
     try:
         yield s
     except Report as later:
+        blamed = s.layers if s.first is None else s.blamed
+        if blamed is not None:
+            raise blamed() from None
         if s.first is None:
             raise
         line = str(later).splitlines()[0]
@@ -128,7 +145,7 @@ def cases(title: str):
     finally:
         _sessions.remove(s)
     if s.first is not None:
-        raise _final(s)
+        raise s.blamed() if s.blamed is not None else _final(s)
 
 
 def _final(s: _Session):

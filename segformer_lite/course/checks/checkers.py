@@ -93,7 +93,7 @@ def check_overlap_patch_embed(Student: type) -> None:
                                       name="forward's result", items=_TOKENS_AND_GRID)
         settings = ", ".join(f"{args[2]}/{args[3]}" for args, _, _ in configs)
         return (f"matches segformer_lite.OverlapPatchEmbed on {cases} inputs (kernel/stride {settings}; square "
-                "and non-square, eps passed on), gradients and float64 included")
+                "and non-square, eps passed on), gradients, float64 and the device kept")
 
     run_check(title, body)
 
@@ -155,7 +155,7 @@ def check_efficient_self_attention(Student: type) -> None:
             cases += compare_on_grids(title, student, ref, _grids(args[2]), case, then=attention_maps)
         return (f"matches segformer_lite.EfficientSelfAttention on {cases} inputs, attention maps "
                 f"included (square and non-square, sr_ratio {_listed(c[0][2] for c in configs)}, qkv_bias "
-                "and eps passed on), gradients and float64 included")
+                "and eps passed on), gradients, float64 and the device kept")
 
     run_check(title, body)
 
@@ -182,7 +182,7 @@ def check_mix_ffn(Student: type) -> None:
             return (x, hw), f"for x of shape {tuple(x.shape)}, hw={hw}", planted
 
         n = compare_on_grids(title, student, ref, MIX_FFN_CHECK_GRIDS, case)
-        return f"matches segformer_lite.MixFFN on {n} inputs (square and non-square), gradients and float64 included"
+        return f"matches segformer_lite.MixFFN on {n} inputs (square and non-square), gradients, float64 and the device kept"
 
     run_check(title, body)
 
@@ -236,7 +236,7 @@ def check_block(Student: type) -> None:
                   modules=(student, ref))  # the same DropPath masks, so the same gradients
         return (f"matches segformer_lite.Block on {n + 1} inputs (square, non-square, "
                 f"sr_ratio {_listed(c[0][2] for c in configs)}, training mode, mlp_ratio, qkv_bias and both eps "
-                "passed on), gradients and float64 included")
+                "passed on), gradients, float64 and the device kept")
 
     run_check(title, body)
 
@@ -332,6 +332,6 @@ def check_mix_transformer(Student: type) -> None:
                                  name="forward's result",
                                  items=tuple(f"stage {i + 1}'s feature map" for i in range(MIT_CHECK_CONFIG.num_stages)))
         return (f"matches segformer_lite.MixTransformer on {n} batches of 2 images (square and non-square, "
-                f"{channels} channels), gradients and float64 included")
+                f"{channels} channels), gradients, float64 and the device kept")
 
     run_check(title, body)

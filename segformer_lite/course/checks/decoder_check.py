@@ -20,7 +20,7 @@ from ...grid import stage_grid_sizes
 from . import localise, variants
 from .harness import Report, call, compare, fail, randn, raises_alike, run_check
 from .layers import build
-from .passes import gradients, in_float64
+from .passes import gradients, in_float64, on_another_device
 
 _TINY = MiTConfig(embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4), depths=(1, 2, 1, 1),
                   drop_path_rate=0.0)
@@ -106,8 +106,11 @@ def check_all_mlp_decoder(Student: type) -> None:
                 raise fail(title, f"raised {type(cause).__name__} {where}: {cause}", named) from cause
             with torch.no_grad():
                 compare(title, got, ref(feats), where, planted, name="the logits")
+        if not localise.failing():  # its layers, however written, compute what the reference's do together
+            localise.layers_differ(None)
         gradients(title, student, ref, (feats,), where, "the logits")
         in_float64(title, student, ref, (feats,), where, "the logits")
+        on_another_device(title, student, ref, (feats,), where, "the logits")
         # training mode: BatchNorm on the batch's statistics, dropout=0.3 with the same seed for both
         student.train(), ref.train()
 
@@ -139,8 +142,8 @@ def check_all_mlp_decoder(Student: type) -> None:
         planted = {m_id: (lambda kw=kw: variants.all_mlp_decoder(head, feats, **kw)) for m_id, kw in knobs.items()}
         compare(title, got, logits, where, planted, name="the logits")
         return (f"matches segformer_lite.AllMLPDecoder on {len(_DECODER_IMAGES) + 1} inputs (batch 2, square "
-                "and non-square, sides not multiples of 32, training mode with dropout=0.3), gradients and "
-                "float64 included, and with the shipped head's trained weights gives sl.SegFormer's logits on "
+                "and non-square, sides not multiples of 32, training mode with dropout=0.3), gradients, "
+                "float64 and the device kept, and with the shipped head's trained weights gives sl.SegFormer's logits on "
                 "two 300x451 photos")
 
     run_check(title, body)

@@ -16,9 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import localise
 from .harness import Unfinished, close, diff, fail, randomize
 
 _PROBED = (nn.Conv2d, nn.Linear, nn.LayerNorm, nn.BatchNorm2d)
+_NO_FIT = "its weights do not fit the reference's"
 # (layer name, setting, is the learner's value this mistake?) -> catalogued mistake
 _NAMED_SETTINGS = {("proj", "padding"): (lambda v: v == (0, 0), "no_padding"),
                    ("dwconv", "groups"): (lambda v: v == 1, "dwconv_no_groups"),
@@ -125,7 +127,7 @@ def _computes_alike(theirs: nn.Module, layer: nn.Module) -> tuple[bool, str]:
     try:
         mine.load_state_dict(layer.state_dict())
     except Exception as e:  # weights of other shapes (groups, kernel) or a bias too many
-        return False, "its weights do not fit the reference's: " + str(e).splitlines()[-1].strip()
+        return False, f"{_NO_FIT}: " + str(e).splitlines()[-1].strip()
     x = _probe(layer)
     with torch.no_grad():
         want = copy.deepcopy(layer).eval()(x)
@@ -192,11 +194,18 @@ def build(Student: type, Reference: type, args: tuple, kwargs: dict, title: str)
         raise fail(title, f"{Student.__name__} is not a torch.nn.Module",
                    extra="Subclass nn.Module and call super().__init__() first.")
     lines, mistakes = layer_differences(student, ref, kwargs)
-    if lines:
-        raise fail(title, f"layers built by {Student.__name__}({shown}) compute something else than "
-                   f"segformer_lite.{Reference.__name__}'s on the same weights:\n  " + "\n  ".join(lines),
-                   mistakes, extra="Build each layer with the settings the notebook derives (or the skeleton "
-                                   "passes); a setting written another way is fine when it computes the same.")
+
+    def report():
+        return fail(title, f"layers built by {Student.__name__}({shown}) compute something else than "
+                    f"segformer_lite.{Reference.__name__}'s on the same weights:\n  " + "\n  ".join(lines),
+                    mistakes, extra="Build each layer with the settings the notebook derives (or the skeleton "
+                                    "passes); a setting written another way is fine when it computes the same.")
+    # a layer whose weights do not fit fails now; one that computes something else on the same weights
+    # fails only where the module's results do (a conv without padding after F.pad in forward is right)
+    if lines and (any(_NO_FIT in line for line in lines) or not localise.layers_differ(report)):
+        raise report()
+    if not lines:
+        localise.layers_differ(None)
     try:
         student.load_state_dict(ref.state_dict())
     except RuntimeError as e:

@@ -28,8 +28,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .cases import (Case, _sessions, cases, defer, failing, note, notes, set_case,  # noqa: F401  (re-exported)
-                    summary, verdict)
+from .cases import (Case, _sessions, cases, defer, failing, layers_differ, note, notes,  # noqa: F401  (re-exported)
+                    set_case, summary, verdict)
 from .plans import FUNCTION_PLANS, PLANS, Plan, _plan, _shown, _hooked  # noqa: F401  (re-exported)
 from .report import SEEN, hint_lines, render, reset  # noqa: F401  (re-exported)
 

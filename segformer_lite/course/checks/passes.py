@@ -1,11 +1,12 @@
 """The passes through the learner's code once its module is built: the forward passes over the
-grids, the backward pass and the float64 pass.
+grids, the backward pass, the float64 pass and the pass on another device.
 
 :func:`compare_on_grids` compares the learner's output with the reference's on one input per grid,
 square and non-square, blaming a wrong output or an error on the planted variant that reproduces
 it, else on a batch size hard-coded to 1 or a grid guessed as sqrt(N). Once every output matches,
 :func:`gradients` runs one backward pass through both (every input's and every parameter's
-gradient compared) and :func:`in_float64` runs both in float64 (the dtype promise).
+gradient compared), :func:`in_float64` runs both in float64 (the dtype promise) and
+:func:`on_another_device` on the meta device (the device promise, without a GPU).
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..grading import keeps_device
 from . import localise
+from .report import Report
 from .harness import Variants, call, close, compare, diff, fail, matching, randn, raising, right_for_one, vet
 
 def compare_on_grids(title: str, student: Callable, reference: Callable, grids: list[tuple[int, int]],
@@ -35,16 +38,20 @@ def compare_on_grids(title: str, student: Callable, reference: Callable, grids: 
     passed (or, with ``sqrt_hw_on_error``, when the error came on a non-square grid).
 
     Once every output matches, with ``train`` the first input also goes through a backward pass
-    (:func:`gradients`) and, for modules, through both in float64 (:func:`in_float64`).
+    (:func:`gradients`), for modules through both in float64 (:func:`in_float64`), and through
+    both on the meta device (:func:`on_another_device`).
     """
     with torch.no_grad():
         compared = _compare_on_grids(title, student, reference, grids, case, sqrt_hw_on_error, accept, then,
                                      exact, name, items)
+    if not localise.failing():  # its layers, however written, compute what the reference's do together
+        localise.layers_differ(None)
     if train:
         args, where, _ = case(0, grids[0])
         gradients(title, student, reference, args, where, name)
         if isinstance(student, nn.Module) and isinstance(reference, nn.Module):
             in_float64(title, student, reference, args, where, name, items)
+        on_another_device(title, student, reference, args, where, name)
     return compared
 
 
@@ -161,12 +168,12 @@ def gradients(title: str, student: Callable, reference: Callable, args: tuple, w
     if modules:
         params = dict(modules[0].named_parameters())
         checked += [(f"self.{n}", params[n], p) for n, p in modules[1].named_parameters() if n in params]
-    for label, a, b in checked:
-        if b.grad is None:
-            continue
+    checked = [(label, a, b) for label, a, b in checked if b.grad is not None]
+    for label, a, b in checked:  # a path cut from the graph first: it names the layer behind it
         if a.grad is None:
             raise fail(title, f"no gradient reaches {label} {where}, where the reference's gets one",
                        extra=_BLOCKED)
+    for label, a, b in checked:
         scale = max(b.grad.abs().max().item(), 1.0)  # a weight's gradient sums over every position
         if not close(a.grad / scale, b.grad / scale):
             raise fail(title, f"the gradient of {label} differs from the reference's {where} "
@@ -174,6 +181,10 @@ def gradients(title: str, student: Callable, reference: Callable, args: tuple, w
                        extra="Something in forward changes how the gradient flows without changing the "
                              "values: a .detach() on part of a sum, a custom autograd.Function, a value "
                              "computed twice and mixed. Keep forward plain torch.")
+
+
+_FLOAT32 = ("Where does float32 creep in? Create new tensors with dtype=x.dtype (and device=x.device), or "
+            "with torch.zeros_like / x.new_zeros.")
 
 
 def in_float64(title: str, student: nn.Module, reference: nn.Module, args: tuple, where: str,
@@ -189,12 +200,43 @@ def in_float64(title: str, student: nn.Module, reference: nn.Module, args: tuple
     student.double(), reference.double()
     try:
         with torch.no_grad():
-            got = call(student, *args, title=title, where=where)
+            try:
+                got = call(student, *args, title=title, where=where)
+            except Report as report:  # e.g. a float32 tensor of the learner's meets a float64 weight
+                if report.__cause__ is None:
+                    raise
+                raise fail(title, str(report).splitlines()[0].removeprefix(f"{title}: "),
+                           extra=_FLOAT32) from report.__cause__
             expected = reference(*args)
         vet(title, got, expected, where, name, items)
         if not close(got, expected):
-            raise fail(title, f"wrong output {where} ({diff(got, expected)})",
-                       extra="Where does float32 creep in? Create new tensors with dtype=x.dtype (and "
-                             "device=x.device), or with torch.zeros_like / x.new_zeros.")
+            raise fail(title, f"wrong output {where} ({diff(got, expected)})", extra=_FLOAT32)
     finally:
         student.float(), reference.float()
+
+
+# --- the device promise, without a GPU --------------------------------------------------------------
+
+_ON_THE_CPU = ("forward makes a tensor on the CPU (or copies the input's values there) and mixes it with the "
+               "input's: on a GPU it would fail the same. Create new tensors where the input is: "
+               "torch.zeros(..., device=x.device, dtype=x.dtype), torch.zeros_like(x), x.new_zeros(...); no "
+               ".cpu(), .tolist() or .numpy(); keep no plain tensor attribute from __init__ (module.to(device) "
+               "moves parameters and buffers only: register_buffer it).")
+
+
+def on_another_device(title: str, student: Callable, reference: Callable, args: tuple, where: str,
+                      name: str = "the output") -> None:
+    """The device promise ("dtype and device of x"), tested without a GPU by
+    :func:`segformer_lite.course.grading.keeps_device` (the hidden tests' own test: both modules
+    and ``args`` moved to the meta device), its failure reported with what to do. Skipped once
+    the check has kept a wrong output."""
+    if localise.failing():
+        return
+    where += " on the meta device (module.to('meta'): a stand-in for a GPU, shapes without values)"
+    try:
+        keeps_device(student, reference, *args)
+    except AssertionError as e:
+        cause = e.__cause__
+        what = (f"forward mixes devices {where}: {type(cause).__name__}: {cause}" if cause is not None else
+                f"{str(e).replace('returned tensor 0', name)} {where}")
+        raise fail(title, what, extra=_ON_THE_CPU) from cause or e

@@ -243,7 +243,7 @@ def check_image_to_tokens(image_to_tokens_fn: Callable) -> None:
             got = _judge_tokens(title, call(mine, x, title=title, where=where), expected, where, {})
             compare(title, got, expected, where, {}, exact=True, name="the result", items=_TOKENS_AND_GRID)
         return (f"matches segformer_lite.image_to_tokens exactly on {n} grids (square, non-square, one row) "
-                "and in float32, float64 and int64, gradients included")
+                "and in float32, float64 and int64, gradients and the device kept")
 
     _run(title, body)
 
@@ -324,7 +324,7 @@ def check_tokens_to_image(tokens_to_image_fn: Callable) -> None:
                            ["grid_not_checked"]) from e
             raise fail(title, f"accepted a grid that does not fit the tokens {where}", ["grid_not_checked"])
         return (f"matches segformer_lite.tokens_to_image exactly on {n} grids (square, non-square, "
-                "one row) and in float32, float64 and int64, gradients included, and refuses grids that do not fit "
+                "one row) and in float32, float64 and int64, gradients and the device kept, and refuses grids that do not fit "
                 "with a ValueError that gives the sizes")
 
     _run(title, body)
