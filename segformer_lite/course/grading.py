@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 
-def _tensors(x: Any) -> list[torch.Tensor]:
+def tensors(x: Any) -> list[torch.Tensor]:
     """Every tensor in ``x``, nested in tuples and lists too, in order."""
     if isinstance(x, torch.Tensor):
         return [x]
     if isinstance(x, (tuple, list)):
-        return [t for item in x for t in _tensors(item)]
+        return [t for item in x for t in tensors(item)]
     return []
 
 
@@ -36,6 +36,12 @@ def _map(fn: Callable[[torch.Tensor], torch.Tensor], x: Any) -> Any:
     return x
 
 
+def leaves(x: Any) -> Any:
+    """``x`` with every tensor (nested in tuples and lists too) replaced by a fresh copy, one that
+    requires grad where it is floating-point."""
+    return _map(lambda t: t.detach().clone().requires_grad_(t.is_floating_point()), x)
+
+
 def trains_like(mine: Callable, reference: Callable, *args: Any, rtol: float = 1e-4, atol: float = 1e-5) -> int:
     """Assert that one backward pass through ``mine`` gives ``reference``'s gradients, for every
     floating-point tensor in ``args`` and, where both are modules, every parameter of the
@@ -45,12 +51,11 @@ def trains_like(mine: Callable, reference: Callable, *args: Any, rtol: float = 1
     fixed random number, so each value's gradient counts. A gradient is compared on its own scale
     (divided by its largest value when above 1): a weight's gradient sums over every position, so
     its rounding error grows with it."""
-    leaves = lambda t: t.detach().clone().requires_grad_(t.is_floating_point())  # noqa: E731
-    mine_args, their_args = _map(leaves, args), _map(leaves, args)
+    mine_args, their_args = leaves(args), leaves(args)
     modules = (mine, reference) if isinstance(mine, nn.Module) and isinstance(reference, nn.Module) else ()
     for module in modules:
         module.zero_grad(set_to_none=True)
-    got, want = _tensors(mine(*mine_args)), _tensors(reference(*their_args))
+    got, want = tensors(mine(*mine_args)), tensors(reference(*their_args))
     assert len(got) == len(want), f"forward returns {len(got)} tensors, the reference {len(want)}"
     g = torch.Generator().manual_seed(0)
     for i, (a, b) in enumerate(zip(got, want)):
@@ -62,7 +67,7 @@ def trains_like(mine: Callable, reference: Callable, *args: Any, rtol: float = 1
         losses = [(t * w).sum() for t, w in zip(outs, weights) if t.requires_grad]
         if losses:
             sum(losses).backward()
-    pairs = [(f"input {i}", a, b) for i, (a, b) in enumerate(zip(_tensors(mine_args), _tensors(their_args)))]
+    pairs = [(f"input {i}", a, b) for i, (a, b) in enumerate(zip(tensors(mine_args), tensors(their_args)))]
     if modules:
         params = dict(mine.named_parameters())
         pairs += [(name, params.get(name), p) for name, p in reference.named_parameters()]
@@ -103,7 +108,7 @@ def keeps_device(mine: Callable, reference: Callable, *args: Any) -> bool:
             if _DEVICES_MIXED.search(str(e)):
                 raise AssertionError(f"forward mixes devices: {type(e).__name__}: {e}") from e
             return False
-    got, want = _tensors(got), _tensors(want)
+    got, want = tensors(got), tensors(want)
     assert len(got) == len(want), f"forward returns {len(got)} tensors, the reference {len(want)}"
     for i, (a, b) in enumerate(zip(got, want)):
         assert a.device == b.device and a.shape == b.shape, (

@@ -9,14 +9,16 @@ the learner's code did to a list it was given (:func:`note`, :func:`notes`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from .report import Report
+from .report import SEEN, Report
 
 
 @dataclass
@@ -108,8 +110,16 @@ def layers_differ(report: Callable[[], Report] | None) -> bool:
     same are right (False: no check is running, so the caller raises it now)."""
     if not _sessions:
         return False
-    _sessions[-1].layers = report
+    _sessions[-1].layers = report and functools.partial(_layer_report, report, Counter(SEEN))
     return True
+
+
+def _layer_report(report: Callable[[], Report], seen: Counter) -> Report:
+    """The report on the layers, raised in place of the reports made since they were kept: the
+    hints those named are counted as never shown (:data:`report.SEEN`)."""
+    SEEN.clear()
+    SEEN.update(seen)
+    return report()
 
 
 def defer(report: Exception, where: str) -> bool:

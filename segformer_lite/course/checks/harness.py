@@ -205,27 +205,32 @@ def _kind(x: Any) -> str:
 
 
 def vet(title: str, got: Any, expected: Any, where: str, name: str = "the output",
-        items: tuple[str, ...] = ()) -> None:
+        items: tuple[str, ...] = (), verb: str = "is", kept: bool = False,
+        hints: dict[str, str] | None = None) -> None:
     """Fail unless ``got`` has the form of ``expected``, whatever its values, naming the property
     that differs: a tensor where the reference returns one, with its dtype and device; a tuple
     (``torch.Size`` is one) or a list where it returns one, as long; Python ints where it
     returns ints. ``items`` names the items of a returned tuple or list in the messages. The
-    hidden tests assert the same properties."""
+    hidden tests assert the same properties. In an exercise's own words: ``verb`` ("the tokens
+    are"), ``kept`` (the contract keeps the input's dtype and device: said so, not "the
+    reference's") and ``hints`` (the hint for "tensor", "dtype" or "device")."""
+    hints = hints or {}
     if isinstance(expected, torch.Tensor):
         if not isinstance(got, torch.Tensor):
-            raise fail(title, f"{name} is {_kind(got)} {where}, not a tensor",
-                       extra=f"Return {name} as a torch.Tensor, as the reference does.")
-        if got.dtype != expected.dtype:
-            raise fail(title, f"{name} is {str(got.dtype).removeprefix('torch.')} {where}; the "
-                       f"reference's is {str(expected.dtype).removeprefix('torch.')}",
-                       extra=f"Where does a {str(got.dtype).removeprefix('torch.')} creep in? Keep the "
-                             "input's dtype: no .float(), .double() or .half(), no torch.tensor(...) or numpy "
-                             "array mixed in.")
-        if got.device != expected.device:
-            raise fail(title, f"{name} is on the device {got.device} {where}; the reference's is on "
-                       f"{expected.device}", extra="Keep every tensor on the input's device: no .to(), "
-                                                   ".cpu() or .cuda() of your own; create new tensors "
-                                                   "with device=x.device.")
+            raise fail(title, f"{name} {verb} {_kind(got)} {where}, not a tensor",
+                       extra=hints.get("tensor", f"Return {name} as a torch.Tensor, as the reference does."))
+        for prop, shown in (("dtype", lambda t: str(t.dtype).removeprefix("torch.")), ("device", lambda t: str(t.device))):
+            if getattr(got, prop) == getattr(expected, prop):
+                continue
+            on = "on the device " if prop == "device" else ""
+            said = (f", where the contract keeps the input's {prop} ({shown(expected)})" if kept else
+                    f"; the reference's is {'on ' if on else ''}{shown(expected)}")
+            default = (f"Where does a {shown(got)} creep in? Keep the input's dtype: no .float(), .double() or "
+                       ".half(), no torch.tensor(...) or numpy array mixed in." if prop == "dtype" else
+                       "Keep every tensor on the input's device: no .to(), .cpu() or .cuda() of your own; create "
+                       "new tensors with device=x.device.")
+            raise fail(title, f"{name} {verb} {on}{shown(got)} {where}{said}",
+                       extra=hints.get(prop, default).replace("{got}", shown(got)))
         return
     if isinstance(expected, (tuple, list)):
         kind = tuple if isinstance(expected, tuple) else list

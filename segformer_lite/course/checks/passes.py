@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..grading import keeps_device
+from ..grading import keeps_device, leaves, tensors
 from . import localise
 from .report import Report
 from .harness import Variants, call, close, compare, diff, fail, matching, randn, raising, right_for_one, vet
@@ -107,24 +107,6 @@ _BLOCKED = ("Something in forward cuts it from autograd's graph: .detach(), .dat
             "train: keep every step of forward differentiable.")
 
 
-def _leaves(x: Any) -> Any:
-    """``x`` with every floating-point tensor (nested in tuples and lists too) replaced by a fresh
-    copy that requires grad."""
-    if isinstance(x, torch.Tensor):
-        return x.detach().clone().requires_grad_(x.is_floating_point())
-    if isinstance(x, (tuple, list)):
-        return type(x)(map(_leaves, x))
-    return x
-
-
-def _tensors(x: Any) -> list[torch.Tensor]:
-    if isinstance(x, torch.Tensor):
-        return [x]
-    if isinstance(x, (tuple, list)):
-        return [t for item in x for t in _tensors(item)]
-    return []
-
-
 def gradients(title: str, student: Callable, reference: Callable, args: tuple, where: str,
               name: str = "the output", modules: tuple[nn.Module, nn.Module] | None = None) -> None:
     """Fail unless one backward pass through the learner's code gives the reference's gradients,
@@ -138,7 +120,7 @@ def gradients(title: str, student: Callable, reference: Callable, args: tuple, w
     if localise.failing():
         return
     where += " (backward pass)"
-    mine, theirs = _leaves(args), _leaves(args)
+    mine, theirs = leaves(args), leaves(args)
     if modules is None and isinstance(student, nn.Module) and isinstance(reference, nn.Module):
         modules = (student, reference)
     for module in modules or ():
@@ -146,7 +128,7 @@ def gradients(title: str, student: Callable, reference: Callable, args: tuple, w
     with torch.enable_grad():
         got = call(student, *mine, title=title, where=where)
         expected = reference(*theirs)
-        outs, refs = _tensors(got), _tensors(expected)
+        outs, refs = tensors(got), tensors(expected)
         blocked = [i for i, (o, r) in enumerate(zip(outs, refs)) if r.requires_grad and not o.requires_grad]
         if blocked:
             which = (name if len(refs) == 1 else f"all {len(refs)} tensors of {name}" if len(blocked) == len(refs)
@@ -164,7 +146,7 @@ def gradients(title: str, student: Callable, reference: Callable, args: tuple, w
                              "autograd still needs: write x = x + ... instead.") from e
         sum((r * w).sum() for _, r, w in pairs).backward()
     checked = [("the input" if len(mine) == 1 else f"argument {i + 1}", a, b)
-               for i, (a, b) in enumerate(zip(_tensors(mine), _tensors(theirs))) if b.requires_grad]
+               for i, (a, b) in enumerate(zip(tensors(mine), tensors(theirs))) if b.requires_grad]
     if modules:
         params = dict(modules[0].named_parameters())
         checked += [(f"self.{n}", params[n], p) for n, p in modules[1].named_parameters() if n in params]

@@ -41,24 +41,17 @@ _WRONG_GRIDS = [(8, 8), (6, 5)]  # for 60 tokens: 64 cells; 30 cells, which resh
 
 # --- the form of a result, in this exercise's words ------------------------------------------------
 
-def _dtype(t: torch.Tensor) -> str:
-    return str(t.dtype).removeprefix("torch.")
+# the hints of harness.vet, in this exercise's words
+_FORM_HINTS = {"dtype": "Where does {got} creep in? Moving numbers never needs a cast: no .float(), .double(), "
+                        ".half() or .to(dtype), no torch.tensor(...) or numpy array mixed in.",
+               "device": "No .to(), .cpu() or .cuda() of your own."}
 
 
 def _tensor(title: str, got: Any, expected: torch.Tensor, where: str, name: str, verb: str) -> None:
     """One returned tensor: a tensor, with the input's dtype and device (``name`` and ``verb``:
     "the tokens", "are")."""
-    if not isinstance(got, torch.Tensor):
-        raise fail(title, f"{name} {verb} a {type(got).__name__} {where}, not a tensor",
-                   extra=f"Return {name} as one torch.Tensor.")
-    if got.dtype != expected.dtype:
-        raise fail(title, f"{name} {verb} {_dtype(got)} {where}, where the contract keeps the input's dtype "
-                   f"({_dtype(expected)})",
-                   extra=f"Where does {_dtype(got)} creep in? Moving numbers never needs a cast: no .float(), "
-                         ".double(), .half() or .to(dtype), no torch.tensor(...) or numpy array mixed in.")
-    if got.device != expected.device:
-        raise fail(title, f"{name} {verb} on the device {got.device} {where}, where the contract keeps the "
-                   f"input's ({expected.device})", extra="No .to(), .cpu() or .cuda() of your own.")
+    vet(title, got, expected, where, name, verb=verb, kept=True,
+        hints={**_FORM_HINTS, "tensor": f"Return {name} as one torch.Tensor."})
 
 
 def _values(title: str, got: torch.Tensor, expected: torch.Tensor, where: str, name: str, verb: str) -> None:
