@@ -21,7 +21,7 @@ import torch
 from ...grid import conv_output_size, reduced_grid
 from .harness import Unfinished, fail, run_check
 from .mistakes import Mistake
-from .report import SEEN, hint_lines
+from .report import hint_lines
 
 # (image height, width, sr_ratio, num_heads, patch_size, stride): square and non-square, sides
 # that the stride or sr does not divide (75x203), several heads, and a stage-2 conv (k3 s2).
@@ -210,19 +210,9 @@ def _integer_not_int(v) -> bool:
 
 
 def _hints(found: tuple[str, ...]) -> str:
-    """The hint lines for the mistakes ``found``: the first time a mistake is named, what it is and
-    why it is one; from the second time on, the fix (report.SEEN counts, as for the layer
-    exercises; report.hint_lines gives the mistake and its fix)."""
-    lines = []
-    for m_id in found:
-        first = SEEN[m_id] == 0
-        named = hint_lines(m_id, COUNTING_MISTAKES)  # counts it as named
-        lines += [named[0], f"  Why it is one: {COUNTING_WHY[m_id]}.", _AGAIN] if first else named
-    return "\n".join(lines)
-
-
-_AGAIN = ("  Put it right yourself and run the check again; if the same mistake comes back, "
-          "the check shows the fix.")
+    """The hint lines for the mistakes ``found``, counted as for the layer exercises
+    (report.hint_lines): the first time, what each is and why it is one; then the fix."""
+    return "\n".join(line for m_id in found for line in hint_lines(m_id, COUNTING_MISTAKES, COUNTING_WHY))
 
 
 def check_count_attention(count_fn: Callable) -> None:

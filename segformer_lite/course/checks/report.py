@@ -35,12 +35,13 @@ def reset() -> None:
     SEEN.clear()
 
 
-def hint_lines(m_id: str, catalogue: dict = MISTAKES) -> list[str]:
-    """The first time: the mistake and why it is one; from the second time on, the fix too."""
+def hint_lines(m_id: str, catalogue: dict = MISTAKES, whys: dict | None = None) -> list[str]:
+    """The first time: the mistake and why it is one (from ``whys``, by default the layer
+    exercises' ``WHY``); from the second time on, the fix too."""
     m = catalogue[m_id]
     SEEN[m_id] += 1
     lines = [f"Likely mistake: {m.title}."]
-    why = WHY.get(m_id) if catalogue is MISTAKES else None
+    why = (whys if whys is not None else WHY if catalogue is MISTAKES else {}).get(m_id)
     if why and SEEN[m_id] == 1:
         return lines + [f"  Why it is one: {why}.",
                         "  Put it right yourself and run the check again; if the same mistake comes back, "
