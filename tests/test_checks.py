@@ -177,7 +177,7 @@ class StudentBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = sl.EfficientSelfAttention(dim, num_heads, sr_ratio, qkv_bias, eps=embed_eps)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.ffn = sl.MixFFN(dim, dim * mlp_ratio)
+        self.ffn = sl.MixFFN(dim, dim * (4 if self.bug == "ffn_hidden_width" else mlp_ratio))
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x, hw):
@@ -298,9 +298,13 @@ class StudentDecoder(nn.Module):
                 x = F.interpolate(x, scale_factor=2 ** i, mode="bilinear", align_corners=False)
             else:
                 size = (4 * h1, 4 * w1) if self.bug == "decoder_full_size" else (h1, w1)
-                x = F.interpolate(x, size=size, mode="bilinear", align_corners=self.bug == "decoder_align_corners")
+                if self.bug == "decoder_interp_mode":  # nearest: no align_corners at all
+                    x = F.interpolate(x, size=size, mode="nearest")
+                else:
+                    x = F.interpolate(x, size=size, mode="bilinear", align_corners=self.bug == "decoder_align_corners")
             outs.append(x)
-        x = torch.cat(outs if self.bug == "decoder_concat_order" else outs[::-1], dim=1)
+        order = {"decoder_concat_order": [0, 1, 2, 3], "decoder_concat_permuted": [3, 1, 2, 0]}.get(self.bug, [3, 2, 1, 0])
+        x = torch.cat([outs[i] for i in order], dim=1)
         x = self.fuse(x)
         if self.bug == "decoder_relu_before_norm":  # norm(relu(fuse(x)))
             x = F.relu(x)
@@ -338,7 +342,7 @@ CHECKERS = [
      ["post_norm", "no_attn_residual", "no_ffn_residual", "norm1_twice", "parallel_branches",
       "no_drop_path", "inplace_input", "norm_applied_twice", "norm_applied_twice_attn", "norm_after_residual",
       "ffn_before_attention", "ffn_before_attention_norm1_first", "residual_from_normed",
-      "residual_from_normed_attn", "norms_swapped"]),
+      "residual_from_normed_attn", "norms_swapped", "ffn_hidden_width"]),
     (checks.check_stage, StudentStage,
      ["stage_no_norm", "stage_returns_tokens", "unflatten_no_permute", "sqrt_hw"]),
     (checks.check_mix_transformer, StudentMiT,
@@ -347,7 +351,8 @@ CHECKERS = [
     (checks.check_all_mlp_decoder, StudentDecoder,
      ["decoder_concat_order", "decoder_full_size", "decoder_scale_factor", "decoder_align_corners",
       "decoder_no_norm", "decoder_no_relu", "decoder_linear_axis", "decoder_relu_before_norm", "decoder_norm_twice",
-      "decoder_dropout_after_classifier", "decoder_no_norm_no_relu"]),
+      "decoder_dropout_after_classifier", "decoder_no_norm_no_relu", "decoder_interp_mode",
+      "decoder_concat_permuted"]),
 ]
 # planted bugs that make half of a catalogued mistake, and the mistake they must be named as
 HALF_MADE = {"conv_channels_last_in": "conv_channels_last", "unflatten_no_permute_in": "unflatten_no_permute",

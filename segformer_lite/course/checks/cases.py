@@ -171,6 +171,12 @@ def _values(vs) -> str:
     return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
 
 
+def _separates(attr: str, passed: list[dict], failed: list[dict]) -> bool:
+    """Whether ``attr`` has other values in the passing cases than in the failing ones."""
+    ok, bad = {a.get(attr) for a in passed}, {a.get(attr) for a in failed}
+    return None not in ok | bad and not ok & bad
+
+
 def summary(rows: dict[str, tuple[dict, str | None]]) -> str:
     """Which cases pass and which fail, by the attribute that tells them apart where one does."""
     passed = [a for a, f in rows.values() if f is None]
@@ -183,6 +189,10 @@ def summary(rows: dict[str, tuple[dict, str | None]]) -> str:
         ok, bad = {value(a) for a in passed}, {value(a) for a in failed}
         if None in ok | bad or ok & bad:
             continue
+        if attr == "num_heads" and _separates("sr_ratio", passed, failed):  # either may be the cause (a norm
+            both = [", ".join(f"{k}={_values(a[k] for a in group)}" for k in ("num_heads", "sr_ratio"))  # of the
+                    for group in (passed, failed)]                              # reduction fails wherever sr > 1)
+            return f"Cases: it passes with {both[0]} and fails with {both[1]}."
         if attr == "square":
             good = "square" if True in ok else "non-square"
             return (f"Cases: it passes on {good} grids ({_values(a['grid'] for a in passed)}) and fails on "

@@ -77,7 +77,11 @@ def check_all_mlp_decoder(Student: type) -> None:
              "decoder_no_relu": dict(relu=False), "decoder_linear_axis": dict(layout="reshape"),
              "decoder_relu_before_norm": dict(relu_first=True), "decoder_norm_twice": dict(norm_twice=True),
              "decoder_no_norm_no_relu": dict(norm=False, relu=False),
-             "decoder_linear_axis_out": dict(layout="reshape_out")}  # an alias (mistakes.ALIASES)
+             "decoder_linear_axis_out": dict(layout="reshape_out"),  # an alias (mistakes.ALIASES)
+             **{f"decoder_interp_{mode}": dict(mode=mode) for mode in ("nearest", "bicubic", "area")},
+             # every other order of the four blocks (named by their stage indices, 0 = stage 1)
+             **{f"decoder_concat_{''.join(map(str, order))}": dict(order=order)
+                for order in itertools.permutations(range(4)) if order not in ((3, 2, 1, 0), (0, 1, 2, 3))}}
     # in training mode too: dropout, the identity in eval mode, shows where it sits
     training = {**knobs, "decoder_dropout_after_classifier": dict(dropout_at="logits")}
     raising = {"decoder_scale_factor": dict(size="scale_factor")}  # runs only on multiples of 32

@@ -64,6 +64,8 @@ def run_check(title: str, body: Callable[[], str]) -> None:
 
 
 _NO_FORWARD = 'is missing the required "forward" function'
+_VIEW = ("No shape is wrong here: .view needs the tensor's numbers in memory in the order it reads them, and "
+         "after a transpose or permute they are not. Use .reshape (it copies when it must), or .contiguous().view.")
 
 
 def call(fn: Callable, *args, title: str, where: str,
@@ -85,8 +87,10 @@ def call(fn: Callable, *args, title: str, where: str,
         raise
     except Exception as e:  # the learner's bug, reported with a hint and the learner's own frames
         localise.note(localise.changed(fn, given, args))
+        strides = "view size is not compatible with input tensor's size and stride" in str(e)
         raise fail(title, f"raised {type(e).__name__} {where}: {e}", diagnose(e), localised=True,
-                   shape=bool(re.search(r"shape|size|dimension", str(e))), error=e) from e
+                   extra=_VIEW if strides else "", shape=not strides and bool(re.search(r"shape|size|dimension", str(e))),
+                   error=e) from e
     done = localise.changed(fn, given, args)
     tensors = [d for d in done if " list " not in d]
     if tensors:

@@ -25,7 +25,8 @@ _NO_FIT = "its weights do not fit the reference's"
 _NAMED_SETTINGS = {("proj", "padding"): (lambda v: v == (0, 0), "no_padding"),
                    ("dwconv", "groups"): (lambda v: v == 1, "dwconv_no_groups"),
                    ("sr", "kernel_size"): (lambda v: True, "sr_kernel_stride"),
-                   ("sr", "stride"): (lambda v: True, "sr_kernel_stride")}
+                   ("sr", "stride"): (lambda v: True, "sr_kernel_stride"),
+                   ("ffn.fc1", "out_features"): (lambda v: True, "ffn_hidden_width")}  # (the block's Mix-FFN)
 # where the released code (NVlabs mix_transformer.py) gets each LayerNorm's eps, by the layer's owner
 _EPS_SOURCE = {
     "OverlapPatchEmbed": "the released code (NVlabs mix_transformer.py) builds this LayerNorm as "
@@ -79,8 +80,9 @@ def _settings(layer: nn.Module) -> dict[str, Any]:
     return {}
 
 
-def _effect(setting: str, got: Any, want: Any, layer: nn.Module, owner: str, kwargs: dict) -> str:
-    """What a setting unlike the reference's does, in words."""
+def _effect(setting: str, got: Any, want: Any, layer: nn.Module, owner: str, kwargs: dict,
+            mine: dict[str, Any]) -> str:
+    """What a setting unlike the reference's does, in words (``mine``: all the learner's layer's settings)."""
     if setting == "eps":
         passed = [k for k, v in kwargs.items() if "eps" in k and v == want]
         why = (f"this check builds it with {passed[0]}={want}: pass the constructor's {passed[0]} on "
@@ -93,8 +95,8 @@ def _effect(setting: str, got: Any, want: Any, layer: nn.Module, owner: str, kwa
         return (f"pads {got} pixels per side (rows, columns) where the reference pads {want}: the "
                 "output grid and its border values change")
     if setting == "groups":
-        if want == layer.in_channels and got < want:  # (more groups than channels: the width is what differs)
-            return (f"has groups={got}, so each filter mixes {layer.in_channels // got} channels, where the "
+        if want == layer.in_channels and got < mine["in_channels"]:
+            return (f"has groups={got}, so each filter mixes {mine['in_channels'] // got} channels, where the "
                     f"reference's gives every channel its own filter (groups={want}): a different "
                     "computation with a weight of another shape")
         return f"has groups={got} where the reference's has groups={want}"
@@ -103,7 +105,11 @@ def _effect(setting: str, got: Any, want: Any, layer: nn.Module, owner: str, kwa
                 "values of the output change")
     if setting == "bias":
         return ("has a bias where the reference's has none" if got else "has no bias where the reference's has "
-                "one") + ("; pass the constructor's qkv_bias on (bias=qkv_bias)" if "qkv_bias" in kwargs else "")
+                "one") + ("; pass the constructor's qkv_bias on (bias=qkv_bias)" if "qkv_bias" in kwargs and
+                          isinstance(layer, nn.Linear) else "")
+    if setting == "elementwise_affine":
+        return ("has no learnable scale and shift (elementwise_affine=False) where the reference's has them" if not got
+                else "has a learnable scale and shift where the reference's has none")
     if setting == "kernel_size":
         return f"has a {got[0]}x{got[1]} kernel where the reference's is {want[0]}x{want[1]}: another window"
     if setting == "stride":
@@ -123,6 +129,11 @@ def _effect(setting: str, got: Any, want: Any, layer: nn.Module, owner: str, kwa
 def _computes_alike(theirs: nn.Module, layer: nn.Module) -> tuple[bool, str]:
     """Whether the learner's layer, given the reference layer's weights, computes what it does on a
     probe input; and, when not, how it differs."""
+    if not isinstance(theirs, type(layer)):  # e.g. the released code's DWConv wrapper around the Conv2d
+        inner = [n for n, m in theirs.named_modules() if n and isinstance(m, type(layer))]
+        return False, (f"is a {type(theirs).__name__} where the reference's is the {type(layer).__name__} itself"
+                       + (f" (yours holds it as .{inner[0]})" if inner else "") + ": the skeleton's names hold the "
+                       "layers themselves, so that the weights load by name")
     mine = copy.deepcopy(theirs)
     try:
         mine.load_state_dict(layer.state_dict())
@@ -156,11 +167,16 @@ def layer_differences(student: nn.Module, ref: nn.Module, kwargs: dict) -> tuple
             continue
         owner = type(owners[name.rsplit(".", 1)[0]] if "." in name else ref).__name__
         got, want = _settings(theirs), _settings(layer)
-        effects = [_effect(k, got[k], want[k], layer, owner, kwargs) for k in want if k in got and got[k] != want[k]]
-        lines.append(f"self.{name} " + ("; ".join(effects) + f" ({how})" if effects else
-                                         f"computes something else than the reference's {type(layer).__name__} ({how})"))
+        said = [k for k in ("groups",) if k in want and got.get(k) == got.get("in_channels")
+                and want[k] == want.get("in_channels")]
+        said += ["bias"] if got.get("elementwise_affine") != want.get("elementwise_affine") else []
+        effects = [_effect(k, got[k], want[k], layer, owner, kwargs, got) for k in want  # (both depthwise: the
+                   if k in got and got[k] != want[k] and k not in said]                # width is what differs)
+        lines.append(f"self.{name} " + ("; ".join(effects) + f" ({how})" if effects else how if how.startswith("is a ")
+                                         else f"computes something else than the reference's {type(layer).__name__} ({how})"))
         for k in want:
-            is_it, m_id = _NAMED_SETTINGS.get((name.rsplit(".", 1)[-1], k), (None, None))
+            is_it, m_id = _NAMED_SETTINGS.get((name, k)) or _NAMED_SETTINGS.get((name.rsplit(".", 1)[-1], k),
+                                                                                (None, None))
             if is_it and k in got and got[k] != want[k] and is_it(got[k]):
                 mistakes.append(m_id)
     return lines, mistakes
@@ -168,6 +184,9 @@ def layer_differences(student: nn.Module, ref: nn.Module, kwargs: dict) -> tuple
 
 def _build_error_hint(error: Exception, Reference: type) -> str:
     """What to do about an error raised while building the learner's module."""
+    if isinstance(error, TypeError) and "must be tuple of ints, but found element of type float" in str(error):
+        return ("A layer was given a width that is a float (dim * mlp_ratio is one when mlp_ratio is): channel "
+                "counts are ints, so convert it, int(...), as the released code does.")
     if isinstance(error, ValueError) and "padding='same'" in str(error):  # torch: a strided conv
         return ("torch refuses padding='same' for a strided convolution (stride above 1; 'same' keeps the size "
                 "only at stride 1), so give this conv's padding in pixels, an int per side: the number the "
@@ -209,7 +228,13 @@ def build(Student: type, Reference: type, args: tuple, kwargs: dict, title: str)
     try:
         student.load_state_dict(ref.state_dict())
     except RuntimeError as e:
-        raise fail(title, f"its parameters do not match segformer_lite.{Reference.__name__}'s:\n{e}",
-                   extra="Keep the layer names the skeleton gives in __init__ (the weights are copied "
-                         "in by name) and build each with the shapes the released model uses.") from e
+        mine, theirs = set(student.state_dict()), set(ref.state_dict())
+        lists = [f"{what}: {', '.join(sorted(keys))}" for what, keys in
+                 [("yours has, the reference's not", mine - theirs), ("the reference's has, yours not", theirs - mine)]
+                 if keys]
+        raise fail(title, f"built as {Student.__name__}({shown}), its parameters do not match "
+                   f"segformer_lite.{Reference.__name__}'s" + (":\n  " + "\n  ".join(lists) if lists else f":\n{e}"),
+                   extra="Keep the layer names the skeleton gives in __init__ (the weights are copied in by name), "
+                         "build each with the shapes the released model uses, and build a layer only where the "
+                         "reference does with these arguments (is a condition in __init__ right for them?).") from e
     return student.eval(), ref.eval()

@@ -19,6 +19,7 @@ the hints and the rendering of a failure in :mod:`report`; their public names ar
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 from collections import Counter
@@ -121,6 +122,7 @@ class Run:
     output: Any = None
     error: BaseException | None = None
     open: str | None = None  # the hooked module being run when the error came
+    hooked: frozenset[str] = frozenset()  # the submodules whose calls were recorded
 
 
 def record(module: Any, run: Callable[[Any, tuple], Any], args: tuple, plan: Plan) -> Run:
@@ -130,8 +132,9 @@ def record(module: Any, run: Callable[[Any, tuple], Any], args: tuple, plan: Pla
     ins, outs = Counter(), Counter()
     stack: list[str] = []
     handles = []
-    if isinstance(module, nn.Module):
-        for name in _hooked(module, plan.depth):
+    hooked = _hooked(module, plan.depth) if isinstance(module, nn.Module) else []
+    if hooked:
+        for name in hooked:
             sub = module.get_submodule(name)
 
             def pre(m, a, kw, name=name):
@@ -146,7 +149,7 @@ def record(module: Any, run: Callable[[Any, tuple], Any], args: tuple, plan: Pla
                     stack.pop()
             handles += [sub.register_forward_pre_hook(pre, with_kwargs=True),
                         sub.register_forward_hook(post, with_kwargs=True)]
-    result = Run(events)
+    result = Run(events, hooked=frozenset(hooked))
     try:
         with torch.no_grad():
             result.output = snapshot(run(module, args))
@@ -180,8 +183,8 @@ def differ(got: Any, want: Any) -> Difference | None:
         if g.numel() > 1 and torch.allclose(g.flatten().sort().values, w.flatten().sort().values,
                                             atol=ATOL, rtol=RTOL):
             text += ("; the same numbers in another order: an axis order problem (a reshape without a "
-                     "permute, axes swapped in an einops pattern or a transpose, H and W swapped, heads "
-                     "merged in another order)")
+                     "permute, axes swapped in an einops pattern or a transpose, H and W swapped, heads or "
+                     "blocks of channels merged in another order)")
         return Difference(text)
     if isinstance(want, (tuple, list)):
         if not isinstance(got, (tuple, list)):
@@ -226,7 +229,10 @@ def _times(n: int) -> str:
 
 
 def compare_runs(mine: Run, ref: Run, plan: Plan) -> tuple[list[str], bool]:
-    """Where ``mine`` first parts from ``ref``: report lines, and whether a shape differs."""
+    """Where ``mine`` first parts from ``ref``: report lines, and whether a shape differs. Calls of
+    the learner's own submodules that the reference does not have (``self.act = nn.GELU()`` where
+    the reference calls ``F.gelu``) are a way of writing a step, not a step: they are left out."""
+    mine = dataclasses.replace(mine, events=[e for e in mine.events if e[0][1] in ref.hooked])
     ref_events = list(ref.events)
     for label, before, value in _items(ref.output, plan):  # the contract's tensors, where they are made
         at = next((i for i, (key, _) in enumerate(ref_events) if key[:2] == ("in", before)), len(ref_events))
@@ -353,7 +359,11 @@ def _crashed(matched: list[str], mine: Run, ref: Run, last: tuple | None, kind: 
             d = differ(ours, theirs)
             where += ", whose input matches" if d is None else f", whose input differs from the reference's ({d.text})"
     else:
-        where = (f" after {_point(*last[:2])}" if last else "") + (f" and before {_point(kind, name)}" if name else "")
+        where = f" after {_point(*last[:2])}" if last else ""
+        if name and kind == "val":  # a value forward returns: where it is made, nothing was recorded
+            where += f", where {_point(kind, name)} {'are' if name.endswith('s') else 'is'} made or later"
+        elif name:
+            where += f" and before {_point(kind, name)}"
     return [_matched(matched) + f"your code raised{where} (its line is shown below)."]
 
 

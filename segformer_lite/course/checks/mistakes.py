@@ -1,6 +1,8 @@
 """The catalogue of classic mistakes, one per id, that the checkers can name."""
 from __future__ import annotations
 
+import itertools
+
 from dataclasses import dataclass
 
 
@@ -127,6 +129,8 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
                       "to the tokens after the last block"),
     "stage_returns_tokens": ("the stage returns tokens instead of a feature map",
                              "turn the tokens back into (B, C, H, W) with tokens_to_image(x, hw)"),
+    "ffn_hidden_width": ("the Mix-FFN's hidden width is not the one the block's arguments give",
+                         "build it as sl.MixFFN(dim, int(dim * mlp_ratio)): mlp_ratio times the block's width"),
     "encoder_last_only": ("the encoder returns only the last feature map",
                           "collect every stage's output in a list and return all of them"),
     "encoder_not_chained": ("each stage is fed the input images instead of the previous "
@@ -151,6 +155,14 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
     "decoder_align_corners": ("the maps are upsampled with align_corners=True",
                               "use F.interpolate(x, size=..., mode='bilinear', align_corners=False), "
                               "as the released code does"),
+    "decoder_concat_permuted": ("the four maps are concatenated in an order that is neither the released "
+                                "one nor its reverse",
+                                "concatenate deepest first, torch.cat([c4, c3, c2, c1], dim=1), as the "
+                                "released code does: the fuse conv's first D input channels read stage 4"),
+    "decoder_interp_mode": ("the maps are upsampled with another interpolation than bilinear (nearest, "
+                            "bicubic, ...)",
+                            "use F.interpolate(x, size=..., mode='bilinear', align_corners=False), "
+                            "as the released code does"),
     "decoder_no_norm": ("the BatchNorm after the fuse conv is missing",
                         "apply self.norm between the fuse conv and the ReLU: relu(norm(fuse(x)))"),
     "decoder_no_relu": ("the ReLU after the fuse conv's BatchNorm is missing",
@@ -180,7 +192,10 @@ ALIASES = {"heads_over_tokens_split_only": "heads_over_tokens", "heads_over_toke
            "norm_applied_twice_attn": "norm_applied_twice", "norm_applied_twice_ffn": "norm_applied_twice",
            "norm_after_residual_attn": "norm_after_residual", "norm_after_residual_ffn": "norm_after_residual",
            "residual_from_normed_attn": "residual_from_normed", "residual_from_normed_ffn": "residual_from_normed",
-           "ffn_before_attention_norm1_first": "ffn_before_attention"}
+           "ffn_before_attention_norm1_first": "ffn_before_attention",
+           **{f"decoder_interp_{mode}": "decoder_interp_mode" for mode in ("nearest", "bicubic", "area")},
+           **{f"decoder_concat_{''.join(map(str, order))}": "decoder_concat_permuted"
+              for order in itertools.permutations(range(4)) if order not in ((3, 2, 1, 0), (0, 1, 2, 3))}}
 
 # why each mistake is one: the first report that names a mistake says this; the fix (MISTAKES)
 # comes when the same mistake is named again (localise.hint_lines)
@@ -256,6 +271,9 @@ WHY: dict[str, str] = {
     "batch_hard_coded": "a batch holds several images; a size written as 1 is right for one image only",
     "stage_no_norm": "each stage ends with a LayerNorm on its tokens before they become a feature map",
     "stage_returns_tokens": "a stage hands on a feature map (B, C, H, W), which the next stage's conv reads",
+    "ffn_hidden_width": "the Mix-FFN widens each token to mlp_ratio times the block's width and back, as "
+                        "ViT's MLP does; this check builds blocks with mlp_ratio=2 too, so a width written for "
+                        "one ratio shows",
     "encoder_last_only": "the decoder reads every stage's map, so the encoder returns all four",
     "encoder_not_chained": "each stage reads the previous stage's feature map: that is what makes the "
                            "encoder hierarchical",
@@ -268,6 +286,10 @@ WHY: dict[str, str] = {
                             "is not a multiple of 32",
     "decoder_align_corners": "align_corners changes where the upsampled samples sit; the weights were "
                              "trained with the released code's choice",
+    "decoder_concat_permuted": "the fuse conv reads its 4D input channels as four blocks of D, each trained "
+                               "on one stage's map: a block in another place feeds weights maps they never saw",
+    "decoder_interp_mode": "the interpolation decides the upsampled values between the coarse map's samples; "
+                           "the weights were trained on the released code's bilinear ones",
     "decoder_no_norm": "the fuse conv has no bias: its BatchNorm supplies the scale and shift",
     "decoder_no_relu": "the ReLU is the head's only nonlinearity: without it the Linears, the fuse conv, the "
                        "BatchNorm (in eval mode a fixed scale and shift) and the classifier collapse into one "

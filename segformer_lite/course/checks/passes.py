@@ -107,6 +107,17 @@ _BLOCKED = ("Something in forward cuts it from autograd's graph: .detach(), .dat
             "train: keep every step of forward differentiable.")
 
 
+def _labels(fn: Callable, args: tuple) -> list[str]:
+    """A name for each tensor in ``args``, in the order of :func:`tensors`: the parameter's name
+    from ``fn``'s signature (x, feats, ...), with the index of a tensor in a list (feats[3])."""
+    names = localise._names(fn, len(args))
+    labels = []
+    for name, arg in zip(names, args):
+        items = tensors(arg)
+        labels += [name] if isinstance(arg, torch.Tensor) else [f"{name}[{j}]" for j in range(len(items))]
+    return labels
+
+
 def gradients(title: str, student: Callable, reference: Callable, args: tuple, where: str,
               name: str = "the output", modules: tuple[nn.Module, nn.Module] | None = None) -> None:
     """Fail unless one backward pass through the learner's code gives the reference's gradients,
@@ -145,8 +156,8 @@ def gradients(title: str, student: Callable, reference: Callable, args: tuple, w
                        extra="An in-place operation (x += ..., .relu_(), x[...] = ...) overwrote a tensor "
                              "autograd still needs: write x = x + ... instead.") from e
         sum((r * w).sum() for _, r, w in pairs).backward()
-    checked = [("the input" if len(mine) == 1 else f"argument {i + 1}", a, b)
-               for i, (a, b) in enumerate(zip(tensors(mine), tensors(theirs))) if b.requires_grad]
+    checked = [(label, a, b) for label, a, b in zip(_labels(student, mine), tensors(mine), tensors(theirs))
+               if b.requires_grad]
     if modules:
         params = dict(modules[0].named_parameters())
         checked += [(f"self.{n}", params[n], p) for n, p in modules[1].named_parameters() if n in params]
@@ -203,7 +214,8 @@ _ON_THE_CPU = ("forward makes a tensor on the CPU (or copies the input's values 
                "input's: on a GPU it would fail the same. Create new tensors where the input is: "
                "torch.zeros(..., device=x.device, dtype=x.dtype), torch.zeros_like(x), x.new_zeros(...); no "
                ".cpu(), .tolist() or .numpy(); keep no plain tensor attribute from __init__ (module.to(device) "
-               "moves parameters and buffers only: register_buffer it).")
+               "moves parameters and buffers only: self.register_buffer(name, tensor, persistent=False), which "
+               "keeps it out of the saved weights too).")
 
 
 def on_another_device(title: str, student: Callable, reference: Callable, args: tuple, where: str,

@@ -51,7 +51,9 @@ def hint_lines(m_id: str, catalogue: dict = MISTAKES, whys: dict | None = None) 
 
 # --- showing a failure --------------------------------------------------------------------------
 
-_HIDDEN = [Path(__file__).resolve().parent, Path(torch.__file__).resolve().parent]
+# the checkers, the device and gradient passes they share with the hidden tests, torch and einops
+_HIDDEN = [Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "grading.py",
+           Path(torch.__file__).resolve().parent]
 with contextlib.suppress(ImportError):
     import einops
     _HIDDEN.append(Path(einops.__file__).resolve().parent)

@@ -152,8 +152,9 @@ def _reworded(report: Report, title: str) -> Report:
         line = own.get(line, _SHAPE_ADVICE if line == localise.SHAPE_ADVICE else line)
         kept.append(next((said for start, said in _FOR_A_FUNCTION.items() if line.startswith(start)), line))
     argument = {"image_to_tokens": "x", "tokens_to_image": "the tokens"}.get(title)
-    if argument:  # the backward pass names its inputs "the input" or "argument 1"
-        kept[0] = re.sub(r"(of|reaches) (the input|argument 1) ", rf"\1 {argument} ", kept[0], count=1)
+    if argument:  # the backward pass names its inputs by the learner's parameter names
+        kept[0] = re.sub(r"(the gradient of|no gradient reaches) (\S+) (differs|for|where)", rf"\1 {argument} \3",
+                         kept[0], count=1)
     kept[0] = re.sub(r"([(;] )?\[(0|1)\]: ", lambda m: (m.group(1) or "") + ("the tokens: ", "the grid: ")[int(m.group(2))],
                      kept[0].replace("([", "( [", 1))
     kept[0] = kept[0].replace("( the", "(the", 1)

@@ -174,8 +174,8 @@ def encoder(m: MixTransformer, images: torch.Tensor, norm: bool = True, layout: 
     return features
 
 
-def all_mlp_decoder(m: AllMLPDecoder, feats: list[torch.Tensor], order: str = "deepest_first",
-                    size: str = "stage1", align_corners: bool = False, norm: bool = True,
+def all_mlp_decoder(m: AllMLPDecoder, feats: list[torch.Tensor], order: str | tuple = "deepest_first",
+                    size: str = "stage1", align_corners: bool = False, mode: str = "bilinear", norm: bool = True,
                     relu: bool = True, layout: str = "permute", relu_first: bool = False, norm_twice: bool = False,
                     dropout_at: str = "features", training: bool = False) -> torch.Tensor:
     """[(B, C_i, H_i, W_i)] -> logits (B, K, H_1, W_1): per-stage Linear, upsample, concatenate,
@@ -190,12 +190,15 @@ def all_mlp_decoder(m: AllMLPDecoder, feats: list[torch.Tensor], order: str = "d
         t = F.linear(to_tokens(f, "reshape" if layout == "reshape" else "permute"), linear.weight, linear.bias)
         x = to_image(t, (h, w), "reshape" if layout == "reshape_out" else "permute")  # (B, D, H_i, W_i)
         if size == "scale_factor":  # stage i is 2**i times coarser than stage 1, on whole multiples only
-            x = F.interpolate(x, scale_factor=2 ** i, mode="bilinear", align_corners=align_corners)
+            x = F.interpolate(x, scale_factor=2 ** i, mode=mode, align_corners=align_corners)
         else:
             target = (4 * h1, 4 * w1) if size == "image" else (h1, w1)
-            x = F.interpolate(x, size=target, mode="bilinear", align_corners=align_corners)
+            x = F.interpolate(x, size=target, mode=mode, align_corners=None if mode == "nearest" else align_corners)
         ups.append(x)
-    x = torch.cat(ups[::-1] if order == "deepest_first" else ups, dim=1)  # (B, 4D, H_1, W_1)
+    # order: "deepest_first" (right), "shallowest_first", or the stage indices in their order
+    stacked = (ups[::-1] if order == "deepest_first" else ups if order == "shallowest_first" else
+               [ups[i] for i in order])
+    x = torch.cat(stacked, dim=1)  # (B, 4D, H_1, W_1)
     x = F.conv2d(x, m.fuse.weight)
     bn = m.norm
     stats = (None, None) if training else (bn.running_mean, bn.running_var)
