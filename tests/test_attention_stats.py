@@ -177,3 +177,25 @@ def test_bad_input_is_named():
         ast.query_maps(blocks, np.zeros((2, 64, 64), int))
     with pytest.raises(ValueError, match="no shape"):
         ast.query_maps(blocks, np.zeros((1, 64, 64), int))
+
+
+def test_attend_split_over_channels_is_transformers_multi_head_attention():
+    """Notebook 03's experiment helper, against an independent multi-head attention (torch's
+    nn.MultiheadAttention on the same projections); the split over tokens is not order-free."""
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(16, 2, batch_first=True, bias=True)
+    w, b = mha.in_proj_weight, mha.in_proj_bias
+    projections = [torch.nn.Linear(16, 16) for _ in range(3)]
+    with torch.no_grad():
+        for i, p in enumerate(projections):
+            p.weight.copy_(w[16 * i:16 * (i + 1)])
+            p.bias.copy_(b[16 * i:16 * (i + 1)])
+        mha.out_proj.weight.copy_(torch.eye(16))
+        mha.out_proj.bias.zero_()
+        x = torch.randn(2, 12, 16)
+        want, _ = mha(x, x, x, need_weights=False)
+        got = am.attend_split(x, projections, "b n (h d) -> b h n d", heads=2)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        perm = torch.randperm(12)
+        tokens = am.attend_split(x[:, perm], projections, "b (h t) e -> b h t e", heads=2)
+        assert not torch.allclose(tokens, am.attend_split(x, projections, "b (h t) e -> b h t e", heads=2)[:, perm])

@@ -51,6 +51,8 @@ DECISIONS: dict[str, dict[str, str]] = {
         "the reduction conv's stride": r"stride\s*=\s*(sr_ratio|sr|demo_sr)\b",
         "kernel = stride = sr": r"kernel\s*=\s*stride",
         "the norm built with its eps in code": r"LayerNorm\([^)\n]*eps",
+        "the heads merged back": r"split\.split\(|b h n d\s*->\s*b n \(h d\)",
+        "the softmax's axis": r"softmax[^.\n]{0,40}over the \*\*keys\*\*|\(the last\s+axis\)|softmax\(dim\s*=\s*-1\)",
     },
     "check_mix_ffn": {  # notebook 04: the depthwise conv and the GELU
         "depthwise groups": r"groups\s*=\s*(hidden|hidden_dim|channels|C)\b",
@@ -62,7 +64,7 @@ DECISIONS: dict[str, dict[str, str]] = {
         "the norm inside the attention branch": r"attn\(\s*(self\.)?norm1\(",
         "the norm inside the Mix-FFN branch": r"ffn\(\s*(self\.)?norm2\(",
         "the block norms' eps in code": r"LayerNorm\([^)\n]*eps",
-        "the hidden width": r"\bdim\s*\*\s*mlp_ratio|mlp_ratio\s*\*\s*dim\b",
+        "the hidden width": r"\bdim\s*\*\s*mlp_ratio|mlp_ratio\s*\*\s*dim\b|mlp_ratio`?\s+times\s+the",
     },
     "check_all_mlp_decoder": {  # notebook 06: the upsampling and the concatenation order
         "align_corners=False": r"align_corners\s*=\s*False",

@@ -5,6 +5,8 @@
   block index) and returns an :class:`AttentionMap`: one query's weights over the key/value grid.
 * :func:`encoder_attention` runs a :class:`~segformer_lite.MixTransformer` once and returns every
   block's weights with their grids (:class:`BlockAttention`), to read many maps from one pass.
+* :func:`attend_split` runs attention with the heads made by any einops split (notebook 03's
+  experiment on splitting the tokens instead of the channels; its code is shown after the exercise).
 * :func:`colour_position_features` and :func:`colour_position_attention` build a layer whose
   attention *means* something without training: head 0 compares colours, head 1 compares
   positions. A randomly initialised layer attends almost uniformly, which shows nothing.
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
 
 from ..attention import EfficientSelfAttention
 from ..encoder import MixTransformer
@@ -26,7 +30,7 @@ from ..grid import reduced_grid, stage_grid_sizes
 from ..tokens import image_to_tensor, image_to_tokens, int_pair
 
 __all__ = ["AttentionMap", "BlockAttention", "attention_for_query", "encoder_attention", "query_attention",
-           "scale_query", "colour_position_features", "colour_position_attention", "HEAD_NAMES"]
+           "scale_query", "colour_position_features", "colour_position_attention", "HEAD_NAMES", "attend_split"]
 
 COLOUR_CHANNELS, POSITION_CHANNELS = 6, 4  # cos/sin of r, g, b; cos/sin of y, x
 HEAD_DIM = 2 * COLOUR_CHANNELS  # each feature and its negation: head 0 colour, head 1 position
@@ -47,6 +51,18 @@ class AttentionMap:
     sr_ratio: int
     query: tuple[int, int]
     head: int
+
+
+def attend_split(x: torch.Tensor, projections: tuple[nn.Module, nn.Module, nn.Module], split: str,
+                 heads: int) -> torch.Tensor:
+    """Attention over the tokens ``x`` (B, N, C), with the query, key and value layers
+    ``projections``, the heads made by the einops pattern ``split`` ("b n (h d) -> b h n d" splits
+    the channels, "b (h t) e -> b h t e" the tokens) and put back by the same pattern read
+    backwards."""
+    q, k, v = (rearrange(p(x), split, h=heads) for p in projections)  # (B, heads, ., .)
+    out = F.scaled_dot_product_attention(q, k, v)
+    source, target = split.split("->")
+    return rearrange(out, f"{target.strip()} -> {source.strip()}", h=heads)  # (B, N, C)
 
 
 def _check_query(query_rc, grid: tuple[int, int]) -> tuple[int, int]:
