@@ -226,11 +226,12 @@ def on_another_device(title: str, student: Callable, reference: Callable, args: 
     the check has kept a wrong output."""
     if localise.failing():
         return
-    where += " on the meta device (module.to('meta'): a stand-in for a GPU, shapes without values)"
+    where += " on the meta device (a stand-in for a GPU: tensors with shapes and no values)"
+    who = "forward" if isinstance(student, nn.Module) else "your function"
     try:
         keeps_device(student, reference, *args)
     except AssertionError as e:
         cause = e.__cause__
-        what = (f"forward mixes devices {where}: {type(cause).__name__}: {cause}" if cause is not None else
+        what = (f"{who} mixes devices {where}: {type(cause).__name__}: {cause}" if cause is not None else
                 f"{str(e).replace('returned tensor 0', name)} {where}")
-        raise fail(title, what, extra=_ON_THE_CPU) from cause or e
+        raise fail(title, what, extra=_ON_THE_CPU.replace("forward", who, 1)) from cause or e
