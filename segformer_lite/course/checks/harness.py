@@ -55,7 +55,7 @@ def run_check(title: str, body: Callable[[], str]) -> None:
         with torch.random.fork_rng(devices=[]), localise.cases(title) as session:
             summary = body()
     except Unfinished:
-        print(f"{title}: not implemented yet (forward raises NotImplementedError). "
+        print(f"{title}: not implemented yet (the skeleton still raises NotImplementedError). "
               "Write it, then re-run this cell.", file=sys.stderr)
         return
     print(f"✓ {title}: {summary}")

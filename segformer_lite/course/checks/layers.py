@@ -236,5 +236,6 @@ def build(Student: type, Reference: type, args: tuple, kwargs: dict, title: str)
                    f"segformer_lite.{Reference.__name__}'s" + (":\n  " + "\n  ".join(lists) if lists else f":\n{e}"),
                    extra="Keep the layer names the skeleton gives in __init__ (the weights are copied in by name), "
                          "build each with the shapes the released model uses, and build a layer only where the "
-                         "reference does with these arguments (is a condition in __init__ right for them?).") from e
+                         "reference does with these arguments (is a condition in __init__ right for them?). A tensor "
+                         "kept with register_buffer joins the weights unless persistent=False.") from None
     return student.eval(), ref.eval()

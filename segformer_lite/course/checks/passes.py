@@ -137,7 +137,15 @@ def gradients(title: str, student: Callable, reference: Callable, args: tuple, w
     for module in modules or ():
         module.zero_grad(set_to_none=True)
     with torch.enable_grad():
-        got = call(student, *mine, title=title, where=where)
+        try:
+            got = call(student, *mine, title=title, where=where)
+        except Report as report:  # e.g. .numpy(): right on plain tensors, refused on ones that carry gradients
+            if "numpy()" not in str(report.__cause__):
+                raise
+            raise fail(title, str(report).splitlines()[0].removeprefix(f"{title}: "),
+                       extra="numpy knows nothing of gradients, so torch refuses a tensor that carries them; "
+                             "the .detach() it suggests would cut the gradient. Stay in torch (or einops) from "
+                             "input to output.") from report.__cause__
         expected = reference(*theirs)
         outs, refs = tensors(got), tensors(expected)
         blocked = [i for i, (o, r) in enumerate(zip(outs, refs)) if r.requires_grad and not o.requires_grad]
@@ -210,12 +218,13 @@ def in_float64(title: str, student: nn.Module, reference: nn.Module, args: tuple
 
 # --- the device promise, without a GPU --------------------------------------------------------------
 
-_ON_THE_CPU = ("forward makes a tensor on the CPU (or copies the input's values there) and mixes it with the "
+_ON_THE_CPU = ("{who} makes a tensor on the CPU (or copies the input's values there) and mixes it with the "
                "input's: on a GPU it would fail the same. Create new tensors where the input is: "
                "torch.zeros(..., device=x.device, dtype=x.dtype), torch.zeros_like(x), x.new_zeros(...); no "
-               ".cpu(), .tolist() or .numpy(); keep no plain tensor attribute from __init__ (module.to(device) "
-               "moves parameters and buffers only: self.register_buffer(name, tensor, persistent=False), which "
-               "keeps it out of the saved weights too).")
+               ".cpu(), .tolist() or .numpy()")
+_NO_PLAIN_TENSORS = ("; keep no plain tensor attribute from __init__ (module.to(device) moves parameters and buffers "
+                     "only: self.register_buffer(name, tensor, persistent=False), which keeps it out of the saved "
+                     "weights too)")
 
 
 def on_another_device(title: str, student: Callable, reference: Callable, args: tuple, where: str,
@@ -234,4 +243,5 @@ def on_another_device(title: str, student: Callable, reference: Callable, args: 
         cause = e.__cause__
         what = (f"{who} mixes devices {where}: {type(cause).__name__}: {cause}" if cause is not None else
                 f"{str(e).replace('returned tensor 0', name)} {where}")
-        raise fail(title, what, extra=_ON_THE_CPU.replace("forward", who, 1)) from cause or e
+        hint = _ON_THE_CPU.format(who=who[0].upper() + who[1:]) + (_NO_PLAIN_TENSORS if who == "forward" else "")
+        raise fail(title, what, extra=hint + ".") from cause or e

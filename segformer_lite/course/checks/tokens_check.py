@@ -256,6 +256,8 @@ def _sizes_read_channels_first(report: Report, mine: Callable) -> Report | None:
     cause = report.__cause__
     if cause is None or isinstance(cause, Report) or "Likely mistake:" in str(report):
         return None
+    if re.search(r"\(backward pass\)|on the meta device|in float64", str(report).splitlines()[0]):
+        return None  # the forward passes were right: the sizes were read right too
     tokens = randn(*_SQUARE_TOKENS, seed=10)
     try:
         got = mine(tokens.clone(), _SQUARE_HW)
