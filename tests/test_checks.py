@@ -43,6 +43,8 @@ class StudentPatchEmbed(nn.Module):
             x = x.reshape(B, H * W, C)
         elif self.bug == "column_major":
             x = x.permute(0, 3, 2, 1).reshape(B, W * H, C)
+        elif self.bug == "batch_written_as_number":  # right for the batches of 2 of the first cases
+            x = x.reshape(2, C, H * W).transpose(1, 2)
         else:
             x = x.flatten(2).transpose(1, 2)
         if self.bug != "embed_no_norm":
@@ -329,7 +331,7 @@ def functions(bug):
 
 CHECKERS = [
     (checks.check_overlap_patch_embed, StudentPatchEmbed,
-     ["no_padding", "embed_no_norm", "flatten_no_permute", "column_major", "hw_swapped"]),
+     ["no_padding", "embed_no_norm", "flatten_no_permute", "column_major", "hw_swapped", "batch_written_as_number"]),
     (checks.check_efficient_self_attention, StudentAttention,
      ["heads_over_tokens", "merge_no_permute", "no_scale", "scale_dim", "softmax_axis",
       "conv_channels_last", "conv_channels_last_in", "sr_no_norm", "no_reduction", "kv_swapped", "no_proj",

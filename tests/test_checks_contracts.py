@@ -366,6 +366,12 @@ class MixTransformer(MixTransformer):
     def forward(self, images):
         return [f.detach() for f in super().forward(images)]
 ''',
+        # found by the 05 trial: every batch of the checks and the hidden tests held 2 images
+        "a batch size written as 2": '''
+class MixTransformer(MixTransformer):
+    def forward(self, images):
+        return [f.reshape(2, *f.shape[1:]) for f in super().forward(images)]
+''',
         "torch.no_grad() inside forward": '''
 class MixTransformer(MixTransformer):
     def forward(self, images):

@@ -27,19 +27,19 @@ def tensors(x: Any) -> list[torch.Tensor]:
     return []
 
 
-def _map(fn: Callable[[torch.Tensor], torch.Tensor], x: Any) -> Any:
+def map_tensors(fn: Callable[[torch.Tensor], torch.Tensor], x: Any) -> Any:
     """``x`` with ``fn`` applied to every tensor, nested in tuples and lists too."""
     if isinstance(x, torch.Tensor):
         return fn(x)
     if isinstance(x, (tuple, list)):
-        return type(x)(_map(fn, item) for item in x)
+        return type(x)(map_tensors(fn, item) for item in x)
     return x
 
 
 def leaves(x: Any) -> Any:
     """``x`` with every tensor (nested in tuples and lists too) replaced by a fresh copy, one that
     requires grad where it is floating-point."""
-    return _map(lambda t: t.detach().clone().requires_grad_(t.is_floating_point()), x)
+    return map_tensors(lambda t: t.detach().clone().requires_grad_(t.is_floating_point()), x)
 
 
 def trains_like(mine: Callable, reference: Callable, *args: Any, rtol: float = 1e-4, atol: float = 1e-5) -> int:
@@ -99,7 +99,7 @@ def keeps_device(mine: Callable, reference: Callable, *args: Any) -> bool:
     a stand-in: a few mixes they let pass (a CPU input into a convolution with meta weights) a
     GPU refuses, but the tensor such a step returns sits on the CPU and fails here later."""
     on_meta = lambda m: copy.deepcopy(m).to("meta") if isinstance(m, nn.Module) else m  # noqa: E731
-    meta_args = _map(lambda t: t.detach().to("meta"), args)
+    meta_args = map_tensors(lambda t: t.detach().to("meta"), args)
     with torch.no_grad():
         want = on_meta(reference)(*meta_args)
         try:

@@ -20,7 +20,7 @@ from ...grid import stage_grid_sizes
 from . import localise, variants
 from .harness import Report, call, compare, fail, randn, raises_alike, run_check
 from .layers import build
-from .passes import gradients, in_float64, on_another_device
+from .passes import gradients, in_float64, on_another_device, other_batch
 
 _TINY = MiTConfig(embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4), depths=(1, 2, 1, 1),
                   drop_path_rate=0.0)
@@ -115,6 +115,7 @@ def check_all_mlp_decoder(Student: type) -> None:
         gradients(title, student, ref, (feats,), where, "the logits")
         in_float64(title, student, ref, (feats,), where, "the logits")
         on_another_device(title, student, ref, (feats,), where, "the logits")
+        other_batch(title, student, ref, (feats,), where, name="the logits")
         # training mode: BatchNorm on the batch's statistics, dropout=0.3 with the same seed for both
         student.train(), ref.train()
 

@@ -194,7 +194,11 @@ def differ(got: Any, want: Any) -> Difference | None:
         for i, (g, w) in enumerate(zip(got, want)):
             d = differ(g, w)
             if d:
-                return Difference(f"item {i}: {d.text}" if len(want) > 1 else d.text, d.shape)
+                if len(want) == 1:
+                    return d
+                nested = re.match(r"item ((?:\[\d+\])+): ", d.text)  # item [1][0]: rather than item 1: item 0:
+                return Difference(f"item [{i}]{nested.group(1)}: {d.text[nested.end():]}" if nested else
+                                  f"item [{i}]: {d.text}", d.shape)
         return None
     if isinstance(want, dict):
         if not isinstance(got, dict) or got.keys() != want.keys():

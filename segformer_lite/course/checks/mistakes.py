@@ -123,6 +123,10 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
     "batch_hard_coded": ("the batch size is hard-coded to 1: right for one image, wrong for a batch",
                          "read the batch size from the input (B = x.shape[0]) or let reshape infer it "
                          "with -1; never write 1 for it"),
+    "batch_written_as_number": ("a batch size is written as a number: right for the batches of 2 the check "
+                                "tried first, wrong for a batch of 3",
+                                "read the batch size from the input (B = x.shape[0]) or let reshape infer it "
+                                "with -1; never write a number for it"),
     # Stage and encoder
     "stage_no_norm": ("the stage's final LayerNorm is missing",
                       "apply the stage's norm (stage[\"norm\"] in the encoder's loop, self.norm in a Stage) "
@@ -269,6 +273,8 @@ WHY: dict[str, str] = {
                      "front of; the names in the checkpoint say which is which",
     "inplace_input": "an in-place update changes the caller's tensor, which the caller may still need",
     "batch_hard_coded": "a batch holds several images; a size written as 1 is right for one image only",
+    "batch_written_as_number": "a batch holds however many images the caller hands over; a size written as a "
+                               "number is right for that many only",
     "stage_no_norm": "each stage ends with a LayerNorm on its tokens before they become a feature map",
     "stage_returns_tokens": "a stage hands on a feature map (B, C, H, W), which the next stage's conv reads",
     "ffn_hidden_width": "the Mix-FFN widens each token to mlp_ratio times the block's width and back, as "

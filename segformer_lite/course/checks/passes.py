@@ -10,12 +10,13 @@ gradient compared), :func:`in_float64` runs both in float64 (the dtype promise) 
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ..grading import keeps_device, leaves, tensors
+from ..grading import keeps_device, leaves, map_tensors, tensors
 from . import localise
 from .report import Report
 from .harness import Variants, call, close, compare, diff, fail, matching, randn, raising, right_for_one, vet
@@ -38,8 +39,9 @@ def compare_on_grids(title: str, student: Callable, reference: Callable, grids: 
     passed (or, with ``sqrt_hw_on_error``, when the error came on a non-square grid).
 
     Once every output matches, with ``train`` the first input also goes through a backward pass
-    (:func:`gradients`), for modules through both in float64 (:func:`in_float64`), and through
-    both on the meta device (:func:`on_another_device`).
+    (:func:`gradients`), for modules through both in float64 (:func:`in_float64`), through
+    both on the meta device (:func:`on_another_device`) and, as a batch of 3, through both again
+    (:func:`other_batch`).
     """
     with torch.no_grad():
         compared = _compare_on_grids(title, student, reference, grids, case, sqrt_hw_on_error, accept, then,
@@ -52,6 +54,7 @@ def compare_on_grids(title: str, student: Callable, reference: Callable, grids: 
         if isinstance(student, nn.Module) and isinstance(reference, nn.Module):
             in_float64(title, student, reference, args, where, name, items)
         on_another_device(title, student, reference, args, where, name)
+        other_batch(title, student, reference, args, where, accept, exact, name, items)
     return compared
 
 
@@ -245,3 +248,23 @@ def on_another_device(title: str, student: Callable, reference: Callable, args: 
                 f"{str(e).replace('returned tensor 0', name)} {where}")
         hint = _ON_THE_CPU.format(who=who[0].upper() + who[1:]) + (_NO_PLAIN_TENSORS if who == "forward" else "")
         raise fail(title, what, extra=hint + ".") from cause or e
+
+
+# --- another batch size ------------------------------------------------------------------------------
+
+def other_batch(title: str, student: Callable, reference: Callable, args: tuple, where: str,
+                accept: Callable[[Any, Any, str], Any] | None = None, exact: bool = False,
+                name: str = "the output", items: tuple[str, ...] = ()) -> None:
+    """The cases' batches hold 2 items: once more with 3 (the first item repeated), so that a batch
+    size written as 2 shows. Skipped once the check has kept a wrong output."""
+    if localise.failing():
+        return
+    where = re.sub(r"\(2, (?=\d)", "(3, ", where).replace("a batch of two", "a batch of three")
+    where += " (a batch of 3: the first item repeated)"
+    three = map_tensors(lambda t: torch.cat([t, t[:1]]) if t.ndim and t.shape[0] == 2 else t, args)
+    with torch.no_grad():
+        expected = reference(*three)
+        got = call(student, *three, title=title, where=where, diagnose=lambda e: ["batch_written_as_number"])
+        if accept:
+            got = accept(got, expected, where)
+        compare(title, got, expected, where, {}, lambda: ["batch_written_as_number"], exact, name, items)
