@@ -50,11 +50,24 @@ def trains_like(mine: Callable, reference: Callable, *args: Any, rtol: float = 1
     Each gets fresh copies of ``args``. The loss weighs every value of every returned tensor by a
     fixed random number, so each value's gradient counts. A gradient is compared on its own scale
     (divided by its largest value when above 1): a weight's gradient sums over every position, so
-    its rounding error grows with it."""
-    mine_args, their_args = leaves(args), leaves(args)
+    its rounding error grows with it. The pass runs in float64 (the modules go back to their dtype
+    after): in float32 a ReLU whose input sits within a rounding error of zero lets the gradient
+    through in one right answer and blocks it in another written in another order."""
     modules = (mine, reference) if isinstance(mine, nn.Module) and isinstance(reference, nn.Module) else ()
-    for module in modules:
-        module.zero_grad(set_to_none=True)
+    dtypes = [next(m.parameters(), torch.empty(0)).dtype for m in modules]
+    wide = map_tensors(lambda t: t.double() if t.is_floating_point() else t, args)
+    try:
+        for module in modules:
+            module.double().zero_grad(set_to_none=True)
+        return _compare_gradients(mine, reference, modules, wide, rtol, atol)
+    finally:
+        for module, dtype in zip(modules, dtypes):
+            module.to(dtype)
+
+
+def _compare_gradients(mine: Callable, reference: Callable, modules: tuple, args: tuple, rtol: float,
+                       atol: float) -> int:
+    mine_args, their_args = leaves(args), leaves(args)
     got, want = tensors(mine(*mine_args)), tensors(reference(*their_args))
     assert len(got) == len(want), f"forward returns {len(got)} tensors, the reference {len(want)}"
     g = torch.Generator().manual_seed(0)

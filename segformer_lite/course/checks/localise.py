@@ -133,22 +133,21 @@ def record(module: Any, run: Callable[[Any, tuple], Any], args: tuple, plan: Pla
     stack: list[str] = []
     handles = []
     hooked = _hooked(module, plan.depth) if isinstance(module, nn.Module) else []
-    if hooked:
-        for name in hooked:
-            sub = module.get_submodule(name)
+    for name in hooked:
+        sub = module.get_submodule(name)
 
-            def pre(m, a, kw, name=name):
-                events.append((("in", name, ins[name]), snapshot((a, kw) if kw else a)))
-                ins[name] += 1
-                stack.append(name)
+        def pre(m, a, kw, name=name):
+            events.append((("in", name, ins[name]), snapshot((a, kw) if kw else a)))
+            ins[name] += 1
+            stack.append(name)
 
-            def post(m, a, kw, out, name=name):
-                events.append((("out", name, outs[name]), snapshot(out)))
-                outs[name] += 1
-                if stack and stack[-1] == name:
-                    stack.pop()
-            handles += [sub.register_forward_pre_hook(pre, with_kwargs=True),
-                        sub.register_forward_hook(post, with_kwargs=True)]
+        def post(m, a, kw, out, name=name):
+            events.append((("out", name, outs[name]), snapshot(out)))
+            outs[name] += 1
+            if stack and stack[-1] == name:
+                stack.pop()
+        handles += [sub.register_forward_pre_hook(pre, with_kwargs=True),
+                    sub.register_forward_hook(post, with_kwargs=True)]
     result = Run(events, hooked=frozenset(hooked))
     try:
         with torch.no_grad():
@@ -194,11 +193,9 @@ def differ(got: Any, want: Any) -> Difference | None:
         for i, (g, w) in enumerate(zip(got, want)):
             d = differ(g, w)
             if d:
-                if len(want) == 1:
-                    return d
                 nested = re.match(r"item ((?:\[\d+\])+): ", d.text)  # item [1][0]: rather than item 1: item 0:
-                return Difference(f"item [{i}]{nested.group(1)}: {d.text[nested.end():]}" if nested else
-                                  f"item [{i}]: {d.text}", d.shape)
+                text = f"item [{i}]{nested.group(1)}: {d.text[nested.end():]}" if nested else f"item [{i}]: {d.text}"
+                return Difference(text, d.shape) if len(want) > 1 else d
         return None
     if isinstance(want, dict):
         if not isinstance(got, dict) or got.keys() != want.keys():
@@ -233,9 +230,8 @@ def _times(n: int) -> str:
 
 
 def compare_runs(mine: Run, ref: Run, plan: Plan) -> tuple[list[str], bool]:
-    """Where ``mine`` first parts from ``ref``: report lines, and whether a shape differs. Calls of
-    the learner's own submodules that the reference does not have (``self.act = nn.GELU()`` where
-    the reference calls ``F.gelu``) are a way of writing a step, not a step: they are left out."""
+    """Where ``mine`` first parts from ``ref``: report lines, and whether a shape differs. Calls of the
+    learner's submodules the reference lacks (``self.act = nn.GELU()`` for ``F.gelu``) are left out."""
     mine = dataclasses.replace(mine, events=[e for e in mine.events if e[0][1] in ref.hooked])
     ref_events = list(ref.events)
     for label, before, value in _items(ref.output, plan):  # the contract's tensors, where they are made
@@ -363,11 +359,9 @@ def _crashed(matched: list[str], mine: Run, ref: Run, last: tuple | None, kind: 
             d = differ(ours, theirs)
             where += ", whose input matches" if d is None else f", whose input differs from the reference's ({d.text})"
     else:
-        where = f" after {_point(*last[:2])}" if last else ""
-        if name and kind == "val":  # a value forward returns: where it is made, nothing was recorded
-            where += f", where {_point(kind, name)} {'are' if name.endswith('s') else 'is'} made or later"
-        elif name:
-            where += f" and before {_point(kind, name)}"
+        where = (f" after {_point(*last[:2])}" if last else "") + (  # a value forward returns is not recorded
+            f", where {_point(kind, name)} {'are' if name.endswith('s') else 'is'} made or later" if kind == "val"
+            else f" and before {_point(kind, name)}" if name else "")
     return [_matched(matched) + f"your code raised{where} (its line is shown below)."]
 
 
