@@ -149,7 +149,7 @@ def cases(title: str):
         if s.first is None:
             raise
         line = str(later).splitlines()[0]
-        key = next((w for w in s.rows if w in line), "(a later input)")  # a failing case, not a passing one
+        key = next((w for w in s.rows if w in line), "on a later input")  # a failing case, not a passing one
         s.rows[key] = (s.rows.get(key, ({}, None))[0], line)
         raise _final(s) from None
     finally:
