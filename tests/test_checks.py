@@ -150,7 +150,7 @@ class StudentMixFFN(nn.Module):
             H = W = int(math.sqrt(N))
         act = {"relu": F.relu, "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}.get(self.bug, F.gelu)
         y = self.fc1(x)
-        if self.bug == "gelu_before_dwconv":
+        if self.bug in ("gelu_before_dwconv", "gelu_twice_fc1"):  # (GELU twice: found by the 04 trials)
             y = act(y)
         if self.bug != "no_dwconv":
             hidden = y.shape[-1]
@@ -163,6 +163,8 @@ class StudentMixFFN(nn.Module):
             else:
                 y = self.dwconv(y.transpose(1, 2).reshape(B, hidden, H, W)).flatten(2).transpose(1, 2)
         if self.bug not in ("gelu_before_dwconv", "gelu_after_fc2", "no_gelu"):
+            y = act(y)
+        if self.bug == "gelu_twice":
             y = act(y)
         y = self.fc2(y)
         if self.bug == "gelu_after_fc2":
@@ -259,7 +261,9 @@ class StudentMiT(nn.Module):
             x, (H, W) = stage.patch_embed(images if self.bug == "encoder_not_chained" else x)
             for blk in stage.blocks:
                 x = blk(x, (H, W))
-            if self.bug != "stage_no_norm":
+                if self.bug == "stage_norm_every_block":  # found by the 05 trial
+                    x = stage.norm(x)
+            if self.bug not in ("stage_no_norm", "stage_norm_every_block"):
                 x = stage.norm(x)
             B, N, C = x.shape
             if self.bug == "unflatten_no_permute":
@@ -337,7 +341,8 @@ CHECKERS = [
       "conv_channels_last", "conv_channels_last_in", "sr_no_norm", "no_reduction", "kv_swapped", "no_proj",
       "sqrt_hw", "sr_kernel_stride"]),
     (checks.check_mix_ffn, StudentMixFFN,
-     ["dwconv_no_groups", "gelu_before_dwconv", "gelu_after_fc2", "no_gelu", "relu", "gelu_tanh",
+     ["dwconv_no_groups", "gelu_before_dwconv", "gelu_after_fc2", "no_gelu", "relu", "gelu_tanh", "gelu_twice",
+      "gelu_twice_fc1",
       "no_dwconv", "ffn_residual", "unflatten_no_permute", "unflatten_no_permute_in", "flatten_no_permute",
       "sqrt_hw"]),
     (checks.check_block, StudentBlock,
@@ -348,7 +353,7 @@ CHECKERS = [
     (checks.check_stage, StudentStage,
      ["stage_no_norm", "stage_returns_tokens", "unflatten_no_permute", "sqrt_hw"]),
     (checks.check_mix_transformer, StudentMiT,
-     ["encoder_last_only", "encoder_not_chained", "encoder_chains_tokens", "stage_no_norm",
+     ["encoder_last_only", "encoder_not_chained", "encoder_chains_tokens", "stage_no_norm", "stage_norm_every_block",
       "unflatten_no_permute", "batch_hard_coded"]),
     (checks.check_all_mlp_decoder, StudentDecoder,
      ["decoder_concat_order", "decoder_full_size", "decoder_scale_factor", "decoder_align_corners",
@@ -358,6 +363,7 @@ CHECKERS = [
 ]
 # planted bugs that make half of a catalogued mistake, and the mistake they must be named as
 HALF_MADE = {"conv_channels_last_in": "conv_channels_last", "unflatten_no_permute_in": "unflatten_no_permute",
+             "gelu_twice_fc1": "gelu_twice",
              "norm_applied_twice_attn": "norm_applied_twice", "residual_from_normed_attn": "residual_from_normed",
              "ffn_before_attention_norm1_first": "ffn_before_attention"}
 CLASS_CASES = [(check, base, bug) for check, base, bugs in CHECKERS for bug in bugs]

@@ -165,6 +165,7 @@ def check_mix_ffn(Student: type) -> None:
     ``forward(x (B, N, C), (H, W))`` returns ``(B, N, C)``."""
     title = "MixFFN"
     knobs = {"gelu_before_dwconv": dict(act_at="fc1"), "gelu_after_fc2": dict(act_at="fc2"),
+             "gelu_twice": dict(act_at="dwconv_twice"), "gelu_twice_fc1": dict(act_at="fc1_and_dwconv"),
              "no_gelu": dict(act_at="none"), "relu": dict(act="relu"),
              "gelu_tanh": dict(act="tanh"), "unflatten_no_permute": dict(layout="reshape"),
              "no_dwconv": dict(dwconv=False), "ffn_residual": dict(residual=True),
@@ -245,7 +246,7 @@ def check_stage(Student: type) -> None:
     """Check ``Student(cfg, i, in_channels, drop_paths)`` (layers ``patch_embed``, ``blocks``,
     ``norm``) whose ``forward(x (B, C_in, H, W))`` returns the feature map ``(B, C_i, H_i, W_i)``."""
     title = "Stage"
-    knobs = {"stage_no_norm": dict(norm=False), "unflatten_no_permute": dict(layout="reshape"),
+    knobs = {"stage_no_norm": dict(norm=False), "stage_norm_every_block": dict(norm="every_block"), "unflatten_no_permute": dict(layout="reshape"),
              "sqrt_hw": dict(layout="sqrt")}
 
     def body() -> str:
@@ -308,7 +309,7 @@ def check_mix_transformer(Student: type) -> None:
     ``MIT_CHECK_CONFIG`` and ``MIT_CHECK_SIZES`` (which the notebook names). Calling the forward
     of ``segformer_lite.Stage`` (or ``MixTransformer``) inside the loop is refused."""
     title = "MixTransformer"
-    knobs = {"stage_no_norm": dict(norm=False), "unflatten_no_permute": dict(layout="reshape"),
+    knobs = {"stage_no_norm": dict(norm=False), "stage_norm_every_block": dict(norm="every_block"), "unflatten_no_permute": dict(layout="reshape"),
              "encoder_chains_tokens": dict(chain="tokens"), "encoder_not_chained": dict(chain="input")}
 
     def body() -> str:

@@ -77,6 +77,8 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
                            "the order is fc1 -> dwconv -> GELU -> fc2"),
     "gelu_after_fc2": ("GELU is applied after fc2 instead of after the depthwise conv",
                        "the order is fc1 -> dwconv -> GELU -> fc2"),
+    "gelu_twice": ("GELU is applied twice (once more after fc1 or after the first GELU)",
+                   "apply it once, after the depthwise conv: fc1 -> dwconv -> GELU -> fc2"),
     "no_gelu": ("the GELU activation is missing",
                 "apply F.gelu (exact, not tanh) between the depthwise conv and fc2"),
     "relu": ("ReLU is used instead of GELU", "use F.gelu (exact erf form, torch's default)"),
@@ -135,6 +137,9 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
                              "turn the tokens back into (B, C, H, W) with tokens_to_image(x, hw)"),
     "ffn_hidden_width": ("the Mix-FFN's hidden width is not the one the block's arguments give",
                          "build it as sl.MixFFN(dim, int(dim * mlp_ratio)): mlp_ratio times the block's width"),
+    "stage_norm_every_block": ("the stage's LayerNorm runs after every block instead of once, after the last",
+                               "run the blocks first, then the stage's norm once: for blk in blocks: "
+                               "x = blk(x, hw), and after the loop x = norm(x)"),
     "encoder_last_only": ("the encoder returns only the last feature map",
                           "collect every stage's output in a list and return all of them"),
     "encoder_not_chained": ("each stage is fed the input images instead of the previous "
@@ -196,7 +201,7 @@ ALIASES = {"heads_over_tokens_split_only": "heads_over_tokens", "heads_over_toke
            "norm_applied_twice_attn": "norm_applied_twice", "norm_applied_twice_ffn": "norm_applied_twice",
            "norm_after_residual_attn": "norm_after_residual", "norm_after_residual_ffn": "norm_after_residual",
            "residual_from_normed_attn": "residual_from_normed", "residual_from_normed_ffn": "residual_from_normed",
-           "ffn_before_attention_norm1_first": "ffn_before_attention",
+           "ffn_before_attention_norm1_first": "ffn_before_attention", "gelu_twice_fc1": "gelu_twice",
            **{f"decoder_interp_{mode}": "decoder_interp_mode" for mode in ("nearest", "bicubic", "area")},
            **{f"decoder_concat_{''.join(map(str, order))}": "decoder_concat_permuted"
               for order in itertools.permutations(range(4)) if order not in ((3, 2, 1, 0), (0, 1, 2, 3))}}
@@ -242,6 +247,8 @@ WHY: dict[str, str] = {
                         "channels (and has other weight shapes)",
     "gelu_before_dwconv": "Mix-FFN's order is fc1, the depthwise conv, then GELU, then fc2",
     "gelu_after_fc2": "Mix-FFN's order is fc1, the depthwise conv, then GELU, then fc2",
+    "gelu_twice": "Mix-FFN has one nonlinearity, between the depthwise conv and fc2; a second GELU bends "
+                  "values the weights were trained to see unbent",
     "no_gelu": "without the activation, fc1, the conv and fc2 collapse into one linear map",
     "relu": "SegFormer's Mix-FFN uses GELU, and the weights were trained with it",
     "gelu_tanh": "the released model uses the exact GELU; the tanh form differs in the 4th decimal",
@@ -280,6 +287,9 @@ WHY: dict[str, str] = {
     "ffn_hidden_width": "the Mix-FFN widens each token to mlp_ratio times the block's width and back, as "
                         "ViT's MLP does; this check builds blocks with mlp_ratio=2 too, so a width written for "
                         "one ratio shows",
+    "stage_norm_every_block": "each block normalises inside its own branches (norm1, norm2); the stage's "
+                              "norm normalises what the last block hands over, once, before the tokens "
+                              "become the stage's map",
     "encoder_last_only": "the decoder reads every stage's map, so the encoder returns all four",
     "encoder_not_chained": "each stage reads the previous stage's feature map: that is what makes the "
                            "encoder hierarchical",

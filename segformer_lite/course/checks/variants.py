@@ -105,13 +105,15 @@ def mix_ffn(m: MixFFN, x: torch.Tensor, hw: tuple[int, int], act_at: str = "dwco
     activation = {"gelu": F.gelu, "relu": F.relu,
                   "tanh": lambda t: F.gelu(t, approximate="tanh")}[act]
     y = F.linear(x, m.fc1.weight, m.fc1.bias)
-    if act_at == "fc1":
+    if act_at in ("fc1", "fc1_and_dwconv"):
         y = activation(y)
     if dwconv:
         conv = m.dwconv
         y = through_image(y, hw, lambda img: F.conv2d(img, conv.weight, conv.bias, padding=1,
                                                        groups=conv.groups), layout)
-    if act_at == "dwconv":
+    if act_at in ("dwconv", "fc1_and_dwconv", "dwconv_twice"):
+        y = activation(y)
+    if act_at == "dwconv_twice":
         y = activation(y)
     y = F.linear(y, m.fc2.weight, m.fc2.bias)
     if act_at == "fc2":
@@ -149,20 +151,22 @@ def block(m: Block, x: torch.Tensor, hw: tuple[int, int], post_norm: bool = Fals
     return x
 
 
-def stage_tokens(m: Stage, x: torch.Tensor, norm: bool = True):
-    """(B, C_in, H, W) -> tokens (B, H'*W', C) and their grid: patch embedding, blocks, LayerNorm."""
+def stage_tokens(m: Stage, x: torch.Tensor, norm: bool | str = True):
+    """(B, C_in, H, W) -> tokens (B, H'*W', C) and their grid: patch embedding, blocks, LayerNorm
+    (``norm``: True, once after the blocks; False, none; "every_block", after each block)."""
     t, hw = m.patch_embed(x)
     for blk in m.blocks:
         t = blk(t, hw)
-    return (layer_norm(t, m.norm) if norm else t), hw
+        t = layer_norm(t, m.norm) if norm == "every_block" else t
+    return (layer_norm(t, m.norm) if norm is True else t), hw
 
 
-def stage(m: Stage, x: torch.Tensor, norm: bool = True, layout: str = "permute") -> torch.Tensor:
+def stage(m: Stage, x: torch.Tensor, norm: bool | str = True, layout: str = "permute") -> torch.Tensor:
     """(B, C_in, H, W) -> (B, C, H', W'): a stage, then back to an image."""
     return to_image(*stage_tokens(m, x, norm), layout)
 
 
-def encoder(m: MixTransformer, images: torch.Tensor, norm: bool = True, layout: str = "permute",
+def encoder(m: MixTransformer, images: torch.Tensor, norm: bool | str = True, layout: str = "permute",
             chain: str = "image") -> list[torch.Tensor]:
     """The stage loop, feeding each stage the previous stage's image ("image", right), its
     tokens ("tokens") or the input images ("input")."""
