@@ -121,9 +121,13 @@ class StudentAttention(nn.Module):
         scores = q @ k.transpose(-2, -1)
         if self.bug == "scale_dim":
             scores = scores * C ** -0.5
-        elif self.bug != "no_scale":
+        elif self.bug == "scale_misplaced":  # applied twice (the 03 trials found it only located)
+            scores = scores * self.scale * self.scale
+        elif self.bug not in ("no_scale", "scale_after_softmax"):
             scores = scores * self.scale
         attn = scores.softmax(dim=-2 if self.bug == "softmax_axis" else -1)
+        if self.bug == "scale_after_softmax":
+            attn = attn * self.scale
         out = attn @ v
         if self.bug in ("merge_no_permute", "heads_over_tokens"):
             out = out.reshape(B, N, C)
@@ -337,7 +341,8 @@ CHECKERS = [
     (checks.check_overlap_patch_embed, StudentPatchEmbed,
      ["no_padding", "embed_no_norm", "flatten_no_permute", "column_major", "hw_swapped", "batch_written_as_number"]),
     (checks.check_efficient_self_attention, StudentAttention,
-     ["heads_over_tokens", "merge_no_permute", "no_scale", "scale_dim", "softmax_axis",
+     ["heads_over_tokens", "merge_no_permute", "no_scale", "scale_dim", "scale_misplaced", "scale_after_softmax",
+      "softmax_axis",
       "conv_channels_last", "conv_channels_last_in", "sr_no_norm", "no_reduction", "kv_swapped", "no_proj",
       "sqrt_hw", "sr_kernel_stride"]),
     (checks.check_mix_ffn, StudentMixFFN,
@@ -363,7 +368,7 @@ CHECKERS = [
 ]
 # planted bugs that make half of a catalogued mistake, and the mistake they must be named as
 HALF_MADE = {"conv_channels_last_in": "conv_channels_last", "unflatten_no_permute_in": "unflatten_no_permute",
-             "gelu_twice_fc1": "gelu_twice",
+             "gelu_twice_fc1": "gelu_twice", "scale_after_softmax": "scale_misplaced",
              "norm_applied_twice_attn": "norm_applied_twice", "residual_from_normed_attn": "residual_from_normed",
              "ffn_before_attention_norm1_first": "ffn_before_attention"}
 CLASS_CASES = [(check, base, bug) for check, base, bugs in CHECKERS for bug in bugs]

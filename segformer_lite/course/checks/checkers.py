@@ -105,6 +105,8 @@ def check_efficient_self_attention(Student: type) -> None:
     title = "EfficientSelfAttention"
     knobs = {"heads_over_tokens": dict(split="tokens", merge="reshape"),
              "merge_no_permute": dict(merge="reshape"), "no_scale": dict(scale="none"),
+             "scale_twice": dict(scale="twice"), "scale_inverted": dict(scale="inverted"),
+             "scale_after_softmax": dict(scale="after_softmax"),
              "scale_dim": dict(scale="dim"), "softmax_axis": dict(softmax_dim=-2),
              "conv_channels_last": dict(layout="reshape"),
              "sr_no_norm": dict(sr_norm=False), "no_reduction": dict(reduce=False),

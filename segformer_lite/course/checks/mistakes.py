@@ -51,6 +51,10 @@ MISTAKES: dict[str, Mistake] = {m_id: Mistake(*text) for m_id, text in {
     "scale_dim": ("the scores are scaled by dim ** -0.5, the width of the whole token",
                   "each head's dot product has head_dim = dim // num_heads terms: scale by "
                   "(dim // num_heads) ** -0.5"),
+    "scale_misplaced": ("the scale is not applied once, as a factor on q @ k^T before the softmax (applied "
+                        "twice, inverted, or after the softmax)",
+                        "scores = q @ k.transpose(-2, -1) * self.scale, then the softmax, with "
+                        "self.scale = (dim // num_heads) ** -0.5"),
     "softmax_axis": ("the softmax runs over the wrong axis (queries instead of keys)",
                      "normalise over the keys, the last axis: scores.softmax(dim=-1)"),
     "conv_channels_last": ("the sequence-reduction Conv2d got a channels-last tensor "
@@ -202,6 +206,7 @@ ALIASES = {"heads_over_tokens_split_only": "heads_over_tokens", "heads_over_toke
            "norm_after_residual_attn": "norm_after_residual", "norm_after_residual_ffn": "norm_after_residual",
            "residual_from_normed_attn": "residual_from_normed", "residual_from_normed_ffn": "residual_from_normed",
            "ffn_before_attention_norm1_first": "ffn_before_attention", "gelu_twice_fc1": "gelu_twice",
+           "scale_twice": "scale_misplaced", "scale_inverted": "scale_misplaced", "scale_after_softmax": "scale_misplaced",
            **{f"decoder_interp_{mode}": "decoder_interp_mode" for mode in ("nearest", "bicubic", "area")},
            **{f"decoder_concat_{''.join(map(str, order))}": "decoder_concat_permuted"
               for order in itertools.permutations(range(4)) if order not in ((3, 2, 1, 0), (0, 1, 2, 3))}}
@@ -231,6 +236,9 @@ WHY: dict[str, str] = {
     "no_scale": "q.k sums d_head products, so its spread grows with d_head; unscaled scores make the softmax "
                 "too peaked",
     "scale_dim": "each head's dot product has d_head = dim // num_heads terms, not dim",
+    "scale_misplaced": "the scale brings the scores to unit spread before the softmax turns them into "
+                       "weights; after the softmax it only shrinks weights that must sum to 1, and twice or "
+                       "inverted it leaves the scores too flat or too peaked",
     "softmax_axis": "each query's weights over the keys must sum to 1; over the other axis, each key's "
                     "weights over the queries do",
     "conv_channels_last": "Conv2d reads (B, C, H, W); a reshape of (B, N, C) to that shape does not move "

@@ -92,8 +92,9 @@ def attention(m: EfficientSelfAttention, x: torch.Tensor, hw: tuple[int, int], s
     if kv_order == "vk":
         k, v = v, k
     k, v = split_heads(k), split_heads(v)
-    s = {"head": d ** -0.5, "dim": c ** -0.5, "none": 1.0}[scale]
+    s = {"head": d ** -0.5, "dim": c ** -0.5, "none": 1.0, "twice": d ** -1.0, "inverted": d ** 0.5}.get(scale, 1.0)
     attn = (q @ k.transpose(-2, -1) * s).softmax(dim=softmax_dim)
+    attn = attn * d ** -0.5 if scale == "after_softmax" else attn
     out = attn @ v  # (B, heads, N, d)
     out = out.reshape(b, n, c) if merge == "reshape" else out.permute(0, 2, 1, 3).reshape(b, n, c)
     return F.linear(out, m.proj.weight, m.proj.bias) if proj else out
