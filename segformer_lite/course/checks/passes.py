@@ -1,12 +1,13 @@
 """The passes through the learner's code once its module is built: the forward passes over the
-grids, the backward pass, the float64 pass and the pass on another device.
+grids, the backward pass, the float64 pass, the pass on another device and one with another batch size.
 
 :func:`compare_on_grids` compares the learner's output with the reference's on one input per grid,
 square and non-square, blaming a wrong output or an error on the planted variant that reproduces
 it, else on a batch size hard-coded to 1 or a grid guessed as sqrt(N). Once every output matches,
 :func:`gradients` runs one backward pass through both (every input's and every parameter's
 gradient compared), :func:`in_float64` runs both in float64 (the dtype promise) and
-:func:`on_another_device` on the meta device (the device promise, without a GPU).
+:func:`on_another_device` on the meta device (the device promise, without a GPU) and
+:func:`other_batch` once more as a batch of 3 (every case's batch holds 2).
 """
 from __future__ import annotations
 
@@ -110,6 +111,12 @@ _BLOCKED = ("Something in forward cuts it from autograd's graph: .detach(), .dat
             "train: keep every step of forward differentiable.")
 
 
+def _hinted(title: str, report: Report, hint: str) -> Report:
+    """The report on an error the learner's code raised, its hint replaced by one for the pass that
+    met it (the error itself stays the report's cause)."""
+    return fail(title, str(report).splitlines()[0].removeprefix(f"{title}: "), extra=hint)
+
+
 def _labels(fn: Callable, args: tuple) -> list[str]:
     """A name for each tensor in ``args``, in the order of :func:`tensors`: the parameter's name
     from ``fn``'s signature (x, feats, ...), with the index of a tensor in a list (feats[3])."""
@@ -145,10 +152,9 @@ def gradients(title: str, student: Callable, reference: Callable, args: tuple, w
         except Report as report:  # e.g. .numpy(): right on plain tensors, refused on ones that carry gradients
             if "numpy()" not in str(report.__cause__):
                 raise
-            raise fail(title, str(report).splitlines()[0].removeprefix(f"{title}: "),
-                       extra="numpy knows nothing of gradients, so torch refuses a tensor that carries them; "
-                             "the .detach() it suggests would cut the gradient. Stay in torch (or einops) from "
-                             "input to output.") from report.__cause__
+            raise _hinted(title, report, "numpy knows nothing of gradients, so torch refuses a tensor that carries "
+                          "them; the .detach() it suggests would cut the gradient. Stay in torch (or einops) from "
+                          "input to output.") from report.__cause__
         expected = reference(*theirs)
         outs, refs = tensors(got), tensors(expected)
         blocked = [i for i, (o, r) in enumerate(zip(outs, refs)) if r.requires_grad and not o.requires_grad]
@@ -209,8 +215,7 @@ def in_float64(title: str, student: nn.Module, reference: nn.Module, args: tuple
             except Report as report:  # e.g. a float32 tensor of the learner's meets a float64 weight
                 if report.__cause__ is None:
                     raise
-                raise fail(title, str(report).splitlines()[0].removeprefix(f"{title}: "),
-                           extra=_FLOAT32) from report.__cause__
+                raise _hinted(title, report, _FLOAT32) from report.__cause__
             expected = reference(*args)
         vet(title, got, expected, where, name, items)
         if not close(got, expected):
